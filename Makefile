@@ -1,0 +1,33 @@
+# Two commands: `make demo` and `make test`. Both create .venv when missing and (re)install
+# the project into it whenever a source, contract, template or fixture changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SOURCES := pyproject.toml $(shell find p2c_etl contracts reports data/fixtures/demo -type f \
+	-not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "p2c-etl needs Python 3.11 or newer: set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install --quiet '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/p2c demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/diff_bench.py
+
+clean:
+	rm -rf $(VENV) p2c-demo build dist .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,40 @@
+"""Casts that never change a value: text, numbers and flags to a contract type, exactly.
+
+A value that has no exact counterpart in the target type is reported, never rounded,
+truncated or silently turned into null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+_TRUE = ("true", "yes", "1")
+_FALSE = ("false", "no", "0")
+_WIDE = pl.Decimal(38, 18)
+
+
+@dataclass(frozen=True)
+class ExactCast:
+    """`value` cast to the target type; `invalid`: not of that type; `lossy`: would change."""
+
+    value: pl.Expr
+    invalid: pl.Expr
+    lossy: pl.Expr
+
+
+def exact_cast(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> ExactCast:
+    if source == pl.String:
+        text = expr.str.strip_chars()
+        expr = pl.when(text == "").then(None).otherwise(text)
+    if source == pl.String and target == pl.Boolean:
+        folded = expr.str.to_lowercase()
+        value = pl.when(folded.is_in(_TRUE)).then(True).when(folded.is_in(_FALSE)).then(False)
+    else:
+        value = expr.cast(target, strict=False)
+    invalid = expr.is_not_null() & value.is_null()
+    lossy = pl.lit(False)
+    if isinstance(target, pl.Decimal) and (source == pl.String or source.is_numeric()):
+        lossy = value.is_not_null() & (value.cast(_WIDE) != expr.cast(_WIDE, strict=False))
+    return ExactCast(value=value, invalid=invalid, lossy=lossy)

@@ -1,0 +1,173 @@
+"""The `p2c` command: thin; builds Settings, calls the pipeline, maps outcomes to exit codes.
+
+Exit codes: 0 clean; 1 finished with record-level rejects or failures; 2 failed
+(configuration, connection, contract shape); 3 another run holds the lock.
+Human progress goes to stderr; `--json` prints one JSON summary on stdout and nothing else.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from p2c_etl.config import DEFAULT_CONFIG, Settings, demo_config_text, load_settings
+from p2c_etl.errors import P2CError
+from p2c_etl.flows import ALL_FLOWS, flow_names
+from p2c_etl.pipeline import run_batch
+from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.summary import RunSummary
+from p2c_etl.warehouse import Warehouse
+
+EXIT_OK, EXIT_RECORDS, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="The p2c.toml to use.",
+)
+
+
+def _errors_exit(func: F) -> F:
+    """Turn a P2CError into its one-line message on stderr and its exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except P2CError as exc:
+            click.echo(f"p2c: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _progress(quiet: bool) -> Callable[[str], None]:
+    return (lambda _: None) if quiet else (lambda line: click.echo(line, err=True))
+
+
+def _settings(config_path: Path) -> Settings:
+    return load_settings(config_path, known_flows=flow_names())
+
+
+def _parse_flows(text: str | None) -> list[str] | None:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="p2c-etl")
+def main() -> None:
+    """Keep Dynamics 365 Sales (CRM) and Finance and Operations (ERP) in step."""
+
+
+@main.command()
+@config_option
+@click.option("--flows", "flows_text", metavar="A,B", help="Run only these flows.")
+@click.option("--dry-run", is_flag=True, help="Compute everything; write nothing to either system.")
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
+@_errors_exit
+def run(config_path: Path, flows_text: str | None, dry_run: bool, as_json: bool) -> None:
+    """Run the nightly batch: extract, map, validate, diff, load, report."""
+    summary = run_batch(
+        _settings(config_path), flows=_parse_flows(flows_text), dry_run=dry_run,
+        progress=_progress(as_json),
+    )
+    _print_summary(summary, as_json)
+    sys.exit(_exit_code(summary))
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("p2c-demo"), show_default=True, help="Where to put the demo.")
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
+@_errors_exit
+def demo(directory: Path, as_json: bool) -> None:
+    """Copy the demo company into DIR (once) and run the nightly batch on it.
+
+    Exits 0 when the run completed, even with the demo's planted rejects.
+    """
+    config = directory / "p2c.toml"
+    if not config.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        for system in ("crm", "erp"):
+            shutil.copytree(demo_fixtures_dir() / system, directory / system, dirs_exist_ok=True)
+        config.write_text(demo_config_text(), encoding="utf-8")
+        _progress(as_json)(f"demo: copied the demo company into {directory}")
+    summary = run_batch(_settings(config), mode="demo", progress=_progress(as_json))
+    _print_summary(summary, as_json)
+    if not as_json and summary.status != "failed":
+        again = " Run it again: nothing new will be written." if summary.written else ""
+        click.echo(f"{summary.written} records written.{again}")
+    sys.exit(EXIT_FAILED if summary.status == "failed" else EXIT_OK)
+
+
+@main.command("flows")
+def flows_command() -> None:
+    """List every flow: direction, source, target, keys, dependencies."""
+    rows = [
+        (f.name, f.direction, str(f.source), str(f.target), ", ".join(f.keys),
+         ", ".join(f.depends_on) or "—")
+        for f in ALL_FLOWS
+    ]
+    _table(("flow", "direction", "source", "target", "keys", "after"), rows)
+
+
+@main.command()
+@config_option
+@click.option("--limit", default=20, show_default=True, help="How many runs to list.")
+@_errors_exit
+def history(config_path: Path, limit: int) -> None:
+    """List recent runs, newest first."""
+    settings = _settings(config_path)
+    if not settings.warehouse_path.exists():
+        click.echo("No runs yet.")
+        return
+    wh = Warehouse.open(settings.warehouse_path)
+    try:
+        runs = wh.recent_runs(limit)
+    finally:
+        wh.close()
+    rows = [
+        (r["run_id"], r["mode"] + (" (dry)" if r["dry_run"] else ""), r["status"],
+         f"{r['started_at']:%Y-%m-%d %H:%M:%S}", str(r["written"]), str(r["rejected"]),
+         str(r["failed"]), r["report_html"] or "")
+        for r in runs.iter_rows(named=True)
+    ]
+    _table(("run", "mode", "status", "started", "written", "rejected", "failed", "report"), rows)
+
+
+def _exit_code(summary: RunSummary) -> int:
+    return {"ok": EXIT_OK, "partial": EXIT_RECORDS}.get(summary.status, EXIT_FAILED)
+
+
+def _print_summary(summary: RunSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(summary.to_json())
+        return
+    if summary.error:
+        click.echo(f"p2c: error: {summary.error}", err=True)
+    rows = [
+        (c.flow, str(c.source_rows), str(c.filtered_out), str(c.rejected), str(c.inserted),
+         str(c.updated), str(c.unchanged), str(c.target_only), str(c.failed))
+        for c in summary.flows
+    ]
+    click.echo(f"Run {summary.run_id}: {summary.status}" + (" (dry run)" if summary.dry_run else ""))
+    _table(("flow", "source", "filtered", "rejected", "inserted", "updated", "unchanged",
+            "target only", "failed"), rows)
+    click.echo(f"Report: {summary.report_html}")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    for row in (header, *rows):
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

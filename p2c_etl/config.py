@@ -1,0 +1,201 @@
+"""p2c.toml → one frozen `Settings`.
+
+Relative paths in the file are taken relative to the file's own folder, so a
+configuration works from any current directory. Every problem is a `ConfigError`
+with a one-line message naming the file and the key.
+
+    [warehouse]
+    path = "p2c.duckdb"          # default
+
+    [systems.crm]
+    kind = "files"               # files | dataverse | finops
+    path = "crm"
+
+    [systems.erp]
+    kind = "files"
+    path = "erp"
+    company = "usmf"             # default; becomes dataAreaId
+
+    [report]
+    dir = "reports"              # default
+
+    [flows.accounts]
+    enabled = true               # default
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+from p2c_etl.errors import ConfigError
+
+SystemName = Literal["crm", "erp"]
+SystemKind = Literal["files", "dataverse", "finops"]
+AVAILABLE_KINDS: tuple[SystemKind, ...] = ("files",)
+DEFAULT_CONFIG = Path("p2c.toml")
+
+
+@dataclass(frozen=True)
+class SystemSettings:
+    """One system: which connector talks to it and where it is."""
+
+    name: SystemName
+    kind: SystemKind
+    path: Path
+    company: str | None = None
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """Per-flow overrides from `[flows.<name>]`."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs from the configuration, resolved and checked."""
+
+    config_path: Path
+    warehouse_path: Path
+    crm: SystemSettings
+    erp: SystemSettings
+    report_dir: Path
+    flows: Mapping[str, FlowSettings] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def company(self) -> str:
+        """The ERP legal entity written as `dataAreaId`."""
+        return self.erp.company or "usmf"
+
+    def system(self, name: SystemName) -> SystemSettings:
+        return self.crm if name == "crm" else self.erp
+
+    def flow(self, name: str) -> FlowSettings:
+        return self.flows.get(name, FlowSettings())
+
+
+class _Table:
+    """A TOML table read key by key, so unknown and missing keys are reported by full name."""
+
+    def __init__(self, source: Path, dotted: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: [{dotted}] must be a table")
+        self.source, self.dotted, self.data = source, dotted, data
+
+    def _name(self, key: str) -> str:
+        return f"{self.dotted}.{key}" if self.dotted else key
+
+    def only(self, *allowed: str) -> None:
+        for key in self.data:
+            if key not in allowed:
+                raise ConfigError(
+                    f"{self.source}: unknown key '{self._name(key)}' "
+                    f"(expected one of: {', '.join(allowed)})"
+                )
+
+    def get(self, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"{self.source}: missing key '{self._name(key)}'")
+            return default
+        value = self.data[key]
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise ConfigError(
+                f"{self.source}: '{self._name(key)}' must be a {kind.__name__}, got {value!r}"
+            )
+        return value
+
+    def table(self, key: str, required: bool = False) -> _Table:
+        if key not in self.data and required:
+            raise ConfigError(f"{self.source}: missing table [{self._name(key)}]")
+        return _Table(self.source, self._name(key), self.data.get(key, {}))
+
+
+def load_settings(path: Path, known_flows: tuple[str, ...] = ()) -> Settings:
+    """Read and check `path`; `known_flows` are the names `[flows.<name>]` may use."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found (create it, or pass --config)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _settings(path, _Table(path, "", raw), known_flows)
+
+
+def _settings(path: Path, top: _Table, known_flows: tuple[str, ...]) -> Settings:
+    base = path.resolve().parent
+    top.only("warehouse", "systems", "report", "flows")
+    warehouse = top.table("warehouse")
+    warehouse.only("path")
+    report = top.table("report")
+    report.only("dir")
+    systems = top.table("systems", required=True)
+    systems.only("crm", "erp")
+    return Settings(
+        config_path=path.resolve(),
+        warehouse_path=base / warehouse.get("path", str, "p2c.duckdb"),
+        crm=_system(base, "crm", systems.table("crm", required=True)),
+        erp=_system(base, "erp", systems.table("erp", required=True)),
+        report_dir=base / report.get("dir", str, "reports"),
+        flows=MappingProxyType(_flows(top.table("flows"), known_flows)),
+    )
+
+
+def _system(base: Path, name: SystemName, table: _Table) -> SystemSettings:
+    table.only("kind", "path", "company") if name == "erp" else table.only("kind", "path")
+    kind = table.get("kind", str, required=True)
+    if kind not in get_args(SystemKind):
+        raise ConfigError(
+            f"{table.source}: '{table.dotted}.kind' must be one of "
+            f"{', '.join(get_args(SystemKind))}, got {kind!r}"
+        )
+    if kind not in AVAILABLE_KINDS:
+        raise ConfigError(
+            f"{table.source}: '{table.dotted}.kind' = {kind!r} is not available in this "
+            f"version of p2c-etl (available: {', '.join(AVAILABLE_KINDS)})"
+        )
+    company = table.get("company", str, "usmf") if name == "erp" else None
+    if company is not None and not company.strip():
+        raise ConfigError(f"{table.source}: '{table.dotted}.company' must not be empty")
+    return SystemSettings(
+        name=name,
+        kind=kind,
+        path=base / table.get("path", str, required=True),
+        company=company.strip().lower() if company else None,
+    )
+
+
+def _flows(table: _Table, known_flows: tuple[str, ...]) -> dict[str, FlowSettings]:
+    flows: dict[str, FlowSettings] = {}
+    for name in table.data:
+        if known_flows and name not in known_flows:
+            raise ConfigError(
+                f"{table.source}: unknown flow [flows.{name}] "
+                f"(flows: {', '.join(known_flows)})"
+            )
+        entry = table.table(name)
+        entry.only("enabled")
+        flows[name] = FlowSettings(enabled=entry.get("enabled", bool, True))
+    return flows
+
+
+def demo_config_text(company: str = "usmf") -> str:
+    """The p2c.toml that `p2c demo` writes beside the copied demo data."""
+    return (
+        "# Written by `p2c demo`. Paths are relative to this file.\n"
+        '[warehouse]\npath = "p2c.duckdb"\n\n'
+        '[systems.crm]\nkind = "files"\npath = "crm"\n\n'
+        f'[systems.erp]\nkind = "files"\npath = "erp"\ncompany = "{company}"\n\n'
+        '[report]\ndir = "reports"\n'
+    )

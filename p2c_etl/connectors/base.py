@@ -1,0 +1,53 @@
+"""The one interface every connector implements, and the write batch it receives."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import polars as pl
+
+from p2c_etl.config import SystemName
+
+WriteOp = Literal["insert", "update"]
+WriteStatus = Literal["ok", "failed"]
+RESULT_SCHEMA: dict[str, pl.DataType] = {
+    "record_key": pl.String(),
+    "op": pl.String(),
+    "status": pl.String(),
+    "message": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class WriteBatch:
+    """What to write to one entity set.
+
+    `inserts` hold every column of new records; each frame in `updates` holds the key
+    columns plus only the columns that changed for those records.
+    """
+
+    keys: tuple[str, ...]
+    inserts: pl.DataFrame
+    updates: tuple[pl.DataFrame, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return self.inserts.height + sum(u.height for u in self.updates)
+
+
+class Connector(Protocol):
+    """A system p2c-etl reads snapshots from and writes upserts to."""
+
+    system: SystemName
+
+    def snapshot(
+        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+    ) -> pl.DataFrame:
+        """Every record of `entity`, with `columns` typed as the system's contract says."""
+        ...
+
+    def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
+        """Write `batch`; one result row per record (`RESULT_SCHEMA`)."""
+        ...

@@ -1,0 +1,173 @@
+"""Orders the stages of a run; the stages themselves hold the logic.
+
+    for each flow, in dependency order:
+        extract → prepare (transform + validate) → compare (diff) → load (skipped on dry run)
+    then the report, then the ledger entry is closed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from p2c_etl.config import Settings, SystemName
+from p2c_etl.connectors.base import Connector
+from p2c_etl.connectors.files import FilesConnector
+from p2c_etl.contracts import ContractSet
+from p2c_etl.errors import ConfigError, P2CError, StageError
+from p2c_etl.extract import extract_flow
+from p2c_etl.flow import Flow, dependency_order
+from p2c_etl.flows import ALL_FLOWS, flow_names
+from p2c_etl.load import load_flow
+from p2c_etl.report import build_report_data, write_report
+from p2c_etl.resources import contracts_dir
+from p2c_etl.stages import compare_flow, prepare_flow
+from p2c_etl.summary import FlowCounts, RunMode, RunSummary, status_of
+from p2c_etl.warehouse import Warehouse
+
+Clock = Callable[[], datetime]
+Progress = Callable[[str], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_run_id(at: datetime) -> str:
+    """Sortable by time, unique across machines: `20261124T034500Z-1a2b3c`."""
+    return f"{at:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def select_flows(settings: Settings, names: Sequence[str] | None = None) -> list[Flow]:
+    """The enabled flows (or exactly `names`), in dependency order."""
+    if names:
+        unknown = [n for n in names if n not in flow_names()]
+        if unknown:
+            raise ConfigError(
+                f"unknown flow {', '.join(unknown)} (flows: {', '.join(flow_names())})"
+            )
+        chosen = [f for f in ALL_FLOWS if f.name in names]
+    else:
+        chosen = [f for f in ALL_FLOWS if settings.flow(f.name).enabled]
+    return dependency_order(chosen)
+
+
+def connectors_for(settings: Settings, contracts: ContractSet) -> dict[SystemName, Connector]:
+    systems: tuple[SystemName, ...] = ("crm", "erp")
+    return {
+        name: FilesConnector(name, settings.system(name).path, contracts) for name in systems
+    }
+
+
+def run_batch(
+    settings: Settings,
+    *,
+    mode: RunMode = "run",
+    flows: Sequence[str] | None = None,
+    dry_run: bool = False,
+    run_id: str | None = None,
+    clock: Clock = utc_now,
+    progress: Progress = lambda _: None,
+) -> RunSummary:
+    """Run the selected flows once; a stage failure ends the run as `failed`, not raised."""
+    contracts = ContractSet.load(contracts_dir())
+    selected = select_flows(settings, flows)
+    connectors = connectors_for(settings, contracts)
+    started = clock()
+    run_id = run_id or new_run_id(started)
+    context = {"company": settings.company}
+    with _open(settings) as wh:
+        wh.start_run(run_id, mode, dry_run, [f.name for f in selected], started)
+        progress(f"run {run_id}: {len(selected)} flows" + (" (dry run)" if dry_run else ""))
+        counts: list[FlowCounts] = []
+        error: str | None = None
+        try:
+            for flow in selected:
+                counts.append(
+                    _run_flow(wh, run_id, flow, connectors, contracts, context, dry_run, clock,
+                              progress)
+                )
+        except P2CError as exc:
+            error = str(exc)
+        except BaseException:
+            wh.finish_run(run_id, "failed", clock(), error="interrupted by an unexpected error")
+            raise
+        status = "failed" if error else status_of(tuple(counts))
+        wh.finish_run(run_id, status, clock(), error=error)
+        ended = clock()
+        run = wh.run(run_id)
+        assert run is not None
+        data = build_report_data(wh, run, selected, settings.company, ended.isoformat())
+        html, js = write_report(data, settings.report_dir)
+        wh.finish_run(run_id, status, ended, report=(str(html), str(js)), error=error)
+        return RunSummary(
+            run_id=run_id,
+            mode=mode,
+            status=status,
+            dry_run=dry_run,
+            flows=wh.counts(run_id),
+            report_html=str(html),
+            report_json=str(js),
+            error=error,
+        )
+
+
+@contextmanager
+def _open(settings: Settings) -> Iterator[Warehouse]:
+    wh = Warehouse.open(settings.warehouse_path)
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
+def _run_flow(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    connectors: dict[SystemName, Connector],
+    contracts: ContractSet,
+    context: dict[str, str],
+    dry_run: bool,
+    clock: Clock,
+    progress: Progress,
+) -> FlowCounts:
+    stage = "extract"
+    try:
+        progress(f"{flow.name}: extracting {flow.source} and {flow.target}")
+        extract_flow(wh, run_id, flow, connectors, context, clock)
+        stage = "prepare"
+        prepared = prepare_flow(wh, run_id, flow, contracts, context)
+        stage = "compare"
+        compared = compare_flow(wh, run_id, flow)
+        counts = FlowCounts(
+            flow=flow.name,
+            source_rows=prepared.source_rows,
+            filtered_out=prepared.filtered_out,
+            rejected=prepared.rejected,
+            inserted=compared.inserts,
+            updated=compared.updates,
+            unchanged=compared.unchanged,
+            target_only=compared.target_only,
+        )
+        if not dry_run:
+            stage = "load"
+            progress(f"{flow.name}: writing {compared.inserts + compared.updates} records "
+                     f"to {flow.target}")
+            loaded = load_flow(wh, run_id, flow, connectors[flow.target.system], clock)
+            counts = replace(
+                counts, inserted=loaded.inserted, updated=loaded.updated, failed=loaded.failed
+            )
+    except P2CError as exc:
+        raise StageError(stage, flow.name, run_id, exc) from exc
+    wh.save_counts(run_id, counts)
+    progress(
+        f"{flow.name}: {counts.source_rows} source rows, {counts.filtered_out} filtered out, "
+        f"{counts.rejected} rejected, {counts.inserted} inserted, {counts.updated} updated, "
+        f"{counts.unchanged} unchanged, {counts.target_only} only in target, "
+        f"{counts.failed} failed"
+    )
+    return counts

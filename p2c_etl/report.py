@@ -1,0 +1,163 @@
+"""Run report: compute a frozen `ReportData` from the warehouse, then render it last.
+
+The JSON twin is `ReportData` as JSON; the HTML is a Jinja template with autoescaping on
+(every value from a CRM is untrusted) and inline CSS, so the file opens from disk anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import polars as pl
+
+from p2c_etl.flow import Flow
+from p2c_etl.resources import templates_dir
+from p2c_etl.summary import FlowCounts
+from p2c_etl.warehouse import Warehouse
+
+SAMPLE_CHANGES = 25
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class ChangeSample:
+    record_key: str
+    kind: str
+    fields: tuple[FieldChange, ...]
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    record_key: str | None
+    reason: str
+    field: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class FlowReport:
+    flow: str
+    description: str
+    source: str
+    target: str
+    counts: FlowCounts
+    changed_fields: tuple[tuple[str, int], ...]
+    samples: tuple[ChangeSample, ...]
+    rejects: tuple[RejectRow, ...]
+    reject_reasons: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    run_id: str
+    mode: str
+    status: str
+    dry_run: bool
+    company: str
+    started_at: str
+    ended_at: str
+    flows: tuple[FlowReport, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_report_data(
+    wh: Warehouse, run: dict[str, Any], flows: Sequence[Flow], company: str, ended_at: str
+) -> ReportData:
+    run_id = run["run_id"]
+    counts = {c.flow: c for c in wh.counts(run_id)}
+    return ReportData(
+        run_id=run_id,
+        mode=run["mode"],
+        status=run["status"],
+        dry_run=run["dry_run"],
+        company=company,
+        started_at=run["started_at"].isoformat(),
+        ended_at=ended_at,
+        flows=tuple(
+            _flow_report(wh, run_id, flow, counts.get(flow.name, FlowCounts(flow.name)))
+            for flow in flows
+        ),
+    )
+
+
+def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> FlowReport:
+    changes = wh.for_flow("changes", run_id, flow.name)
+    rejects = wh.for_flow("rejects", run_id, flow.name).sort("source_row", "field")
+    field_counts = (
+        changes.select(pl.col("changed_fields").explode().drop_nulls().alias("f"))
+        .group_by("f").len().sort(["len", "f"], descending=[True, False])
+    )
+    samples = changes.filter(pl.col("kind") != "target_only").sort("kind", "record_key")
+    return FlowReport(
+        flow=flow.name,
+        description=flow.description,
+        source=str(flow.source),
+        target=str(flow.target),
+        counts=counts,
+        changed_fields=tuple(field_counts.iter_rows()),
+        samples=tuple(_sample(row) for row in samples.head(SAMPLE_CHANGES).iter_rows(named=True)),
+        rejects=tuple(
+            RejectRow(r["record_key"], r["reason"], r["field"], r["message"])
+            for r in rejects.iter_rows(named=True)
+        ),
+        reject_reasons=tuple(
+            rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+            .iter_rows()
+        ),
+    )
+
+
+def _sample(row: dict[str, Any]) -> ChangeSample:
+    before = json.loads(row["before_json"]) if row["before_json"] else {}
+    after = json.loads(row["after_json"]) if row["after_json"] else {}
+    names = row["changed_fields"] if row["kind"] == "update" else list(after)
+    return ChangeSample(
+        record_key=row["record_key"],
+        kind=row["kind"],
+        fields=tuple(FieldChange(n, _text(before.get(n)), _text(after.get(n))) for n in names),
+    )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def render_html(data: ReportData) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("run.html").render(report=data)
+
+
+def write_report(data: ReportData, out_dir: Path) -> tuple[Path, Path]:
+    """Write `<run_id>.html` and `<run_id>.json` into `out_dir`; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / f"{data.run_id}.html"
+    json_path = out_dir / f"{data.run_id}.json"
+    _write_text(json_path, json.dumps(data.as_json(), indent=2) + "\n")
+    _write_text(html_path, render_html(data))
+    return html_path, json_path
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
