@@ -30,7 +30,9 @@ def exact_cast(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> Exact
         expr = pl.when(text == "").then(None).otherwise(text)
     if source == pl.String and target == pl.Boolean:
         folded = expr.str.to_lowercase()
-        value = pl.when(folded.is_in(_TRUE)).then(True).when(folded.is_in(_FALSE)).then(False)
+        value: pl.Expr = (
+            pl.when(folded.is_in(_TRUE)).then(True).when(folded.is_in(_FALSE)).then(False)
+        )
     else:
         value = expr.cast(target, strict=False)
     invalid = expr.is_not_null() & value.is_null()

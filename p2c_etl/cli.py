@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,9 @@ config_option = click.option(
     default=DEFAULT_CONFIG,
     show_default=True,
     help="The p2c.toml to use.",
+)
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="No progress lines on stderr (errors still go there)."
 )
 
 
@@ -74,23 +77,35 @@ def main() -> None:
 @click.option("--flows", "flows_text", metavar="A,B", help="Run only these flows.")
 @click.option("--dry-run", is_flag=True, help="Compute everything; write nothing to either system.")
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
+@quiet_option
 @_errors_exit
-def run(config_path: Path, flows_text: str | None, dry_run: bool, as_json: bool) -> None:
+def run(
+    config_path: Path, flows_text: str | None, dry_run: bool, as_json: bool, quiet: bool
+) -> None:
     """Run the nightly batch: extract, map, validate, diff, load, report."""
     summary = run_batch(
-        _settings(config_path), flows=_parse_flows(flows_text), dry_run=dry_run,
-        progress=_progress(as_json),
+        _settings(config_path),
+        flows=_parse_flows(flows_text),
+        dry_run=dry_run,
+        progress=_progress(quiet),
     )
     _print_summary(summary, as_json)
     sys.exit(_exit_code(summary))
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("p2c-demo"), show_default=True, help="Where to put the demo.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("p2c-demo"),
+    show_default=True,
+    help="Where to put the demo.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
+@quiet_option
 @_errors_exit
-def demo(directory: Path, as_json: bool) -> None:
+def demo(directory: Path, as_json: bool, quiet: bool) -> None:
     """Copy the demo company into DIR (once) and run the nightly batch on it.
 
     Exits 0 when the run completed, even with the demo's planted rejects.
@@ -101,8 +116,8 @@ def demo(directory: Path, as_json: bool) -> None:
         for system in ("crm", "erp"):
             shutil.copytree(demo_fixtures_dir() / system, directory / system, dirs_exist_ok=True)
         config.write_text(demo_config_text(), encoding="utf-8")
-        _progress(as_json)(f"demo: copied the demo company into {directory}")
-    summary = run_batch(_settings(config), mode="demo", progress=_progress(as_json))
+        _progress(quiet)(f"demo: copied the demo company into {directory}")
+    summary = run_batch(_settings(config), mode="demo", progress=_progress(quiet))
     _print_summary(summary, as_json)
     if not as_json and summary.status != "failed":
         again = " Run it again: nothing new will be written." if summary.written else ""
@@ -114,8 +129,14 @@ def demo(directory: Path, as_json: bool) -> None:
 def flows_command() -> None:
     """List every flow: direction, source, target, keys, dependencies."""
     rows = [
-        (f.name, f.direction, str(f.source), str(f.target), ", ".join(f.keys),
-         ", ".join(f.depends_on) or "—")
+        (
+            f.name,
+            f.direction,
+            str(f.source),
+            str(f.target),
+            ", ".join(f.keys),
+            ", ".join(f.depends_on) or "—",
+        )
         for f in ALL_FLOWS
     ]
     _table(("flow", "direction", "source", "target", "keys", "after"), rows)
@@ -137,9 +158,16 @@ def history(config_path: Path, limit: int) -> None:
     finally:
         wh.close()
     rows = [
-        (r["run_id"], r["mode"] + (" (dry)" if r["dry_run"] else ""), r["status"],
-         f"{r['started_at']:%Y-%m-%d %H:%M:%S}", str(r["written"]), str(r["rejected"]),
-         str(r["failed"]), r["report_html"] or "")
+        (
+            r["run_id"],
+            r["mode"] + (" (dry)" if r["dry_run"] else ""),
+            r["status"],
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+            str(r["written"]),
+            str(r["rejected"]),
+            str(r["failed"]),
+            r["report_html"] or "",
+        )
         for r in runs.iter_rows(named=True)
     ]
     _table(("run", "mode", "status", "started", "written", "rejected", "failed", "report"), rows)
@@ -156,18 +184,42 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
     if summary.error:
         click.echo(f"p2c: error: {summary.error}", err=True)
     rows = [
-        (c.flow, str(c.source_rows), str(c.filtered_out), str(c.rejected), str(c.inserted),
-         str(c.updated), str(c.unchanged), str(c.target_only), str(c.failed))
+        (
+            c.flow,
+            str(c.source_rows),
+            str(c.filtered_out),
+            str(c.rejected),
+            str(c.inserted),
+            str(c.updated),
+            str(c.unchanged),
+            str(c.target_only),
+            str(c.failed),
+        )
         for c in summary.flows
     ]
-    click.echo(f"Run {summary.run_id}: {summary.status}" + (" (dry run)" if summary.dry_run else ""))
-    _table(("flow", "source", "filtered", "rejected", "inserted", "updated", "unchanged",
-            "target only", "failed"), rows)
+    click.echo(
+        f"Run {summary.run_id}: {summary.status}" + (" (dry run)" if summary.dry_run else "")
+    )
+    _table(
+        (
+            "flow",
+            "source",
+            "filtered",
+            "rejected",
+            "inserted",
+            "updated",
+            "unchanged",
+            "target only",
+            "failed",
+        ),
+        rows,
+    )
     click.echo(f"Report: {summary.report_html}")
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)
+    ]
     for row in (header, *rows):
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -181,8 +181,7 @@ def _flows(table: _Table, known_flows: tuple[str, ...]) -> dict[str, FlowSetting
     for name in table.data:
         if known_flows and name not in known_flows:
             raise ConfigError(
-                f"{table.source}: unknown flow [flows.{name}] "
-                f"(flows: {', '.join(known_flows)})"
+                f"{table.source}: unknown flow [flows.{name}] (flows: {', '.join(known_flows)})"
             )
         entry = table.table(name)
         entry.only("enabled")

@@ -112,7 +112,9 @@ def parse_type(text: str) -> pl.DataType:
     match = _DECIMAL.match(text)
     if match and 0 < int(match[1]) <= 38 and int(match[2]) <= int(match[1]):
         return pl.Decimal(int(match[1]), int(match[2]))
-    raise ValueError(f"unknown type {text!r} (string, guid, int, bool, date, datetime, decimal(P,S))")
+    raise ValueError(
+        f"unknown type {text!r} (string, guid, int, bool, date, datetime, decimal(P,S))"
+    )
 
 
 def load_contract(path: Path) -> Contract:

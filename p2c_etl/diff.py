@@ -55,9 +55,12 @@ def diff(
         right.select(*keys, HASH), on=keys, how="full", coalesce=True, suffix="_t"
     )
     kind = (
-        pl.when(pl.col(f"{HASH}_t").is_null()).then(pl.lit("insert"))
-        .when(pl.col(HASH).is_null()).then(pl.lit("target_only"))
-        .when(pl.col(HASH) == pl.col(f"{HASH}_t")).then(pl.lit("unchanged"))
+        pl.when(pl.col(f"{HASH}_t").is_null())
+        .then(pl.lit("insert"))
+        .when(pl.col(HASH).is_null())
+        .then(pl.lit("target_only"))
+        .when(pl.col(HASH) == pl.col(f"{HASH}_t"))
+        .then(pl.lit("unchanged"))
         .otherwise(pl.lit("update"))
     )
     classified = joined.select(*keys, kind.alias(KIND))
@@ -78,7 +81,9 @@ def _prepare(
     frame: pl.DataFrame, keys: list[str], compare: list[str], schema: pl.Schema
 ) -> pl.DataFrame:
     columns = [*keys, *compare]
-    out = frame.select([_comparable(pl.col(c).cast(schema[c]), schema[c]).alias(c) for c in columns])
+    out = frame.select(
+        [_comparable(pl.col(c).cast(schema[c]), schema[c]).alias(c) for c in columns]
+    )
     hashed = out.select(compare).hash_rows() if compare else pl.Series([0] * out.height)
     return out.with_columns(hashed.alias(HASH))
 
@@ -101,12 +106,13 @@ def _describe(
         before, on=keys, how="left", nulls_equal=True
     )
     differs = [
-        pl.when(pl.col(f"{c}__a").ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c))
-        for c in compare
+        pl.when(pl.col(f"{c}__a").ne_missing(pl.col(f"{c}__b"))).then(pl.lit(c)) for c in compare
     ]
     changed = (
         pl.when(pl.col(KIND) == "update")
-        .then(pl.concat_list(differs).list.drop_nulls() if differs else pl.lit([], pl.List(pl.String)))
+        .then(
+            pl.concat_list(differs).list.drop_nulls() if differs else pl.lit([], pl.List(pl.String))
+        )
         .otherwise(pl.lit([], dtype=pl.List(pl.String)))
     )
     return wide.select(

@@ -43,15 +43,17 @@ def extract_flow(
 ) -> ExtractInfo:
     """Snapshot source, target (in the flow's target scope) and references into the warehouse."""
     source = connectors[flow.source.system].snapshot(flow.source.entity, flow.source_columns)
-    wh.save_snapshot(run_id, source_name(flow), flow.source.system, flow.source.entity, source,
-                     now())
+    wh.save_snapshot(
+        run_id, source_name(flow), flow.source.system, flow.source.entity, source, now()
+    )
     target_columns = [*flow.target_columns, *([flow.target_id] if flow.target_id else [])]
     target = connectors[flow.target.system].snapshot(
         flow.target.entity, target_columns, missing_ok=True
     )
     target = target.filter(filters_expr(flow.target_filters, context))
-    wh.save_snapshot(run_id, target_name(flow), flow.target.system, flow.target.entity, target,
-                     now())
+    wh.save_snapshot(
+        run_id, target_name(flow), flow.target.system, flow.target.entity, target, now()
+    )
     for system, entity in dict.fromkeys((lk.system, lk.entity) for lk in flow.lookups):
         ref = connectors[system].snapshot(entity, _reference_columns(flow, entity))
         wh.save_snapshot(run_id, reference_name(flow, system, entity), system, entity, ref, now())

@@ -39,11 +39,14 @@ def stable_id(flow: Flow, key: str) -> str:
 def build_batch(flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame) -> WriteBatch:
     """Turn the changes of a flow into one write batch for its target."""
     rows = staged.drop(ROW, KEY, strict=False).with_columns(record_key(flow.keys).alias("__rk"))
-    insert_keys = changes.filter(pl.col(KIND) == "insert").select(pl.col("record_key").alias("__rk"))
+    insert_keys = changes.filter(pl.col(KIND) == "insert").select(
+        pl.col("record_key").alias("__rk")
+    )
     inserts = rows.join(insert_keys, on="__rk", how="semi")
     if flow.target_id:
         inserts = inserts.with_columns(
-            pl.col("__rk").map_elements(lambda k: stable_id(flow, k), return_dtype=pl.String)
+            pl.col("__rk")
+            .map_elements(lambda k: stable_id(flow, k), return_dtype=pl.String)
             .alias(flow.target_id)
         )
     updates = []
@@ -78,16 +81,19 @@ def load_flow(
     )
     ok = results.filter(pl.col("status") == "ok").join(values, on="record_key", how="left")
     with wh.transaction():
-        wh.append("load_results", results.with_columns(
-            pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")
-        ))
-        wh.remember_written(ok.select(
-            pl.lit(flow.name).alias("flow"),
-            "record_key",
-            "values_json",
-            pl.lit(run_id).alias("run_id"),
-            pl.lit(written_at).alias("written_at"),
-        ))
+        wh.append(
+            "load_results",
+            results.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")),
+        )
+        wh.remember_written(
+            ok.select(
+                pl.lit(flow.name).alias("flow"),
+                "record_key",
+                "values_json",
+                pl.lit(run_id).alias("run_id"),
+                pl.lit(written_at).alias("written_at"),
+            )
+        )
     return LoadInfo(
         inserted=_count(results, "insert", "ok"),
         updated=_count(results, "update", "ok"),

@@ -1,8 +1,8 @@
 """Orders the stages of a run; the stages themselves hold the logic.
 
-    for each flow, in dependency order:
-        extract → prepare (transform + validate) → compare (diff) → load (skipped on dry run)
-    then the report, then the ledger entry is closed.
+for each flow, in dependency order:
+    extract → prepare (transform + validate) → compare (diff) → load (skipped on dry run)
+then the report, then the ledger entry is closed.
 """
 
 from __future__ import annotations
@@ -57,9 +57,7 @@ def select_flows(settings: Settings, names: Sequence[str] | None = None) -> list
 
 def connectors_for(settings: Settings, contracts: ContractSet) -> dict[SystemName, Connector]:
     systems: tuple[SystemName, ...] = ("crm", "erp")
-    return {
-        name: FilesConnector(name, settings.system(name).path, contracts) for name in systems
-    }
+    return {name: FilesConnector(name, settings.system(name).path, contracts) for name in systems}
 
 
 def run_batch(
@@ -87,8 +85,9 @@ def run_batch(
         try:
             for flow in selected:
                 counts.append(
-                    _run_flow(wh, run_id, flow, connectors, contracts, context, dry_run, clock,
-                              progress)
+                    _run_flow(
+                        wh, run_id, flow, connectors, contracts, context, dry_run, clock, progress
+                    )
                 )
         except P2CError as exc:
             error = str(exc)
@@ -155,8 +154,10 @@ def _run_flow(
         )
         if not dry_run:
             stage = "load"
-            progress(f"{flow.name}: writing {compared.inserts + compared.updates} records "
-                     f"to {flow.target}")
+            progress(
+                f"{flow.name}: writing {compared.inserts + compared.updates} records "
+                f"to {flow.target}"
+            )
             loaded = load_flow(wh, run_id, flow, connectors[flow.target.system], clock)
             counts = replace(
                 counts, inserted=loaded.inserted, updated=loaded.updated, failed=loaded.failed

@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from p2c_etl.summary import FlowCounts
 from p2c_etl.warehouse import Warehouse
 
 SAMPLE_CHANGES = 25
+_KIND_ORDER = {"update": 0, "insert": 1, "target_only": 2}
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def build_report_data(
         status=run["status"],
         dry_run=run["dry_run"],
         company=company,
-        started_at=run["started_at"].isoformat(),
+        started_at=run["started_at"].astimezone(UTC).isoformat(),
         ended_at=ended_at,
         flows=tuple(
             _flow_report(wh, run_id, flow, counts.get(flow.name, FlowCounts(flow.name)))
@@ -100,9 +102,12 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
     rejects = wh.for_flow("rejects", run_id, flow.name).sort("source_row", "field")
     field_counts = (
         changes.select(pl.col("changed_fields").explode().drop_nulls().alias("f"))
-        .group_by("f").len().sort(["len", "f"], descending=[True, False])
+        .group_by("f")
+        .len()
+        .sort(["len", "f"], descending=[True, False])
     )
-    samples = changes.filter(pl.col("kind") != "target_only").sort("kind", "record_key")
+    order = pl.col("kind").replace_strict(_KIND_ORDER, return_dtype=pl.Int8)
+    samples = changes.sort(order, "record_key")
     return FlowReport(
         flow=flow.name,
         description=flow.description,
@@ -116,7 +121,9 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
             for r in rejects.iter_rows(named=True)
         ),
         reject_reasons=tuple(
-            rejects.group_by("reason").len().sort(["len", "reason"], descending=[True, False])
+            rejects.group_by("reason")
+            .len()
+            .sort(["len", "reason"], descending=[True, False])
             .iter_rows()
         ),
     )
@@ -125,7 +132,7 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
 def _sample(row: dict[str, Any]) -> ChangeSample:
     before = json.loads(row["before_json"]) if row["before_json"] else {}
     after = json.loads(row["after_json"]) if row["after_json"] else {}
-    names = row["changed_fields"] if row["kind"] == "update" else list(after)
+    names = row["changed_fields"] if row["kind"] == "update" else list(after or before)
     return ChangeSample(
         record_key=row["record_key"],
         kind=row["kind"],

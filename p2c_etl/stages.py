@@ -63,22 +63,28 @@ def prepare_flow(
     )
 
 
-def _reject_rows(run_id: str, flow: Flow, source: pl.DataFrame, rejects: pl.DataFrame) -> pl.DataFrame:
+def _reject_rows(
+    run_id: str, flow: Flow, source: pl.DataFrame, rejects: pl.DataFrame
+) -> pl.DataFrame:
     rows = source.with_row_index(ROW).select(
         pl.col(ROW).cast(pl.Int64),
         record_key(flow.source_keys).alias("record_key"),
         pl.struct(source.columns).struct.json_encode().alias("row_json"),
     )
-    return rejects.join(rows, on=ROW, how="left").select(
-        pl.lit(run_id).alias("run_id"),
-        pl.lit(flow.name).alias("flow"),
-        "record_key",
-        pl.col(ROW).alias("source_row"),
-        "field",
-        "reason",
-        "message",
-        "row_json",
-    ).sort("source_row", "field")
+    return (
+        rejects.join(rows, on=ROW, how="left")
+        .select(
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(flow.name).alias("flow"),
+            "record_key",
+            pl.col(ROW).alias("source_row"),
+            "field",
+            "reason",
+            "message",
+            "row_json",
+        )
+        .sort("source_row", "field")
+    )
 
 
 def compare_flow(wh: Warehouse, run_id: str, flow: Flow) -> CompareInfo:

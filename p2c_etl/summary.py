@@ -32,7 +32,11 @@ class FlowCounts:
     def accounted(self) -> int:
         """Source rows that ended somewhere; equals `source_rows` for a finished flow."""
         return (
-            self.filtered_out + self.rejected + self.inserted + self.updated + self.unchanged
+            self.filtered_out
+            + self.rejected
+            + self.inserted
+            + self.updated
+            + self.unchanged
             + self.failed
         )
 

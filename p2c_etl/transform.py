@@ -12,8 +12,8 @@ from typing import Literal
 
 import polars as pl
 
-from p2c_etl.keys import record_key
 from p2c_etl.flow import Field, Filter, Flow, FromContext, Lookup, Scalar, Value, normalize_key
+from p2c_etl.keys import record_key
 
 ROW = "__row"
 KEY = "__key"
@@ -29,12 +29,9 @@ RejectReason = Literal[
     "duplicate_key",
     "check_failed",
 ]
-REJECT_SCHEMA: Mapping[str, pl.DataType] = {
-    ROW: pl.Int64(),
-    "field": pl.String(),
-    "reason": pl.String(),
-    "message": pl.String(),
-}
+REJECT_SCHEMA = pl.Schema(
+    {ROW: pl.Int64(), "field": pl.String(), "reason": pl.String(), "message": pl.String()}
+)
 Context = Mapping[str, Scalar]
 References = Mapping[tuple[str, str], pl.DataFrame]
 
@@ -61,7 +58,7 @@ class _Problem:
 
 
 def empty_rejects() -> pl.DataFrame:
-    return pl.DataFrame(schema=dict(REJECT_SCHEMA))
+    return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
 def transform(flow: Flow, source: pl.DataFrame, refs: References, context: Context) -> Transformed:
@@ -96,7 +93,7 @@ def transform(flow: Flow, source: pl.DataFrame, refs: References, context: Conte
     staged = mapped.filter(~failed_any) if problems else mapped
     return Transformed(
         staged=staged.select(ROW, KEY, *flow.target_columns),
-        rejects=rejects.cast(dict(REJECT_SCHEMA)),
+        rejects=rejects.cast(REJECT_SCHEMA),
         filtered_out=frame.height - kept.height,
         claimed=mapped.select(flow.keys),
     )
@@ -191,7 +188,5 @@ def reference_mapping(lookup: Lookup, ref: pl.DataFrame) -> tuple[dict[str, str]
     )
     counts = pairs.group_by("k").len()
     ambiguous = set(counts.filter(pl.col("len") > 1)["k"].to_list())
-    mapping = {
-        normalize_key(k): v for k, v in pairs.iter_rows() if k not in ambiguous
-    }
+    mapping = {normalize_key(k): v for k, v in pairs.iter_rows() if k not in ambiguous}
     return mapping, ambiguous

@@ -57,10 +57,18 @@ def coerce(
         if frame.schema[name] == spec.dtype:
             continue
         cast = exact_cast(pl.col(name), frame.schema[name], spec.dtype)
-        rejects.append(_reject_rows(frame, cast.invalid, name, "wrong_type",
-                                    f"is not a valid {spec.type}"))
-        rejects.append(_reject_rows(frame, cast.lossy, name, "precision_loss",
-                                    f"has more decimal places than {spec.type} holds"))
+        rejects.append(
+            _reject_rows(frame, cast.invalid, name, "wrong_type", f"is not a valid {spec.type}")
+        )
+        rejects.append(
+            _reject_rows(
+                frame,
+                cast.lossy,
+                name,
+                "precision_loss",
+                f"has more decimal places than {spec.type} holds",
+            )
+        )
         casts.append(cast.value.alias(name))
     typed = frame.with_columns(casts) if casts else frame
     return typed, pl.concat([empty_rejects(), *rejects], how="vertical")
@@ -69,13 +77,18 @@ def coerce(
 def _reject_rows(
     frame: pl.DataFrame, failed: pl.Expr, name: str, reason: RejectReason, what: str
 ) -> pl.DataFrame:
-    return frame.filter(failed).select(
-        ROW,
-        pl.lit(name).alias("field"),
-        pl.lit(reason).alias("reason"),
-        pl.format("{} '{}' {}", pl.lit(name), pl.col(name).cast(pl.String), pl.lit(what))
-        .alias("message"),
-    ).cast(dict(REJECT_SCHEMA))
+    return (
+        frame.filter(failed)
+        .select(
+            ROW,
+            pl.lit(name).alias("field"),
+            pl.lit(reason).alias("reason"),
+            pl.format("{} '{}' {}", pl.lit(name), pl.col(name).cast(pl.String), pl.lit(what)).alias(
+                "message"
+            ),
+        )
+        .cast(REJECT_SCHEMA)
+    )
 
 
 def _check(typed: pl.DataFrame, contract: Contract, columns: list[str]) -> pl.DataFrame:
@@ -100,12 +113,16 @@ def _failure_rejects(typed: pl.DataFrame, cases: pl.DataFrame, contract: Contrac
     out = []
     for case in joined.iter_rows(named=True):
         reason = _reason(case["check"])
-        field = case["column"] or ",".join(contract.keys)
+        field = ",".join(contract.keys) if reason == "duplicate_key" else case["column"]
         out.append(
-            {ROW: case[ROW], "field": field, "reason": reason,
-             "message": _message(reason, field, case, contract)}
+            {
+                ROW: case[ROW],
+                "field": field,
+                "reason": reason,
+                "message": _message(reason, field, case, contract),
+            }
         )
-    return pl.DataFrame(out, schema=dict(REJECT_SCHEMA))
+    return pl.DataFrame(out, schema=REJECT_SCHEMA)
 
 
 def _reason(check: str) -> RejectReason:

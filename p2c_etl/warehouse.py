@@ -112,10 +112,11 @@ class Warehouse:
             self.con.unregister("__frame")
 
     def read_table(self, name: str) -> pl.DataFrame:
-        return self.con.sql(f'SELECT * FROM "{name}"').pl()
+        return self.query(f'SELECT * FROM "{name}"')
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
-        return self.con.sql(sql, params=list(params)).pl()
+        frame: pl.DataFrame = self.con.sql(sql, params=list(params)).pl()
+        return frame
 
     # --- the ledger ------------------------------------------------------------------
 

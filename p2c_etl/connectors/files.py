@@ -88,7 +88,9 @@ class FilesConnector:
             update_keys = update.select(record_key(keys).alias("record_key"))["record_key"]
             found = update_keys.is_in(present.implode())
             current = current.update(
-                _conform(update.filter(found), current.schema), on=keys, how="left",
+                _conform(update.filter(found), current.schema),
+                on=keys,
+                how="left",
                 include_nulls=True,
             )
             results.append(_results(update_keys, found, "update", "no record with this key"))
@@ -97,7 +99,10 @@ class FilesConnector:
         inserts = _conform(batch.inserts.filter(new), current.schema)
         current = pl.concat([current, inserts], how="diagonal_relaxed")
         results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
-        _write_atomic(current, path)
+        try:
+            _write_atomic(current, path)
+        except OSError as exc:
+            raise ConnectorError(f"{path}: cannot write: {exc}") from exc
         return pl.concat(results, how="vertical")
 
 
@@ -107,8 +112,9 @@ def _results(keys: pl.Series, ok: pl.Series, op: str, failure: str) -> pl.DataFr
             "record_key": keys,
             "op": [op] * len(keys),
             "status": pl.Series(ok).replace_strict({True: "ok", False: "failed"}),
-            "message": pl.Series(ok).replace_strict({True: None, False: failure},
-                                                   return_dtype=pl.String),
+            "message": pl.Series(ok).replace_strict(
+                {True: None, False: failure}, return_dtype=pl.String
+            ),
         },
         schema=RESULT_SCHEMA,
     )
@@ -126,8 +132,12 @@ def _read(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
         if path.suffix == ".parquet":
             return pl.read_parquet(path, columns=list(dtypes))
         if path.suffix == ".csv":
-            return pl.read_csv(path, columns=list(dtypes), infer_schema=False,
-                               encoding="utf8-lossy", missing_utf8_is_empty_string=False)
+            return pl.read_csv(
+                path,
+                columns=list(dtypes),
+                infer_schema=False,
+                encoding="utf8-lossy",
+            )
         return pl.from_arrow(_read_json(path, dtypes, "ignore"))  # type: ignore[return-value]
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None

@@ -1,0 +1,173 @@
+"""End to end through the `p2c` command, on the demo company in a temporary folder."""
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from p2c_etl.cli import main
+
+EXPECTED_FIRST_RUN = {
+    "products": dict(
+        source_rows=18,
+        filtered_out=3,
+        rejected=1,
+        inserted=2,
+        updated=1,
+        unchanged=11,
+        target_only=1,
+        failed=0,
+    ),
+    "accounts": dict(
+        source_rows=39,
+        filtered_out=1,
+        rejected=4,
+        inserted=5,
+        updated=2,
+        unchanged=27,
+        target_only=1,
+        failed=0,
+    ),
+}
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def flows_of(result: Result) -> dict[str, dict[str, int]]:
+    summary = json.loads(result.stdout)
+    return {f.pop("flow"): f for f in summary["flows"]}
+
+
+def test_demo_runs_twice_and_the_second_run_writes_nothing(tmp_path: Path) -> None:
+    first = invoke("demo", "--dir", str(tmp_path / "d"), "--json")
+    assert first.exit_code == 0, first.stderr
+    assert flows_of(first) == EXPECTED_FIRST_RUN
+    summary = json.loads(first.stdout)
+    assert summary["status"] == "partial" and summary["mode"] == "demo"
+    assert Path(summary["report"]["html"]).is_file()
+
+    second = invoke("demo", "--dir", str(tmp_path / "d"))
+    assert second.exit_code == 0
+    assert "0 records written." in second.stdout
+    assert "Report: " in second.stdout
+
+
+def test_every_source_row_is_accounted_for(tmp_path: Path) -> None:
+    result = invoke("demo", "--dir", str(tmp_path / "d"), "--json")
+    for counts in flows_of(result).values():
+        ends = ("filtered_out", "rejected", "inserted", "updated", "unchanged", "failed")
+        assert sum(counts[k] for k in ends) == counts["source_rows"]
+
+
+def test_run_exits_1_on_the_demo_rejects_and_prints_only_json(demo_dir: Path) -> None:
+    result = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert set(summary) == {"run_id", "mode", "status", "dry_run", "flows", "report"}
+    assert summary["status"] == "partial"
+    assert set(summary["flows"][0]) == {
+        "flow",
+        "source_rows",
+        "filtered_out",
+        "rejected",
+        "inserted",
+        "updated",
+        "unchanged",
+        "target_only",
+        "failed",
+    }
+    assert set(summary["report"]) == {"html", "json"}
+    assert "accounts: 39 source rows" in result.stderr
+
+
+def test_run_exits_0_when_every_record_is_clean(demo_dir: Path) -> None:
+    planted = ("Contoso Pharmaceuticals East", "The Great Lakes", "Oceanic Research")
+    accounts = demo_dir / "crm" / "accounts.jsonl"
+    keep = [
+        line
+        for line in accounts.read_text().splitlines()
+        if not any(name in line for name in planted)
+    ]
+    accounts.write_text("\n".join(keep) + "\n")
+    products = demo_dir / "erp" / "SellableReleasedProducts.jsonl"
+    products.write_text("\n".join(x for x in products.read_text().splitlines() if '"plt"' not in x))
+    result = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--json")
+    assert result.exit_code == 0, result.stdout
+    assert json.loads(result.stdout)["status"] == "ok"
+
+
+def test_dry_run_computes_everything_and_writes_nothing(demo_dir: Path) -> None:
+    files = sorted(p for p in demo_dir.rglob("*.jsonl"))
+    before = {p: p.read_bytes() for p in files}
+    result = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--dry-run", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["dry_run"] is True
+    assert flows_of(result) == EXPECTED_FIRST_RUN
+    assert {p: p.read_bytes() for p in files} == before
+    again = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--json")
+    assert flows_of(again) == EXPECTED_FIRST_RUN  # the dry run changed nothing
+
+
+def test_flows_option_runs_only_those_flows(demo_dir: Path) -> None:
+    result = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--flows", "accounts", "--json")
+    assert [f["flow"] for f in json.loads(result.stdout)["flows"]] == ["accounts"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--config", "missing.toml"], "configuration file not found"),
+        (["run", "--flows", "acounts"], "unknown flow acounts"),
+    ],
+)
+def test_configuration_errors_exit_2_with_one_line(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(demo_dir)
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_a_broken_source_file_fails_the_run_with_exit_2(demo_dir: Path) -> None:
+    (demo_dir / "crm" / "accounts.jsonl").write_text('{"accountid": "x", "creditlimit": "lots"}\n')
+    result = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--json")
+    assert result.exit_code == 2
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "failed"
+    assert "extract of flow 'accounts' failed" in summary["error"]
+    assert "accounts.jsonl" in summary["error"]
+
+
+def test_flows_lists_direction_source_target_and_keys() -> None:
+    result = invoke("flows")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["flow", "direction", "source", "target", "keys", "after"]
+    assert any(
+        line.startswith("products")
+        and "erp.SellableReleasedProducts" in line
+        and "crm.products" in line
+        and "productnumber" in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("accounts") and "dataAreaId, CustomerAccount" in line for line in lines
+    )
+
+
+def test_history_lists_runs_newest_first(demo_dir: Path) -> None:
+    config = str(demo_dir / "p2c.toml")
+    first = json.loads(invoke("run", "--config", config, "--json").stdout)["run_id"]
+    second = json.loads(invoke("run", "--config", config, "--dry-run", "--json").stdout)["run_id"]
+    result = invoke("history", "--config", config)
+    assert result.exit_code == 0
+    rows = result.stdout.splitlines()[1:]
+    assert rows[0].startswith(second) and "run (dry)" in rows[0]
+    assert rows[1].startswith(first) and "partial" in rows[1]
