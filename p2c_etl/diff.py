@@ -49,47 +49,69 @@ def diff(
     such a key is not reported as target-only, since its source record is accounted for.
     """
     keys, compare = list(keys), list(compare)
-    left = _prepare(source, keys, compare, source.schema)
-    right = _prepare(target, keys, compare, left.schema)
-    joined = left.select(*keys, HASH).join(
-        right.select(*keys, HASH), on=keys, how="full", coalesce=True, suffix="_t"
+    schema = source.schema
+    joined = _hashed(source, keys, compare, schema).join(
+        _hashed(target, keys, compare, schema), on=keys, how="full", coalesce=True, suffix="_t"
     )
+    differs = joined.filter(pl.col(HASH).ne_missing(pl.col(f"{HASH}_t")))
     kind = (
         pl.when(pl.col(f"{HASH}_t").is_null())
         .then(pl.lit("insert"))
         .when(pl.col(HASH).is_null())
         .then(pl.lit("target_only"))
-        .when(pl.col(HASH) == pl.col(f"{HASH}_t"))
-        .then(pl.lit("unchanged"))
         .otherwise(pl.lit("update"))
     )
-    classified = joined.select(*keys, kind.alias(KIND))
+    changes = differs.select(*keys, kind.alias(KIND))
     if claimed is not None and claimed.height:
-        orphan = classified.filter(pl.col(KIND) == "target_only")
-        claimed_keys = claimed.select([pl.col(k).cast(pl.String) for k in keys]).unique()
-        covered = orphan.with_columns([pl.col(k).cast(pl.String).alias(f"__s{k}") for k in keys])
-        covered = covered.join(
-            claimed_keys.rename({k: f"__s{k}" for k in keys}), on=[f"__s{k}" for k in keys]
-        ).select(keys)
-        classified = classified.join(covered, on=keys, how="anti", nulls_equal=True)
-    unchanged = int((classified[KIND] == "unchanged").sum())
-    changes = classified.filter(pl.col(KIND) != "unchanged")
+        changes = _without_claimed(changes, claimed, keys)
+    unchanged = joined.height - differs.height
+    left = _comparable_rows(source, changes, keys, compare, schema)
+    right = _comparable_rows(target, changes, keys, compare, schema)
     return DiffResult(changes=_describe(changes, left, right, keys, compare), unchanged=unchanged)
 
 
-def _prepare(
+def _hashed(
     frame: pl.DataFrame, keys: list[str], compare: list[str], schema: pl.Schema
 ) -> pl.DataFrame:
-    columns = [*keys, *compare]
-    out = frame.select(
-        [_comparable(pl.col(c).cast(schema[c]), schema[c]).alias(c) for c in columns]
+    """Keys and one hash of the comparable values of each row."""
+    row_hash = (
+        frame.select([_comparable(c, schema[c]) for c in compare]).hash_rows()
+        if compare
+        else pl.zeros(frame.height, pl.UInt64, eager=True)
     )
-    hashed = out.select(compare).hash_rows() if compare else pl.Series([0] * out.height)
-    return out.with_columns(hashed.alias(HASH))
+    return frame.select([pl.col(k).cast(schema[k]) for k in keys]).with_columns(
+        row_hash.alias(HASH)
+    )
 
 
-def _comparable(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    return pl.when(expr == "").then(None).otherwise(expr) if dtype == pl.String else expr
+def _comparable(name: str, dtype: pl.DataType) -> pl.Expr:
+    """The column cast to the source's type; an empty string counts as null."""
+    expr = pl.col(name).cast(dtype)
+    return (pl.when(expr == "").then(None).otherwise(expr) if dtype == pl.String else expr).alias(
+        name
+    )
+
+
+def _comparable_rows(
+    frame: pl.DataFrame,
+    changes: pl.DataFrame,
+    keys: list[str],
+    compare: list[str],
+    schema: pl.Schema,
+) -> pl.DataFrame:
+    """Only the rows of `frame` whose keys changed, with comparable values."""
+    typed_keys = frame.with_columns([pl.col(k).cast(schema[k]) for k in keys])
+    rows = typed_keys.join(changes.select(keys), on=keys, how="semi", nulls_equal=True)
+    return rows.select(*keys, *[_comparable(c, schema[c]) for c in compare])
+
+
+def _without_claimed(changes: pl.DataFrame, claimed: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Drop target-only keys that a rejected source record claims."""
+    text = [pl.col(k).cast(pl.String).alias(f"__s{k}") for k in keys]
+    claimed_keys = claimed.select(text).unique()
+    orphans = changes.filter(pl.col(KIND) == "target_only").with_columns(text)
+    covered = orphans.join(claimed_keys, on=[f"__s{k}" for k in keys]).select(keys)
+    return changes.join(covered, on=keys, how="anti", nulls_equal=True)
 
 
 def _describe(
@@ -100,8 +122,8 @@ def _describe(
     compare: list[str],
 ) -> pl.DataFrame:
     """Add changed field names and JSON of both sides to the changed keys."""
-    before = right.drop(HASH).rename({c: f"{c}__b" for c in compare})
-    after = left.drop(HASH).rename({c: f"{c}__a" for c in compare})
+    before = right.rename({c: f"{c}__b" for c in compare})
+    after = left.rename({c: f"{c}__a" for c in compare})
     wide = changes.join(after, on=keys, how="left", nulls_equal=True).join(
         before, on=keys, how="left", nulls_equal=True
     )
