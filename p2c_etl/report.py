@@ -132,7 +132,10 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
 def _sample(row: dict[str, Any]) -> ChangeSample:
     before = json.loads(row["before_json"]) if row["before_json"] else {}
     after = json.loads(row["after_json"]) if row["after_json"] else {}
-    names = row["changed_fields"] if row["kind"] == "update" else list(after or before)
+    if row["kind"] == "update":
+        names = row["changed_fields"]
+    else:  # a whole record: its non-empty fields
+        names = [name for name, value in (after or before).items() if value not in (None, "")]
     return ChangeSample(
         record_key=row["record_key"],
         kind=row["kind"],
@@ -141,7 +144,10 @@ def _sample(row: dict[str, Any]) -> ChangeSample:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    """JSON values as users read them: text as is, numbers and flags as JSON writes them."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
 
 
 def render_html(data: ReportData) -> str:
