@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 import click
 
 from p2c_etl.config import DEFAULT_CONFIG, Settings, demo_config_text, load_settings
-from p2c_etl.errors import P2CError
-from p2c_etl.flows import ALL_FLOWS, flow_names
+from p2c_etl.describe import flow_header_lines, flow_markdown, mapping_rows
+from p2c_etl.errors import ConfigError, P2CError
+from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
 from p2c_etl.pipeline import run_batch
 from p2c_etl.resources import demo_fixtures_dir
 from p2c_etl.summary import RunSummary
@@ -125,9 +126,12 @@ def demo(directory: Path, as_json: bool, quiet: bool) -> None:
     sys.exit(EXIT_FAILED if summary.status == "failed" else EXIT_OK)
 
 
-@main.command("flows")
-def flows_command() -> None:
+@main.group("flows", invoke_without_command=True)
+@click.pass_context
+def flows_command(ctx: click.Context) -> None:
     """List every flow: direction, source, target, keys, dependencies."""
+    if ctx.invoked_subcommand is not None:
+        return
     rows = [
         (
             f.name,
@@ -140,6 +144,25 @@ def flows_command() -> None:
         for f in ALL_FLOWS
     ]
     _table(("flow", "direction", "source", "target", "keys", "after"), rows)
+
+
+@flows_command.command("show")
+@click.argument("name")
+@click.option("--markdown", is_flag=True, help="Print a Markdown section instead of a table.")
+@_errors_exit
+def flows_show(name: str, markdown: bool) -> None:
+    """Print the mapping table of flow NAME: target field, source field, rule."""
+    try:
+        flow = get_flow(name)
+    except KeyError:
+        raise ConfigError(f"unknown flow {name} (flows: {', '.join(flow_names())})") from None
+    if markdown:
+        click.echo(flow_markdown(flow))
+        return
+    click.echo(f"{flow.name}: {flow.source} → {flow.target}, keys {', '.join(flow.keys)}")
+    for line in flow_header_lines(flow):
+        click.echo(line)
+    _table(("target field", "source field", "rule"), mapping_rows(flow))
 
 
 @main.command()

@@ -80,15 +80,16 @@ class Field:
 
     @property
     def rule(self) -> str:
-        parts = ["copy" if self.source else ""]
+        parts = []
         if self.value_map:
-            parts.append(f"value map {self.value_map.name}")
+            vm = self.value_map
+            parts.append(f"value map {vm.name} ({len(vm.entries)} entries)")
         if self.default is not None:
             parts.append(f"default {_show(self.default)}")
         if self.lookup:
             lk = self.lookup
             parts.append(f"lookup {lk.system}.{lk.entity}({lk.match}) → {lk.returns}")
-        return ", ".join(p for p in parts if p)
+        return ", then ".join(parts) or ("copy" if self.source else "empty")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,8 @@ class Flow:
     target_filters: tuple[Filter, ...] = ()
     target_id: str | None = None
     depends_on: tuple[str, ...] = ()
+    notes: str = ""
+    """Where the rules come from ([R] read in Microsoft's sources, [I] inferred)."""
 
     @property
     def direction(self) -> str:

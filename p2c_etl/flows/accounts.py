@@ -33,6 +33,7 @@ def _address(prefix: str, source: str, blank_country_usa: bool) -> tuple[Field, 
 ACCOUNTS = Flow(
     name="accounts",
     description="Active Sales accounts become customers of the company in Finance and Operations.",
+    notes=__doc__ or "",
     source=EntityRef("crm", "accounts"),
     target=EntityRef("erp", "CustomersV2"),
     source_keys=("accountnumber",),

@@ -25,6 +25,7 @@ CURRENCY_BY_ISO = Lookup(
 PRODUCTS = Flow(
     name="products",
     description="Sellable released products of the company become Sales products.",
+    notes=__doc__ or "",
     source=EntityRef("erp", "SellableReleasedProducts"),
     target=EntityRef("crm", "products"),
     source_keys=("ProductNumber",),
