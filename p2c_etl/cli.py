@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 import click
 
 from p2c_etl.config import DEFAULT_CONFIG, Settings, demo_config_text, load_settings
+from p2c_etl.contracts import ContractSet
 from p2c_etl.describe import flow_header_lines, flow_markdown, mapping_rows
 from p2c_etl.errors import ConfigError, P2CError
 from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
+from p2c_etl.overrides import apply_overrides
 from p2c_etl.pipeline import run_batch
-from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.resources import contracts_dir, demo_fixtures_dir
 from p2c_etl.summary import RunSummary
 from p2c_etl.warehouse import Warehouse
 
@@ -148,14 +150,23 @@ def flows_command(ctx: click.Context) -> None:
 
 @flows_command.command("show")
 @click.argument("name")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Show the flow with the overrides of this p2c.toml.",
+)
 @click.option("--markdown", is_flag=True, help="Print a Markdown section instead of a table.")
 @_errors_exit
-def flows_show(name: str, markdown: bool) -> None:
+def flows_show(name: str, config_path: Path | None, markdown: bool) -> None:
     """Print the mapping table of flow NAME: target field, source field, rule."""
     try:
         flow = get_flow(name)
     except KeyError:
         raise ConfigError(f"unknown flow {name} (flows: {', '.join(flow_names())})") from None
+    if config_path is not None:
+        settings = _settings(config_path)
+        flow = apply_overrides(flow, settings.flow(name), ContractSet.load(contracts_dir()))
     if markdown:
         click.echo(flow_markdown(flow))
         return

@@ -50,11 +50,23 @@ class SystemSettings:
     company: str | None = None
 
 
+Scalar = str | int | bool | float
+UNMAPPED_POLICIES = ("reject", "default", "pass")
+ROUNDINGS = ("half_away_from_zero", "half_even")
+
+
 @dataclass(frozen=True)
 class FlowSettings:
-    """Per-flow overrides from `[flows.<name>]`."""
+    """Per-flow overrides from `[flows.<name>]` (applied by `p2c_etl.overrides`)."""
 
     enabled: bool = True
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    defaults: Mapping[str, Scalar] = field(default_factory=lambda: MappingProxyType({}))
+    value_maps: Mapping[str, Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    unmapped: str | None = None
+    source_filter: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Settings:
     erp: SystemSettings
     report_dir: Path
     flows: Mapping[str, FlowSettings] = field(default_factory=lambda: MappingProxyType({}))
+    rounding: str = "half_away_from_zero"
 
     @property
     def company(self) -> str:
@@ -135,7 +148,14 @@ def load_settings(path: Path, known_flows: tuple[str, ...] = ()) -> Settings:
 
 def _settings(path: Path, top: _Table, known_flows: tuple[str, ...]) -> Settings:
     base = path.resolve().parent
-    top.only("warehouse", "systems", "report", "flows")
+    top.only("warehouse", "systems", "report", "flows", "money")
+    money = top.table("money")
+    money.only("rounding")
+    rounding = money.get("rounding", str, "half_away_from_zero")
+    if rounding not in ROUNDINGS:
+        raise ConfigError(
+            f"{path}: 'money.rounding' must be one of {', '.join(ROUNDINGS)}, got {rounding!r}"
+        )
     warehouse = top.table("warehouse")
     warehouse.only("path")
     report = top.table("report")
@@ -149,6 +169,7 @@ def _settings(path: Path, top: _Table, known_flows: tuple[str, ...]) -> Settings
         erp=_system(base, "erp", systems.table("erp", required=True)),
         report_dir=base / report.get("dir", str, "reports"),
         flows=MappingProxyType(_flows(top.table("flows"), known_flows)),
+        rounding=rounding,
     )
 
 
@@ -183,10 +204,46 @@ def _flows(table: _Table, known_flows: tuple[str, ...]) -> dict[str, FlowSetting
             raise ConfigError(
                 f"{table.source}: unknown flow [flows.{name}] (flows: {', '.join(known_flows)})"
             )
-        entry = table.table(name)
-        entry.only("enabled")
-        flows[name] = FlowSettings(enabled=entry.get("enabled", bool, True))
+        flows[name] = _flow(table.table(name))
     return flows
+
+
+def _flow(entry: _Table) -> FlowSettings:
+    entry.only("enabled", "fields", "defaults", "value_maps", "unmapped", "source_filter")
+    unmapped = entry.get("unmapped", str)
+    if unmapped is not None and unmapped not in UNMAPPED_POLICIES:
+        raise ConfigError(
+            f"{entry.source}: '{entry.dotted}.unmapped' must be one of "
+            f"{', '.join(UNMAPPED_POLICIES)}, got {unmapped!r}"
+        )
+    source_filter = entry.get("source_filter", list)
+    if source_filter is not None and not all(isinstance(x, str) for x in source_filter):
+        raise ConfigError(
+            f"{entry.source}: '{entry.dotted}.source_filter' must be a list of strings "
+            'like "statecode eq 0"'
+        )
+    return FlowSettings(
+        enabled=entry.get("enabled", bool, True),
+        fields=MappingProxyType(_strings(entry.table("fields"))),
+        defaults=MappingProxyType(dict(entry.table("defaults").data)),
+        value_maps=MappingProxyType(
+            {
+                target: MappingProxyType(_strings(entry.table("value_maps").table(target)))
+                for target in entry.table("value_maps").data
+            }
+        ),
+        unmapped=unmapped,
+        source_filter=tuple(source_filter) if source_filter is not None else None,
+    )
+
+
+def _strings(table: _Table) -> dict[str, str]:
+    for key, value in table.data.items():
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"{table.source}: '{table.dotted}.{key}' must be a string, got {value!r}"
+            )
+    return dict(table.data)
 
 
 def demo_config_text(company: str = "usmf") -> str:

@@ -10,8 +10,8 @@ import polars as pl
 
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.base import Connector
-from p2c_etl.flow import Flow
-from p2c_etl.transform import Context, filters_expr
+from p2c_etl.flow import Context, Flow, Input
+from p2c_etl.transform import filters_expr
 from p2c_etl.warehouse import Warehouse
 
 
@@ -47,6 +47,8 @@ def extract_flow(
         run_id, source_name(flow), flow.source.system, flow.source.entity, source, now()
     )
     target_columns = [*flow.target_columns, *([flow.target_id] if flow.target_id else [])]
+    target_columns += [f.column for f in flow.target_filters]
+    target_columns = list(dict.fromkeys(target_columns))
     target = connectors[flow.target.system].snapshot(
         flow.target.entity, target_columns, missing_ok=True
     )
@@ -54,15 +56,32 @@ def extract_flow(
     wh.save_snapshot(
         run_id, target_name(flow), flow.target.system, flow.target.entity, target, now()
     )
-    for system, entity in dict.fromkeys((lk.system, lk.entity) for lk in flow.lookups):
-        ref = connectors[system].snapshot(entity, _reference_columns(flow, entity))
+    for (system, entity), columns in _reference_columns(flow).items():
+        # The target system's entity sets may not exist yet: nothing has been written there.
+        ref = connectors[system].snapshot(entity, columns, missing_ok=system == flow.target.system)
         wh.save_snapshot(run_id, reference_name(flow, system, entity), system, entity, ref, now())
+    for item in flow.inputs:
+        frame = connectors[item.system].snapshot(item.entity, item.columns)
+        frame = frame.filter(filters_expr(item.filters, context))
+        wh.save_snapshot(run_id, input_name(flow, item), item.system, item.entity, frame, now())
     return ExtractInfo(source_rows=source.height, target_rows=target.height)
 
 
-def _reference_columns(flow: Flow, entity: str) -> list[str]:
-    names = [c for lk in flow.lookups if lk.entity == entity for c in (lk.match, lk.returns)]
-    return list(dict.fromkeys(names))
+def _reference_columns(flow: Flow) -> dict[tuple[SystemName, str], list[str]]:
+    """Per reference entity set, the columns every lookup of `flow` on it needs."""
+    columns: dict[tuple[SystemName, str], list[str]] = {}
+    for lookup in flow.lookups:
+        names = columns.setdefault((lookup.system, lookup.entity), [])
+        names.extend(c for c in lookup.columns if c not in names)
+    return columns
+
+
+def input_name(flow: Flow, item: Input) -> str:
+    return f"{flow.name}.input.{item.name}"
+
+
+def inputs(wh: Warehouse, run_id: str, flow: Flow) -> dict[str, pl.DataFrame]:
+    return {item.name: wh.snapshot(run_id, input_name(flow, item)) for item in flow.inputs}
 
 
 def references(wh: Warehouse, run_id: str, flow: Flow) -> dict[tuple[str, str], pl.DataFrame]:

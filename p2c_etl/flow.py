@@ -2,22 +2,26 @@
 
 A stage never learns a flow's name: everything it needs is in the `Flow`. A rule that is more
 than a rename, lookup, value map, default or filter belongs in the flow's module as one named
-pure function (none are needed by the products and accounts flows).
+pure function, declared as a `Derive` with the columns it reads and adds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal, get_args
+
+import polars as pl
 
 from p2c_etl.config import SystemName
 
 Scalar = str | int | bool | Decimal
 FilterOp = Literal["eq", "ne"]
 FILTER_OPS: tuple[FilterOp, ...] = get_args(FilterOp)
-ContextName = Literal["company"]
+ContextName = Literal["company", "rounding"]
+UnmappedPolicy = Literal["reject", "default", "pass"]
+UNMAPPED_POLICIES: tuple[UnmappedPolicy, ...] = get_args(UnmappedPolicy)
 
 
 @dataclass(frozen=True)
@@ -58,25 +62,57 @@ def normalize_key(value: str) -> str:
 
 
 @dataclass(frozen=True)
+class Filter:
+    """Keep rows where `column op value`; source rows that fail are counted as filtered out."""
+
+    column: str
+    op: FilterOp
+    value: Value | None
+
+    def __str__(self) -> str:
+        return f"{self.column} {self.op} {_show(self.value)}"
+
+
+@dataclass(frozen=True)
 class Lookup:
     """Resolve a value against a reference entity set: the row whose `match` equals it
-    (trimmed, case-insensitive) gives `returns`."""
+    (trimmed, case-insensitive) gives `returns`. `filters` scope the reference (a company);
+    `label` names the reference in reject messages (`missing_reference: product D0001`)."""
 
     system: SystemName
     entity: str
     match: str
     returns: str
+    filters: tuple[Filter, ...] = ()
+    label: str = ""
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([self.match, self.returns, *(f.column for f in self.filters)]))
+
+    def __str__(self) -> str:
+        return f"{self.system}.{self.entity}({self.match}) → {self.returns}"
 
 
 @dataclass(frozen=True)
 class Field:
-    """One target column: source → value map → default (when empty) → lookup."""
+    """One target column: source → value map → default (when empty) → lookup.
+
+    `lookup` may be several lookups tried in order (a polymorphic customer: an account,
+    else a contact); the value is a reject only when none resolves it.
+    """
 
     target: str
     source: str | None = None
     value_map: ValueMap | None = None
     default: Value | None = None
-    lookup: Lookup | None = None
+    lookup: Lookup | tuple[Lookup, ...] | None = None
+
+    @property
+    def lookups(self) -> tuple[Lookup, ...]:
+        if self.lookup is None:
+            return ()
+        return self.lookup if isinstance(self.lookup, tuple) else (self.lookup,)
 
     @property
     def rule(self) -> str:
@@ -86,26 +122,47 @@ class Field:
             parts.append(f"value map {vm.name} ({len(vm.entries)} entries)")
         if self.default is not None:
             parts.append(f"default {_show(self.default)}")
-        if self.lookup:
-            lk = self.lookup
-            parts.append(f"lookup {lk.system}.{lk.entity}({lk.match}) → {lk.returns}")
+        if self.lookups:
+            parts.append("lookup " + " else ".join(map(str, self.lookups)))
         return ", then ".join(parts) or ("copy" if self.source else "empty")
 
 
+def _show(value: Value | None) -> str:
+    if isinstance(value, FromContext):
+        return f"<{value.name}>"
+    return "null" if value is None else repr(value)
+
+
 @dataclass(frozen=True)
-class Filter:
-    """Keep source rows where `column op value`; the rest are counted as filtered out."""
+class Input:
+    """An entity set a derivation reads besides the flow's source."""
 
-    column: str
-    op: FilterOp
-    value: Value
+    system: SystemName
+    entity: str
+    columns: tuple[str, ...]
+    filters: tuple[Filter, ...] = ()
 
-    def __str__(self) -> str:
-        return f"{self.column} {self.op} {_show(self.value)}"
+    @property
+    def name(self) -> str:
+        return f"{self.system}.{self.entity}"
 
 
-def _show(value: Value) -> str:
-    return f"<{value.name}>" if isinstance(value, FromContext) else repr(value)
+Inputs = Mapping[str, pl.DataFrame]
+Context = Mapping[str, Scalar]
+DeriveFunction = Callable[[pl.DataFrame, Inputs, Context], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class Derive:
+    """A named pure function of the flow's module: it adds columns (`adds`) to the source
+    frame, reading `reads` of the source and the `inputs`; it may also add rows (a
+    write-in line derived from a header)."""
+
+    name: str
+    function: DeriveFunction
+    reads: tuple[str, ...] = ()
+    adds: tuple[str, ...] = ()
+    inputs: tuple[Input, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +180,8 @@ class Flow:
     target_filters: tuple[Filter, ...] = ()
     target_id: str | None = None
     depends_on: tuple[str, ...] = ()
+    derive: tuple[Derive, ...] = ()
+    unmapped: UnmappedPolicy = "reject"
     notes: str = ""
     """Where the rules come from ([R] read in Microsoft's sources, [I] inferred)."""
 
@@ -140,13 +199,20 @@ class Flow:
 
     @property
     def source_columns(self) -> tuple[str, ...]:
+        """Columns read from the source entity set (derived ones excluded)."""
+        derived = {c for d in self.derive for c in d.adds}
         names = [*self.source_keys, *(f.source for f in self.fields if f.source)]
         names += [flt.column for flt in self.source_filters]
-        return tuple(dict.fromkeys(names))
+        names += [c for d in self.derive for c in d.reads]
+        return tuple(n for n in dict.fromkeys(names) if n not in derived)
 
     @property
     def lookups(self) -> tuple[Lookup, ...]:
-        return tuple(dict.fromkeys(f.lookup for f in self.fields if f.lookup))
+        return tuple(dict.fromkeys(lk for f in self.fields for lk in f.lookups))
+
+    @property
+    def inputs(self) -> tuple[Input, ...]:
+        return tuple(dict.fromkeys(i for d in self.derive for i in d.inputs))
 
 
 def dependency_order(flows: Iterable[Flow]) -> list[Flow]:

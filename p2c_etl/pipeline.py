@@ -19,9 +19,10 @@ from p2c_etl.connectors.files import FilesConnector
 from p2c_etl.contracts import ContractSet
 from p2c_etl.errors import ConfigError, P2CError, StageError
 from p2c_etl.extract import extract_flow
-from p2c_etl.flow import Flow, dependency_order
+from p2c_etl.flow import Context, Flow, dependency_order
 from p2c_etl.flows import ALL_FLOWS, flow_names
 from p2c_etl.load import load_flow
+from p2c_etl.overrides import apply_overrides
 from p2c_etl.report import build_report_data, write_report
 from p2c_etl.resources import contracts_dir
 from p2c_etl.stages import compare_flow, prepare_flow
@@ -41,8 +42,11 @@ def new_run_id(at: datetime) -> str:
     return f"{at:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def select_flows(settings: Settings, names: Sequence[str] | None = None) -> list[Flow]:
-    """The enabled flows (or exactly `names`), in dependency order."""
+def select_flows(
+    settings: Settings, contracts: ContractSet, names: Sequence[str] | None = None
+) -> list[Flow]:
+    """The enabled flows (or exactly `names`) with their p2c.toml overrides, in dependency
+    order."""
     if names:
         unknown = [n for n in names if n not in flow_names()]
         if unknown:
@@ -52,7 +56,7 @@ def select_flows(settings: Settings, names: Sequence[str] | None = None) -> list
         chosen = [f for f in ALL_FLOWS if f.name in names]
     else:
         chosen = [f for f in ALL_FLOWS if settings.flow(f.name).enabled]
-    return dependency_order(chosen)
+    return dependency_order(apply_overrides(f, settings.flow(f.name), contracts) for f in chosen)
 
 
 def connectors_for(settings: Settings, contracts: ContractSet) -> dict[SystemName, Connector]:
@@ -72,11 +76,11 @@ def run_batch(
 ) -> RunSummary:
     """Run the selected flows once; a stage failure ends the run as `failed`, not raised."""
     contracts = ContractSet.load(contracts_dir())
-    selected = select_flows(settings, flows)
+    selected = select_flows(settings, contracts, flows)
     connectors = connectors_for(settings, contracts)
     started = clock()
     run_id = run_id or new_run_id(started)
-    context = {"company": settings.company}
+    context = {"company": settings.company, "rounding": settings.rounding}
     with _open(settings) as wh:
         wh.start_run(run_id, mode, dry_run, [f.name for f in selected], started)
         progress(f"run {run_id}: {len(selected)} flows" + (" (dry run)" if dry_run else ""))
@@ -129,7 +133,7 @@ def _run_flow(
     flow: Flow,
     connectors: dict[SystemName, Connector],
     contracts: ContractSet,
-    context: dict[str, str],
+    context: Context,
     dry_run: bool,
     clock: Clock,
     progress: Progress,

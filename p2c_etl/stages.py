@@ -11,10 +11,10 @@ import polars as pl
 
 from p2c_etl.contracts import ContractSet
 from p2c_etl.diff import CHANGED, KIND, DiffResult, diff
-from p2c_etl.extract import references, source_name, target_name
-from p2c_etl.flow import Flow
+from p2c_etl.extract import inputs, references, source_name, target_name
+from p2c_etl.flow import Context, Flow
 from p2c_etl.keys import record_key
-from p2c_etl.transform import KEY, ROW, Context, transform
+from p2c_etl.transform import KEY, ROW, transform
 from p2c_etl.validate import validate
 from p2c_etl.warehouse import Warehouse, table_name
 
@@ -47,16 +47,30 @@ def prepare_flow(
     wh: Warehouse, run_id: str, flow: Flow, contracts: ContractSet, context: Context
 ) -> PrepareInfo:
     """Map and validate the source snapshot; store good rows, rejects and claimed keys."""
-    source = wh.snapshot(run_id, source_name(flow))
-    mapped = transform(flow, source, references(wh, run_id, flow), context)
+    mapped = transform(
+        flow,
+        wh.snapshot(run_id, source_name(flow)),
+        references(wh, run_id, flow),
+        context,
+        inputs(wh, run_id, flow),
+    )
     checked = validate(mapped.staged, contracts.get(flow.target.system, flow.target.entity))
     rejects = pl.concat([mapped.rejects, checked.rejects], how="vertical")
     with wh.transaction():
         wh.write_table(staged_table(run_id, flow), checked.valid)
         wh.write_table(claimed_table(run_id, flow), mapped.claimed)
-        wh.append("rejects", _reject_rows(run_id, flow, source, rejects))
+        wh.append("rejects", _reject_rows(run_id, flow, mapped.source, rejects))
+        wh.append(
+            "unmapped_values",
+            mapped.unmapped.select(
+                pl.lit(run_id).alias("run_id"),
+                pl.lit(flow.name).alias("flow"),
+                pl.all(),
+                pl.lit(flow.unmapped).alias("policy"),
+            ),
+        )
     return PrepareInfo(
-        source_rows=source.height,
+        source_rows=mapped.source.height,
         filtered_out=mapped.filtered_out,
         rejected=rejects[ROW].n_unique(),
         staged=checked.valid.height,
@@ -80,6 +94,7 @@ def _reject_rows(
             pl.col(ROW).alias("source_row"),
             "field",
             "reason",
+            "value",
             "message",
             "row_json",
         )

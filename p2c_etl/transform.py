@@ -1,7 +1,7 @@
-"""Transform: filter, rename, value maps, defaults and lookups — pure polars, frames in and out.
+"""Transform: derive, filter, rename, value maps, defaults and lookups — pure polars.
 
-Every source row keeps its position in the snapshot (`__row`) and its source key (`__key`),
-so a row that fails a value map or lookup becomes a reject that names the record and field.
+Every source row keeps its position (`__row`) and its source key (`__key`), so a row that
+fails a value map or lookup becomes a reject that names the record, the field and the value.
 """
 
 from __future__ import annotations
@@ -12,7 +12,19 @@ from typing import Literal
 
 import polars as pl
 
-from p2c_etl.flow import Field, Filter, Flow, FromContext, Lookup, Scalar, Value, normalize_key
+from p2c_etl.flow import (
+    Context,
+    Field,
+    Filter,
+    Flow,
+    FromContext,
+    Inputs,
+    Lookup,
+    Scalar,
+    UnmappedPolicy,
+    Value,
+    normalize_key,
+)
 from p2c_etl.keys import record_key
 
 ROW = "__row"
@@ -30,23 +42,33 @@ RejectReason = Literal[
     "check_failed",
 ]
 REJECT_SCHEMA = pl.Schema(
-    {ROW: pl.Int64(), "field": pl.String(), "reason": pl.String(), "message": pl.String()}
+    {
+        ROW: pl.Int64(),
+        "field": pl.String(),
+        "reason": pl.String(),
+        "value": pl.String(),
+        "message": pl.String(),
+    }
 )
-Context = Mapping[str, Scalar]
+UNMAPPED_SCHEMA = pl.Schema({"field": pl.String(), "value": pl.String(), "count": pl.UInt32()})
 References = Mapping[tuple[str, str], pl.DataFrame]
 
 
 @dataclass(frozen=True)
 class Transformed:
-    """Mapped rows (`__row`, `__key`, target columns), rejects, and the filtered-out count.
+    """Mapped rows (`__row`, `__key`, target columns), rejects, and what else was seen.
 
-    `claimed` holds the target keys of every row that passed the filters, rejected or not.
+    `source` is the source after derivations (what `__row` points into); `claimed` holds the
+    target keys of every row that passed the filters, rejected or not; `unmapped` counts the
+    values no value map knew, whatever the flow's policy did with them.
     """
 
+    source: pl.DataFrame
     staged: pl.DataFrame
     rejects: pl.DataFrame
     filtered_out: int
     claimed: pl.DataFrame
+    unmapped: pl.DataFrame
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,7 @@ class _Problem:
     field: str
     reason: RejectReason
     failed: pl.Expr
+    value: pl.Expr
     message: pl.Expr
 
 
@@ -61,45 +84,85 @@ def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
 
 
-def transform(flow: Flow, source: pl.DataFrame, refs: References, context: Context) -> Transformed:
+def derive(flow: Flow, source: pl.DataFrame, inputs: Inputs, context: Context) -> pl.DataFrame:
+    """The source with every derivation of `flow` applied, in declaration order."""
+    for step in flow.derive:
+        source = step.function(source, inputs, context)
+    return source
+
+
+def transform(
+    flow: Flow,
+    source: pl.DataFrame,
+    refs: References,
+    context: Context,
+    inputs: Inputs | None = None,
+) -> Transformed:
     """Map `source` (a snapshot of `flow.source`) onto the target columns of `flow`."""
-    frame = source.with_row_index(ROW).with_columns(
+    derived = derive(flow, source, inputs or {}, context)
+    frame = derived.with_row_index(ROW).with_columns(
         pl.col(ROW).cast(pl.Int64), record_key(flow.source_keys).alias(KEY)
     )
     kept = frame.filter(filters_expr(flow.source_filters, context))
     columns: list[pl.Expr] = []
     problems: list[_Problem] = []
+    unmapped: list[_Problem] = []
     for field in flow.fields:
-        expr, field_problems = _field(field, refs, context)
+        expr, field_problems, field_unmapped = _field(field, refs, context, flow.unmapped)
         columns.append(expr.alias(field.target))
         problems.extend(field_problems)
-    flags = [p.failed.alias(f"__fail{i}") for i, p in enumerate(problems)]
-    messages = [p.message.alias(f"__msg{i}") for i, p in enumerate(problems)]
-    mapped = kept.select(ROW, KEY, *columns, *flags, *messages)
-    rejects = pl.concat(
-        [
-            mapped.filter(pl.col(f"__fail{i}")).select(
-                ROW,
-                pl.lit(p.field).alias("field"),
-                pl.lit(p.reason).alias("reason"),
-                pl.col(f"__msg{i}").alias("message"),
-            )
-            for i, p in enumerate(problems)
-        ]
-        or [empty_rejects()],
-        how="vertical",
+        unmapped.extend(field_unmapped)
+    checks = [*problems, *unmapped]
+    mapped = kept.select(
+        ROW,
+        KEY,
+        *columns,
+        *[p.failed.alias(f"__fail{i}") for i, p in enumerate(checks)],
+        *[p.value.alias(f"__value{i}") for i, p in enumerate(checks)],
+        *[p.message.alias(f"__msg{i}") for i, p in enumerate(problems)],
     )
     failed_any = pl.any_horizontal(*(pl.col(f"__fail{i}") for i in range(len(problems))))
     staged = mapped.filter(~failed_any) if problems else mapped
     return Transformed(
+        source=derived,
         staged=staged.select(ROW, KEY, *flow.target_columns),
-        rejects=rejects.cast(REJECT_SCHEMA),
+        rejects=_rejects(mapped, problems),
         filtered_out=frame.height - kept.height,
         claimed=mapped.select(flow.keys),
+        unmapped=_unmapped_counts(mapped, checks),
     )
 
 
-def resolve(value: Value, context: Context) -> Scalar:
+def _rejects(mapped: pl.DataFrame, problems: list[_Problem]) -> pl.DataFrame:
+    parts = [
+        mapped.filter(pl.col(f"__fail{i}")).select(
+            ROW,
+            pl.lit(p.field).alias("field"),
+            pl.lit(p.reason).alias("reason"),
+            pl.col(f"__value{i}").alias("value"),
+            pl.col(f"__msg{i}").alias("message"),
+        )
+        for i, p in enumerate(problems)
+    ]
+    return pl.concat([empty_rejects(), *parts], how="vertical").cast(REJECT_SCHEMA)
+
+
+def _unmapped_counts(mapped: pl.DataFrame, checks: list[_Problem]) -> pl.DataFrame:
+    parts = [
+        mapped.filter(pl.col(f"__fail{i}")).select(
+            pl.lit(p.field).alias("field"), pl.col(f"__value{i}").alias("value")
+        )
+        for i, p in enumerate(checks)
+        if p.reason == "unmapped_value"
+    ]
+    if not parts:
+        return pl.DataFrame(schema=UNMAPPED_SCHEMA)
+    values = pl.concat(parts, how="vertical")
+    counts = values.group_by("field", "value").len("count").sort("field", "value")
+    return counts.cast(UNMAPPED_SCHEMA)
+
+
+def resolve(value: Value | None, context: Context) -> Scalar | None:
     return context[value.name] if isinstance(value, FromContext) else value
 
 
@@ -122,71 +185,86 @@ def _normalized(expr: pl.Expr) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text)
 
 
-def _field(field: Field, refs: References, context: Context) -> tuple[pl.Expr, list[_Problem]]:
+def _field(
+    field: Field, refs: References, context: Context, policy: UnmappedPolicy
+) -> tuple[pl.Expr, list[_Problem], list[_Problem]]:
     problems: list[_Problem] = []
+    unmapped: list[_Problem] = []
     original = pl.col(field.source) if field.source else pl.lit(None, dtype=pl.String)
     value = original
+    default = resolve(field.default, context)
     if field.value_map is not None:
-        entries = field.value_map.normalized()
-        blank = entries.pop("", None)
-        key = _normalized(original)
-        mapped = key.replace_strict(entries, default=None, return_dtype=pl.String)
-        value = pl.when(key.is_null()).then(pl.lit(blank, dtype=pl.String)).otherwise(mapped)
-        problems.append(
-            _Problem(
-                field.target,
-                "unmapped_value",
-                key.is_not_null() & mapped.is_null(),
-                pl.format(
-                    "{} '{}' is not in value map '{}'",
-                    pl.lit(field.source),
-                    original.cast(pl.String),
-                    pl.lit(field.value_map.name),
-                ),
-            )
-        )
-    if field.default is not None:
-        default = resolve(field.default, context)
+        value, problem = _value_map(field, original, policy)
+        (problems if policy == "reject" else unmapped).append(problem)
+    if default is not None:
+        fill = pl.lit(default)
         if field.source is None:
-            value = pl.lit(default)
+            value = fill
         else:
-            value = pl.when(_normalized(value).is_null()).then(pl.lit(default)).otherwise(value)
-    if field.lookup is not None:
-        value, problem = _lookup(field, value, refs)
+            value = pl.when(_normalized(value).is_null()).then(fill).otherwise(value)
+    if field.lookups:
+        value, problem = _lookup(field, value, refs, context)
         problems.append(problem)
-    return value, problems
+    return value, problems, unmapped
 
 
-def _lookup(field: Field, value: pl.Expr, refs: References) -> tuple[pl.Expr, _Problem]:
-    lookup = field.lookup
-    assert lookup is not None
-    mapping, ambiguous = reference_mapping(lookup, refs[(lookup.system, lookup.entity)])
-    key = _normalized(value)
-    resolved = key.replace_strict(mapping, default=None, return_dtype=pl.String)
-    reason = pl.when(key.is_in(list(ambiguous))).then(pl.lit(" (ambiguous)")).otherwise(pl.lit(""))
+def _value_map(field: Field, original: pl.Expr, policy: UnmappedPolicy) -> tuple[pl.Expr, _Problem]:
+    """Map through the field's value map; an unmapped value becomes null (then the default
+    applies) unless the policy is `pass`, which keeps it."""
+    assert field.value_map is not None
+    entries = field.value_map.normalized()
+    blank = entries.pop("", None)
+    key = _normalized(original)
+    mapped = key.replace_strict(entries, default=None, return_dtype=pl.String)
+    is_unmapped = key.is_not_null() & mapped.is_null()
+    if policy == "pass":
+        mapped = pl.when(is_unmapped).then(original.cast(pl.String)).otherwise(mapped)
+    value = pl.when(key.is_null()).then(pl.lit(blank, dtype=pl.String)).otherwise(mapped)
     message = pl.format(
-        "no {}.{} with {} = '{}'{}",
-        pl.lit(lookup.system),
-        pl.lit(lookup.entity),
-        pl.lit(lookup.match),
+        "{} '{}' is not in value map '{}'",
+        pl.lit(field.source),
+        original.cast(pl.String),
+        pl.lit(field.value_map.name),
+    )
+    return value, _Problem(
+        field.target, "unmapped_value", is_unmapped, original.cast(pl.String), message
+    )
+
+
+def _lookup(
+    field: Field, value: pl.Expr, refs: References, context: Context
+) -> tuple[pl.Expr, _Problem]:
+    key = _normalized(value)
+    resolved: pl.Expr = pl.lit(None, dtype=pl.String)
+    for lookup in field.lookups:
+        mapping = reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
+        found = key.replace_strict(mapping, default=None, return_dtype=pl.String)
+        resolved = pl.coalesce(resolved, found)
+    first = field.lookups[0]
+    where = " or ".join(f"{lk.system}.{lk.entity}" for lk in field.lookups)
+    message = pl.format(
+        "{} '{}' is not in {}",
+        pl.lit(first.label or first.match),
         value.cast(pl.String),
-        reason,
+        pl.lit(where),
     )
     failed = key.is_not_null() & resolved.is_null()
-    return resolved, _Problem(field.target, "missing_reference", failed, message)
+    return resolved, _Problem(
+        field.target, "missing_reference", failed, value.cast(pl.String), message
+    )
 
 
-def reference_mapping(lookup: Lookup, ref: pl.DataFrame) -> tuple[dict[str, str], set[str]]:
-    """Normalized `match` → `returns`; keys that name two different records are left out."""
+def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> dict[str, str]:
+    """Normalized `match` → `returns` within the lookup's scope; a key that names two
+    different records is left out (so it is reported as missing, never guessed)."""
     pairs = (
-        ref.select(
+        ref.filter(filters_expr(lookup.filters, context))
+        .select(
             _normalized(pl.col(lookup.match)).alias("k"),
             pl.col(lookup.returns).cast(pl.String).alias("v"),
         )
         .drop_nulls()
         .unique()
     )
-    counts = pairs.group_by("k").len()
-    ambiguous = set(counts.filter(pl.col("len") > 1)["k"].to_list())
-    mapping = {normalize_key(k): v for k, v in pairs.iter_rows() if k not in ambiguous}
-    return mapping, ambiguous
+    ambiguous = set(pairs.group_by("k").len().filter(pl.col("len") > 1)["k"].to_list())
+    return {normalize_key(k): v for k, v in pairs.iter_rows() if k not in ambiguous}

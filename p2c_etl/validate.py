@@ -83,6 +83,7 @@ def _reject_rows(
             ROW,
             pl.lit(name).alias("field"),
             pl.lit(reason).alias("reason"),
+            pl.col(name).cast(pl.String).alias("value"),
             pl.format("{} '{}' {}", pl.lit(name), pl.col(name).cast(pl.String), pl.lit(what)).alias(
                 "message"
             ),
@@ -119,10 +120,18 @@ def _failure_rejects(typed: pl.DataFrame, cases: pl.DataFrame, contract: Contrac
                 ROW: case[ROW],
                 "field": field,
                 "reason": reason,
+                "value": _value(reason, case, contract),
                 "message": _message(reason, field, case, contract),
             }
         )
     return pl.DataFrame(out, schema=REJECT_SCHEMA)
+
+
+def _value(reason: RejectReason, case: dict[str, object], contract: Contract) -> str | None:
+    if reason == "duplicate_key":
+        return "|".join(str(case[k]) for k in contract.keys)
+    value = case["failure_case"]
+    return None if value is None else str(value)
 
 
 def _reason(check: str) -> RejectReason:

@@ -4,7 +4,8 @@
     run_flows       per-flow counts of each run
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
-    rejects         flow, record key, reason code, message, the source row as JSON
+    rejects         flow, record key, reason code, value, message, the source row as JSON
+    unmapped_values per flow and field, each value no value map knew, with its count
     changes         flow, record key, kind, changed fields, before / after as JSON
     load_results    per record: op, status, message
     last_written    per flow and record: the values p2c-etl last wrote (for drift detection)
@@ -45,7 +46,11 @@ CREATE TABLE IF NOT EXISTS snapshots (
     taken_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS rejects (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR, source_row BIGINT,
-    field VARCHAR, reason VARCHAR NOT NULL, message VARCHAR NOT NULL, row_json VARCHAR);
+    field VARCHAR, reason VARCHAR NOT NULL, value VARCHAR, message VARCHAR NOT NULL,
+    row_json VARCHAR);
+CREATE TABLE IF NOT EXISTS unmapped_values (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, field VARCHAR NOT NULL, value VARCHAR,
+    count BIGINT NOT NULL, policy VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
     kind VARCHAR NOT NULL, changed_fields VARCHAR[], before_json VARCHAR, after_json VARCHAR);

@@ -81,7 +81,7 @@ def test_unmapped_value_and_missing_reference_become_rejects_naming_record_and_f
     assert rejects == [(0, "Size", "unmapped_value"), (1, "Currency", "missing_reference")]
     messages = out.rejects.sort("__row")["message"].to_list()
     assert "'huge' is not in value map 'sizes'" in messages[0]
-    assert "no crm.transactioncurrencies with transactioncurrencyid = 'g-xxx'" in messages[1]
+    assert "transactioncurrencyid 'g-xxx' is not in crm.transactioncurrencies" in messages[1]
     # Rejected rows still claim their target key, so the diff does not call them target-only.
     assert out.claimed["Id"].to_list() == ["A", "B", "C"]
 
