@@ -33,6 +33,11 @@ def exact_cast(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> Exact
         value: pl.Expr = (
             pl.when(folded.is_in(_TRUE)).then(True).when(folded.is_in(_FALSE)).then(False)
         )
+    elif source == pl.String and target == pl.Date:
+        # A date, or the date part of an OData DateTimeOffset ("2026-03-01T12:00:00Z").
+        value = expr.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+    elif source == pl.String and isinstance(target, pl.Datetime):
+        value = expr.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
     else:
         value = expr.cast(target, strict=False)
     invalid = expr.is_not_null() & value.is_null()

@@ -20,6 +20,7 @@ from p2c_etl.config import DEFAULT_CONFIG, Settings, demo_config_text, load_sett
 from p2c_etl.contracts import ContractSet
 from p2c_etl.describe import flow_header_lines, flow_markdown, mapping_rows
 from p2c_etl.errors import ConfigError, P2CError
+from p2c_etl.flow import dependency_order
 from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
 from p2c_etl.overrides import apply_overrides
 from p2c_etl.pipeline import run_batch
@@ -143,7 +144,7 @@ def flows_command(ctx: click.Context) -> None:
             ", ".join(f.keys),
             ", ".join(f.depends_on) or "—",
         )
-        for f in ALL_FLOWS
+        for f in dependency_order(ALL_FLOWS)
     ]
     _table(("flow", "direction", "source", "target", "keys", "after"), rows)
 

@@ -5,7 +5,6 @@ was written is remembered per record for drift detection.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +14,11 @@ import polars as pl
 from p2c_etl.connectors.base import Connector, WriteBatch
 from p2c_etl.diff import CHANGED, KIND
 from p2c_etl.flow import Flow
+from p2c_etl.ids import stable_id
 from p2c_etl.keys import record_key
 from p2c_etl.stages import staged_table
 from p2c_etl.transform import KEY, ROW
 from p2c_etl.warehouse import Warehouse
-
-# Ids of new Dataverse records derive from their natural key, so a re-run never makes a second.
-ID_NAMESPACE = uuid.UUID("6f1c2a4e-8d3b-5e7f-9a0b-1c2d3e4f5a6b")
 
 
 @dataclass(frozen=True)
@@ -29,11 +26,6 @@ class LoadInfo:
     inserted: int
     updated: int
     failed: int
-
-
-def stable_id(flow: Flow, key: str) -> str:
-    """The GUID a new record of `flow.target` with natural key `key` gets."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"{flow.target}/{key}"))
 
 
 def build_batch(flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame) -> WriteBatch:

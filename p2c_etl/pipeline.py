@@ -87,10 +87,20 @@ def run_batch(
         counts: list[FlowCounts] = []
         error: str | None = None
         try:
-            for flow in selected:
+            for i, flow in enumerate(selected):
+                planned = selected[:i] if dry_run else []
                 counts.append(
                     _run_flow(
-                        wh, run_id, flow, connectors, contracts, context, dry_run, clock, progress
+                        wh,
+                        run_id,
+                        flow,
+                        connectors,
+                        contracts,
+                        context,
+                        dry_run,
+                        clock,
+                        progress,
+                        planned,
                     )
                 )
         except P2CError as exc:
@@ -137,13 +147,14 @@ def _run_flow(
     dry_run: bool,
     clock: Clock,
     progress: Progress,
+    planned: Sequence[Flow] = (),
 ) -> FlowCounts:
     stage = "extract"
     try:
         progress(f"{flow.name}: extracting {flow.source} and {flow.target}")
         extract_flow(wh, run_id, flow, connectors, context, clock)
         stage = "prepare"
-        prepared = prepare_flow(wh, run_id, flow, contracts, context)
+        prepared = prepare_flow(wh, run_id, flow, contracts, context, planned)
         stage = "compare"
         compared = compare_flow(wh, run_id, flow)
         counts = FlowCounts(

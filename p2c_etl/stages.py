@@ -5,6 +5,7 @@ together, and returns a typed info record.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -13,6 +14,7 @@ from p2c_etl.contracts import ContractSet
 from p2c_etl.diff import CHANGED, KIND, DiffResult, diff
 from p2c_etl.extract import inputs, references, source_name, target_name
 from p2c_etl.flow import Context, Flow
+from p2c_etl.ids import stable_id
 from p2c_etl.keys import record_key
 from p2c_etl.transform import KEY, ROW, transform
 from p2c_etl.validate import validate
@@ -44,16 +46,27 @@ def claimed_table(run_id: str, flow: Flow) -> str:
 
 
 def prepare_flow(
-    wh: Warehouse, run_id: str, flow: Flow, contracts: ContractSet, context: Context
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    contracts: ContractSet,
+    context: Context,
+    planned: Sequence[Flow] = (),
 ) -> PrepareInfo:
-    """Map and validate the source snapshot; store good rows, rejects and claimed keys."""
-    mapped = transform(
-        flow,
-        wh.snapshot(run_id, source_name(flow)),
-        references(wh, run_id, flow),
-        context,
-        inputs(wh, run_id, flow),
-    )
+    """Map and validate the source snapshot; store good rows, rejects and claimed keys.
+
+    `planned` are the flows of a dry run that ran before this one: the records they would
+    have inserted count as existing, so references resolve as they would in a real run.
+    """
+    refs = references(wh, run_id, flow)
+    extra = inputs(wh, run_id, flow)
+    for earlier in planned:
+        target = (earlier.target.system, earlier.target.entity)
+        rows = planned_inserts(wh, run_id, earlier)
+        refs = {k: _union(v, rows) if k == target else v for k, v in refs.items()}
+        name = f"{target[0]}.{target[1]}"
+        extra = {k: _union(v, rows) if k == name else v for k, v in extra.items()}
+    mapped = transform(flow, wh.snapshot(run_id, source_name(flow)), refs, context, extra)
     checked = validate(mapped.staged, contracts.get(flow.target.system, flow.target.entity))
     rejects = pl.concat([mapped.rejects, checked.rejects], how="vertical")
     with wh.transaction():
@@ -75,6 +88,27 @@ def prepare_flow(
         rejected=rejects[ROW].n_unique(),
         staged=checked.valid.height,
     )
+
+
+def _union(snapshot: pl.DataFrame, planned: pl.DataFrame) -> pl.DataFrame:
+    columns = [c for c in snapshot.columns if c in planned.columns]
+    rows = planned.select(columns).cast({c: snapshot.schema[c] for c in columns})
+    return pl.concat([snapshot, rows], how="diagonal")
+
+
+def planned_inserts(wh: Warehouse, run_id: str, flow: Flow) -> pl.DataFrame:
+    """The rows `flow` inserts (or would insert) in this run, with their generated ids."""
+    staged = wh.read_table(staged_table(run_id, flow))
+    inserts = wh.for_flow("changes", run_id, flow.name).filter(pl.col(KIND) == "insert")
+    rows = staged.drop(ROW, KEY).with_columns(record_key(flow.keys).alias("record_key"))
+    rows = rows.join(inserts.select("record_key"), on="record_key", how="semi")
+    if flow.target_id:
+        rows = rows.with_columns(
+            pl.col("record_key")
+            .map_elements(lambda key: stable_id(flow, key), return_dtype=pl.String)
+            .alias(flow.target_id)
+        )
+    return rows.drop("record_key")
 
 
 def _reject_rows(

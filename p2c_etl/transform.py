@@ -59,7 +59,8 @@ class Transformed:
     """Mapped rows (`__row`, `__key`, target columns), rejects, and what else was seen.
 
     `source` is the source after derivations (what `__row` points into); `claimed` holds the
-    target keys of every row that passed the filters, rejected or not; `unmapped` counts the
+    target keys of every source row, filtered out or rejected or not, so that the diff does not
+    report their target records as target-only; `unmapped` counts the
     values no value map knew, whatever the flow's policy did with them.
     """
 
@@ -104,19 +105,19 @@ def transform(
         pl.col(ROW).cast(pl.Int64), record_key(flow.source_keys).alias(KEY)
     )
     kept = frame.filter(filters_expr(flow.source_filters, context))
-    columns: list[pl.Expr] = []
+    columns: dict[str, pl.Expr] = {}
     problems: list[_Problem] = []
     unmapped: list[_Problem] = []
     for field in flow.fields:
         expr, field_problems, field_unmapped = _field(field, refs, context, flow.unmapped)
-        columns.append(expr.alias(field.target))
+        columns[field.target] = expr.alias(field.target)
         problems.extend(field_problems)
         unmapped.extend(field_unmapped)
     checks = [*problems, *unmapped]
     mapped = kept.select(
         ROW,
         KEY,
-        *columns,
+        *columns.values(),
         *[p.failed.alias(f"__fail{i}") for i, p in enumerate(checks)],
         *[p.value.alias(f"__value{i}") for i, p in enumerate(checks)],
         *[p.message.alias(f"__msg{i}") for i, p in enumerate(problems)],
@@ -128,7 +129,7 @@ def transform(
         staged=staged.select(ROW, KEY, *flow.target_columns),
         rejects=_rejects(mapped, problems),
         filtered_out=frame.height - kept.height,
-        claimed=mapped.select(flow.keys),
+        claimed=frame.select([columns[k] for k in flow.keys]),
         unmapped=_unmapped_counts(mapped, checks),
     )
 

@@ -3,7 +3,8 @@ from decimal import Decimal
 import polars as pl
 
 from p2c_etl.flows.products import PRODUCTS
-from p2c_etl.load import build_batch, stable_id
+from p2c_etl.ids import stable_id
+from p2c_etl.load import build_batch
 
 
 def test_batch_sends_whole_inserts_and_only_changed_fields_of_updates() -> None:

@@ -159,7 +159,9 @@ def _read_all(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
 
 
 def _read_json(path: Path, dtypes: dict[str, pl.DataType], unexpected: str) -> pa.Table:
-    schema = pl.DataFrame(schema=dtypes).to_arrow().schema
+    # pyarrow's JSON reader parses no dates: read them as text, `_typed` casts them exactly.
+    as_read = {c: pl.String() if t.is_temporal() else t for c, t in dtypes.items()}
+    schema = pl.DataFrame(schema=as_read).to_arrow().schema
     options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=unexpected)
     if path.stat().st_size == 0:
         return schema.empty_table()

@@ -1,16 +1,21 @@
 """Accounts (Sales to Fin and Ops) - Direct: `accounts` → `CustomersV2`.
 
-Reference section 2.2. The account number is the customer account and the party number.
+Reference section 2.2. The account number is the customer account and the party number; a
+blank account number gets a stable `ACC-` number (derived.generated_number), an existing one
+never changes.
 Defaults are the template's [R]: customer group 10, language en-us, site 1, warehouse 13,
 externally maintained Yes; party type Organization [I]. Countries of any spelling become the
 ISO alpha-3 code; a blank primary or delivery country becomes USA [R via-CDS template], an
 unknown one is a reject. Address 2 becomes the invoice address [I, dual-write]. Only active
-accounts (statecode 0) are synchronised [I, recommended filter].
+accounts (statecode 0) are synchronised [I, recommended filter]. The target scope is the
+company's organization customers; contact customers (PartyType Person) belong to the
+contact_customers flow.
 """
 
 from __future__ import annotations
 
 from p2c_etl.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
+from p2c_etl.flows.derived import ACCOUNT_NUMBER
 from p2c_etl.valuemaps import COUNTRY_TO_ISO3, COUNTRY_TO_ISO3_BLANK_USA
 
 ISO_BY_CURRENCY_ID = Lookup(
@@ -36,14 +41,18 @@ ACCOUNTS = Flow(
     notes=__doc__ or "",
     source=EntityRef("crm", "accounts"),
     target=EntityRef("erp", "CustomersV2"),
-    source_keys=("accountnumber",),
+    source_keys=("p2c_accountnumber",),
     keys=("dataAreaId", "CustomerAccount"),
     source_filters=(Filter("statecode", "eq", 0),),
-    target_filters=(Filter("dataAreaId", "eq", FromContext("company")),),
+    target_filters=(
+        Filter("dataAreaId", "eq", FromContext("company")),
+        Filter("PartyType", "eq", "Organization"),
+    ),
+    derive=(ACCOUNT_NUMBER,),
     fields=(
         Field("dataAreaId", default=FromContext("company")),
-        Field("CustomerAccount", "accountnumber"),
-        Field("PartyNumber", "accountnumber"),
+        Field("CustomerAccount", "p2c_accountnumber"),
+        Field("PartyNumber", "p2c_accountnumber"),
         Field("PartyType", default="Organization"),
         Field("OrganizationName", "name"),
         Field("CustomerGroupId", default="10"),
