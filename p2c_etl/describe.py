@@ -14,12 +14,17 @@ def mapping_rows(flow: Flow) -> list[tuple[str, str, str]]:
 
 def flow_header_lines(flow: Flow) -> list[str]:
     lines = [flow.description]
+    for step in flow.derive:
+        inputs = f" from {', '.join(i.name for i in step.inputs)}" if step.inputs else ""
+        lines.append(f"derived: {step.name} → {', '.join(step.adds)}{inputs}")
     if flow.source_filters:
         lines.append("source filter: " + " and ".join(map(str, flow.source_filters)))
     if flow.target_filters:
         lines.append("target scope: " + " and ".join(map(str, flow.target_filters)))
     if flow.target_id:
         lines.append(f"new records get {flow.target_id} = a GUID derived from their key")
+    if flow.unmapped != "reject":
+        lines.append(f"unmapped values: {flow.unmapped}")
     if flow.depends_on:
         lines.append("runs after: " + ", ".join(flow.depends_on))
     return lines

@@ -42,7 +42,7 @@ def divide(
         up = (twice > b) | ((twice == b) & (quotient % 2 == 1))
     units = (quotient + up.cast(pl.Int128)) * sign
     result = units.cast(pl.Decimal(38, 0)).cast(pl.Decimal(38, places)) / 10**places
-    return pl.when(den == 0).then(None).otherwise(result.cast(pl.Decimal(38, places)))
+    return pl.when(den != 0).then(result.cast(pl.Decimal(38, places)))
 
 
 def round_to(expr: pl.Expr, places: int, rounding: Rounding = "half_away_from_zero") -> pl.Expr:

@@ -50,6 +50,14 @@ class RejectRow:
 
 
 @dataclass(frozen=True)
+class UnmappedValue:
+    field: str
+    value: str | None
+    count: int
+    policy: str
+
+
+@dataclass(frozen=True)
 class FlowReport:
     flow: str
     description: str
@@ -60,6 +68,7 @@ class FlowReport:
     samples: tuple[ChangeSample, ...]
     rejects: tuple[RejectRow, ...]
     reject_reasons: tuple[tuple[str, int], ...]
+    unmapped: tuple[UnmappedValue, ...]
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,12 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
             .len()
             .sort(["len", "reason"], descending=[True, False])
             .iter_rows()
+        ),
+        unmapped=tuple(
+            UnmappedValue(r["field"], r["value"], r["count"], r["policy"])
+            for r in wh.for_flow("unmapped_values", run_id, flow.name)
+            .sort("field", "value")
+            .iter_rows(named=True)
         ),
     )
 
