@@ -53,16 +53,19 @@ PRODUCTS_INPUT = Input(
 UOMS_INPUT = Input("crm", "uoms", ("uomid", "name"))
 
 
+def _numbers(inputs: Inputs, item: Input, number: str, prefix: str) -> pl.DataFrame:
+    """`__id` → `__number` of every record of `item` (generated where blank)."""
+    record_id = item.columns[0]
+    numbered = with_number(inputs[item.name], number, record_id, prefix, "__number")
+    return numbered.select(pl.col(record_id).alias("__id"), "__number")
+
+
 def _account_numbers(inputs: Inputs) -> pl.DataFrame:
-    accounts = inputs[ACCOUNTS_INPUT.name]
-    numbered = with_number(accounts, "accountnumber", "accountid", "ACC", "__number")
-    return numbered.select(pl.col("accountid").alias("__id"), "__number")
+    return _numbers(inputs, ACCOUNTS_INPUT, "accountnumber", "ACC")
 
 
 def _contact_numbers(inputs: Inputs) -> pl.DataFrame:
-    contacts = inputs[CONTACTS_INPUT.name]
-    numbered = with_number(contacts, "msdynce_contactnumber", "contactid", "CON", "__number")
-    return numbered.select(pl.col("contactid").alias("__id"), "__number")
+    return _numbers(inputs, CONTACTS_INPUT, "msdynce_contactnumber", "CON")
 
 
 def _attach(source: pl.DataFrame, table: pl.DataFrame, on: str, out: str) -> pl.DataFrame:

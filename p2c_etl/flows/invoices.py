@@ -13,13 +13,13 @@ from __future__ import annotations
 from p2c_etl.flow import EntityRef, Field, Flow, Lookup
 from p2c_etl.flows.contacts import COMPANY
 from p2c_etl.flows.orders import (
-    CUSTOMER_IN_CRM,
     ORDER_IN_CRM,
-    PRICE_LIST_BY_NAME,
     PRODUCT_IN_CRM,
+    document_back_fields,
+    sales_address,
 )
-from p2c_etl.flows.products import CURRENCY_BY_ISO, UOM_BY_NAME
-from p2c_etl.valuemaps import FNO_COUNTRY_TO_SALES, FNO_UNIT_TO_SALES_UNIT, PRICE_LIST_BY_CURRENCY
+from p2c_etl.flows.products import UOM_BY_NAME
+from p2c_etl.valuemaps import FNO_UNIT_TO_SALES_UNIT
 
 INVOICE_IN_CRM = Lookup(
     "crm", "invoices", match="invoicenumber", returns="invoiceid", label="invoice"
@@ -41,19 +41,8 @@ INVOICE_HEADERS_FLOW = Flow(
         Field("name", "InvoiceNumber"),
         Field("msdynce_invoicedate", "InvoiceDate"),
         Field("_salesorderid_value", "SalesOrderNumber", lookup=ORDER_IN_CRM),
-        Field("_customerid_value", "InvoiceCustomerAccountNumber", lookup=CUSTOMER_IN_CRM),
-        Field("_transactioncurrencyid_value", "CurrencyCode", lookup=CURRENCY_BY_ISO),
-        Field(
-            "_pricelevelid_value",
-            "CurrencyCode",
-            value_map=PRICE_LIST_BY_CURRENCY,
-            lookup=PRICE_LIST_BY_NAME,
-        ),
-        Field("billto_line1", "InvoiceAddressStreet"),
-        Field("billto_city", "InvoiceAddressCity"),
-        Field("billto_postalcode", "InvoiceAddressZipCode"),
-        Field("billto_stateorprovince", "InvoiceAddressState"),
-        Field("billto_country", "InvoiceAddressCountryRegionId", value_map=FNO_COUNTRY_TO_SALES),
+        *document_back_fields("InvoiceCustomerAccountNumber"),
+        *sales_address("billto", "InvoiceAddress", "InvoiceAddressState"),
         Field("totalamount", "TotalInvoiceAmount"),
         Field("totaltax", "TotalTaxAmount"),
         Field("freightamount", "TotalChargeAmount"),

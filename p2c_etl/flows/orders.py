@@ -36,7 +36,6 @@ from p2c_etl.flow import (
     Inputs,
     Lookup,
 )
-from p2c_etl.flows.accounts import ISO_BY_CURRENCY_ID
 from p2c_etl.flows.contacts import COMPANY, CUSTOMER_IN_ERP
 from p2c_etl.flows.derived import (
     CUSTOMER_NUMBER,
@@ -46,9 +45,8 @@ from p2c_etl.flows.derived import (
     line_facts,
 )
 from p2c_etl.flows.products import CURRENCY_BY_ISO, UOM_BY_NAME
-from p2c_etl.flows.quotes import DOCUMENT_DEPENDENCIES, PRODUCT_IN_ERP
+from p2c_etl.flows.quotes import DOCUMENT_DEPENDENCIES, DOCUMENT_OUT_FIELDS, PRODUCT_IN_ERP
 from p2c_etl.valuemaps import (
-    COUNTRY_TO_ISO3_BLANK_USA,
     FNO_COUNTRY_TO_SALES,
     FNO_PROCESSING_STATUS_TO_SALES,
     FNO_UNIT_TO_SALES_UNIT,
@@ -81,6 +79,7 @@ PRODUCT_IN_CRM = Lookup(
 PRICE_LIST_BY_NAME = Lookup(
     "crm", "pricelevels", match="name", returns="pricelevelid", label="price list"
 )
+CUSTOMER_IN_CRM = (ACCOUNT_BY_NUMBER, CONTACT_BY_NUMBER)
 ORDER_LINES = Input("crm", "salesorderdetails", ("_salesorderid_value", "_productid_value"))
 ORDER_HEADERS = Input(
     "crm", "salesorders", ("salesorderid", "ordernumber", "msdynce_processingstatus")
@@ -175,6 +174,31 @@ FREIGHT_TAX = Derive(
 )
 
 
+def document_back_fields(customer: str) -> tuple[Field, ...]:
+    """Customer, currency and price list of an F&O order or invoice, as Sales references."""
+    return (
+        Field("_customerid_value", customer, lookup=CUSTOMER_IN_CRM),
+        Field("_transactioncurrencyid_value", "CurrencyCode", lookup=CURRENCY_BY_ISO),
+        Field(
+            "_pricelevelid_value",
+            "CurrencyCode",
+            value_map=PRICE_LIST_BY_CURRENCY,
+            lookup=PRICE_LIST_BY_NAME,
+        ),
+    )
+
+
+def sales_address(sales: str, fno: str, state: str) -> tuple[Field, ...]:
+    """An F&O address (`fno` prefix) as a Sales document address (`sales` prefix)."""
+    return (
+        Field(f"{sales}_line1", f"{fno}Street"),
+        Field(f"{sales}_city", f"{fno}City"),
+        Field(f"{sales}_postalcode", f"{fno}ZipCode"),
+        Field(f"{sales}_stateorprovince", state),
+        Field(f"{sales}_country", f"{fno}CountryRegionId", value_map=FNO_COUNTRY_TO_SALES),
+    )
+
+
 ORDER_HEADERS_OUT = Flow(
     name="order_headers_out",
     description="Activated Sales orders of externally maintained products go to F&O.",
@@ -196,17 +220,7 @@ ORDER_HEADERS_OUT = Flow(
         Field("OrderingCustomerAccountNumber", "p2c_customernumber", lookup=CUSTOMER_IN_ERP),
         Field("InvoiceCustomerAccountNumber", "p2c_customernumber", lookup=CUSTOMER_IN_ERP),
         Field("SalesOrderName", "name"),
-        Field("CurrencyCode", "_transactioncurrencyid_value", lookup=ISO_BY_CURRENCY_ID),
-        Field("LanguageId", default="en-us"),
-        Field("DeliveryAddressStreet", "shipto_line1"),
-        Field("DeliveryAddressCity", "shipto_city"),
-        Field("DeliveryAddressZipCode", "shipto_postalcode"),
-        Field("DeliveryAddressStateId", "shipto_stateorprovince"),
-        Field(
-            "DeliveryAddressCountryRegionISOCode",
-            "shipto_country",
-            value_map=COUNTRY_TO_ISO3_BLANK_USA,
-        ),
+        *DOCUMENT_OUT_FIELDS,
         Field("RequestedReceiptDate", "requestdeliveryby"),
     ),
 )
@@ -250,7 +264,6 @@ ORDER_LINES_OUT = Flow(
     ),
 )
 
-CUSTOMER_IN_CRM = (ACCOUNT_BY_NUMBER, CONTACT_BY_NUMBER)
 
 ORDER_HEADERS_BACK = Flow(
     name="order_headers_back",
@@ -267,24 +280,9 @@ ORDER_HEADERS_BACK = Flow(
     fields=(
         Field("ordernumber", "SalesOrderNumber"),
         Field("name", "SalesOrderName"),
-        Field("_customerid_value", "OrderingCustomerAccountNumber", lookup=CUSTOMER_IN_CRM),
-        Field("_transactioncurrencyid_value", "CurrencyCode", lookup=CURRENCY_BY_ISO),
-        Field(
-            "_pricelevelid_value",
-            "CurrencyCode",
-            value_map=PRICE_LIST_BY_CURRENCY,
-            lookup=PRICE_LIST_BY_NAME,
-        ),
-        Field("shipto_line1", "DeliveryAddressStreet"),
-        Field("shipto_city", "DeliveryAddressCity"),
-        Field("shipto_postalcode", "DeliveryAddressZipCode"),
-        Field("shipto_stateorprovince", "DeliveryAddressStateId"),
-        Field("shipto_country", "DeliveryAddressCountryRegionId", value_map=FNO_COUNTRY_TO_SALES),
-        Field("billto_line1", "InvoiceAddressStreet"),
-        Field("billto_city", "InvoiceAddressCity"),
-        Field("billto_postalcode", "InvoiceAddressZipCode"),
-        Field("billto_stateorprovince", "InvoiceAddressStateId"),
-        Field("billto_country", "InvoiceAddressCountryRegionId", value_map=FNO_COUNTRY_TO_SALES),
+        *document_back_fields("OrderingCustomerAccountNumber"),
+        *sales_address("shipto", "DeliveryAddress", "DeliveryAddressStateId"),
+        *sales_address("billto", "InvoiceAddress", "InvoiceAddressStateId"),
         Field("requestdeliveryby", "RequestedShippingDate"),
         Field("datefulfilled", "ConfirmedShippingDate"),
         Field(

@@ -41,6 +41,19 @@ QUOTE_HEADERS = Input("crm", "quotes", ("quoteid", "quotenumber", "statecode"))
 ACTIVE = 1
 DOCUMENT_DEPENDENCIES = ("products", "accounts", "contacts", "contact_customers")
 
+DOCUMENT_OUT_FIELDS = (
+    Field("CurrencyCode", "_transactioncurrencyid_value", lookup=ISO_BY_CURRENCY_ID),
+    Field("LanguageId", default="en-us"),
+    Field("DeliveryAddressStreet", "shipto_line1"),
+    Field("DeliveryAddressCity", "shipto_city"),
+    Field("DeliveryAddressZipCode", "shipto_postalcode"),
+    Field("DeliveryAddressStateId", "shipto_stateorprovince"),
+    Field(
+        "DeliveryAddressCountryRegionISOCode", "shipto_country", value_map=COUNTRY_TO_ISO3_BLANK_USA
+    ),
+)
+"""Currency, language and delivery address of a Sales quote or order, for F&O."""
+
 QUOTE_HEADERS_FLOW = Flow(
     name="quote_headers",
     description="Active Sales quotes of externally maintained products become F&O quotations.",
@@ -62,17 +75,7 @@ QUOTE_HEADERS_FLOW = Flow(
         Field("RequestingCustomerAccountNumber", "p2c_customernumber", lookup=CUSTOMER_IN_ERP),
         Field("InvoiceCustomerAccountNumber", "p2c_customernumber", lookup=CUSTOMER_IN_ERP),
         Field("SalesQuotationName", "name"),
-        Field("CurrencyCode", "_transactioncurrencyid_value", lookup=ISO_BY_CURRENCY_ID),
-        Field("LanguageId", default="en-us"),
-        Field("DeliveryAddressStreet", "shipto_line1"),
-        Field("DeliveryAddressCity", "shipto_city"),
-        Field("DeliveryAddressZipCode", "shipto_postalcode"),
-        Field("DeliveryAddressStateId", "shipto_stateorprovince"),
-        Field(
-            "DeliveryAddressCountryRegionISOCode",
-            "shipto_country",
-            value_map=COUNTRY_TO_ISO3_BLANK_USA,
-        ),
+        *DOCUMENT_OUT_FIELDS,
         Field("RequestedShippingDate", "requestdeliveryby"),
         Field("SalesQuotationExpiryDate", "effectiveto"),
     ),
