@@ -12,7 +12,10 @@ One TOML file per entity set, `contracts/<system>/<EntitySet>.toml`:
     CreditLimit = { type = "decimal(28,6)" }
     PartyType = { type = "string", allowed = ["Organization", "Person"] }
 
-Types: string, guid, int, bool, date, datetime, decimal(P,S). How a contract is *checked*
+Types: string, guid, int, bool, date, datetime, decimal(P,S). A Dataverse lookup column names
+the entity sets it points to: `_transactioncurrencyid_value = { type = "guid", bind =
+"transactioncurrencies" }`, `_customerid_value = { type = "guid", bind = ["accounts",
+"contacts"] }`. How a contract is *checked*
 lives in `p2c_etl.validate`; this module only reads contracts and builds schemas.
 """
 
@@ -43,7 +46,7 @@ _SIMPLE_TYPES: Mapping[str, pl.DataType] = MappingProxyType(
         "datetime": pl.Datetime("us", "UTC"),
     }
 )
-_COLUMN_KEYS = {"type", "nullable", "max_length", "allowed"}
+_COLUMN_KEYS = {"type", "nullable", "max_length", "allowed", "bind"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class ColumnSpec:
     nullable: bool = True
     max_length: int | None = None
     allowed: tuple[Any, ...] | None = None
+    bind: tuple[str, ...] = ()
+    """For a Dataverse lookup column (`_x_value`): the entity sets it may point to; written
+    as `x@odata.bind` (one set) or `x_<logicalname>@odata.bind` (several: polymorphic)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,7 @@ def _column(name: str, spec: Mapping[str, Any]) -> ColumnSpec:
     if unknown:
         raise ValueError(f"column {name!r}: unknown keys {sorted(unknown)}")
     allowed = spec.get("allowed")
+    bind = spec.get("bind", ())
     return ColumnSpec(
         name=name,
         type=spec["type"],
@@ -154,6 +161,7 @@ def _column(name: str, spec: Mapping[str, Any]) -> ColumnSpec:
         nullable=bool(spec.get("nullable", True)),
         max_length=spec.get("max_length"),
         allowed=tuple(allowed) if allowed is not None else None,
+        bind=(bind,) if isinstance(bind, str) else tuple(bind),
     )
 
 
