@@ -6,9 +6,12 @@ truncated or silently turned into null.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import polars as pl
+
+from p2c_etl.errors import ConnectorError
 
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
@@ -45,3 +48,24 @@ def exact_cast(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> Exact
     if isinstance(target, pl.Decimal) and (source == pl.String or source.is_numeric()):
         lossy = value.is_not_null() & (value.cast(_WIDE) != expr.cast(_WIDE, strict=False))
     return ExactCast(value=value, invalid=invalid, lossy=lossy)
+
+
+def typed_frame(
+    frame: pl.DataFrame, dtypes: Mapping[str, pl.DataType], where: str, first_line: int = 1
+) -> pl.DataFrame:
+    """Cast columns to the contract types; the first value that does not fit is a
+    ConnectorError naming `where` (a file or URL), the line (row + `first_line`) and column."""
+    casts = []
+    for name, dtype in dtypes.items():
+        if frame.schema[name] == dtype:
+            continue
+        cast = exact_cast(pl.col(name), frame.schema[name], dtype)
+        bad = frame.with_row_index("__i").filter(cast.invalid | cast.lossy)
+        if bad.height:
+            line = bad["__i"][0] + first_line
+            raise ConnectorError(
+                f"{where}: line {line}: column {name}: {bad[name][0]!r} is not a valid {dtype}"
+                + (f" ({bad.height} such values)" if bad.height > 1 else "")
+            )
+        casts.append(cast.value.alias(name))
+    return frame.with_columns(casts) if casts else frame

@@ -25,6 +25,7 @@ with a one-line message naming the file and the key.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,18 +37,50 @@ from p2c_etl.errors import ConfigError
 
 SystemName = Literal["crm", "erp"]
 SystemKind = Literal["files", "dataverse", "finops"]
-AVAILABLE_KINDS: tuple[SystemKind, ...] = ("files",)
+MAX_CONCURRENCY = 52  # the service-protection limit of both APIs (reference 5.1, 5.2)
 DEFAULT_CONFIG = Path("p2c.toml")
 
 
 @dataclass(frozen=True)
 class SystemSettings:
-    """One system: which connector talks to it and where it is."""
+    """One system: which connector talks to it and where it is.
+
+    `kind = "files"` needs `path`; `dataverse` and `finops` need `url`, `tenant`,
+    `client_id` and `secret_env` (the name of the environment variable holding the client
+    secret, read once here and kept in a `Secret` that never prints).
+    """
 
     name: SystemName
     kind: SystemKind
-    path: Path
+    path: Path | None = None
     company: str | None = None
+    url: str | None = None
+    tenant: str | None = None
+    client_id: str | None = None
+    secret_env: str | None = None
+    secret: Secret | None = None
+    token_url: str | None = None
+    scope: str | None = None
+    concurrency: int = 4
+    page_size: int = 5000
+    timeout: float = 60.0
+
+
+class Secret:
+    """A secret that never shows itself in repr, str, logs, reports or exceptions."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
 
 
 Scalar = str | int | bool | float
@@ -112,16 +145,17 @@ class _Table:
                     f"(expected one of: {', '.join(allowed)})"
                 )
 
-    def get(self, key: str, kind: type, default: Any = None, required: bool = False) -> Any:
+    def get(
+        self, key: str, kind: type | tuple[type, ...], default: Any = None, required: bool = False
+    ) -> Any:
         if key not in self.data:
             if required:
                 raise ConfigError(f"{self.source}: missing key '{self._name(key)}'")
             return default
         value = self.data[key]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise ConfigError(
-                f"{self.source}: '{self._name(key)}' must be a {kind.__name__}, got {value!r}"
-            )
+            what = kind.__name__ if isinstance(kind, type) else "number"
+            raise ConfigError(f"{self.source}: '{self._name(key)}' must be a {what}, got {value!r}")
         return value
 
     def table(self, key: str, required: bool = False) -> _Table:
@@ -130,9 +164,15 @@ class _Table:
         return _Table(self.source, self._name(key), self.data.get(key, {}))
 
 
-def load_settings(path: Path, known_flows: tuple[str, ...] = ()) -> Settings:
-    """Read and check `path`; `known_flows` are the names `[flows.<name>]` may use."""
+def load_settings(
+    path: Path,
+    known_flows: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and check `path`; `known_flows` are the names `[flows.<name>]` may use; secrets
+    come from `environ` (default: the process environment)."""
     path = Path(path)
+    env = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -143,10 +183,12 @@ def load_settings(path: Path, known_flows: tuple[str, ...] = ()) -> Settings:
         raise ConfigError(f"{path}: cannot read the configuration: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return _settings(path, _Table(path, "", raw), known_flows)
+    return _settings(path, _Table(path, "", raw), known_flows, env)
 
 
-def _settings(path: Path, top: _Table, known_flows: tuple[str, ...]) -> Settings:
+def _settings(
+    path: Path, top: _Table, known_flows: tuple[str, ...], env: Mapping[str, str]
+) -> Settings:
     base = path.resolve().parent
     top.only("warehouse", "systems", "report", "flows", "money")
     money = top.table("money")
@@ -165,35 +207,77 @@ def _settings(path: Path, top: _Table, known_flows: tuple[str, ...]) -> Settings
     return Settings(
         config_path=path.resolve(),
         warehouse_path=base / warehouse.get("path", str, "p2c.duckdb"),
-        crm=_system(base, "crm", systems.table("crm", required=True)),
-        erp=_system(base, "erp", systems.table("erp", required=True)),
+        crm=_system(base, "crm", systems.table("crm", required=True), env),
+        erp=_system(base, "erp", systems.table("erp", required=True), env),
         report_dir=base / report.get("dir", str, "reports"),
         flows=MappingProxyType(_flows(top.table("flows"), known_flows)),
         rounding=rounding,
     )
 
 
-def _system(base: Path, name: SystemName, table: _Table) -> SystemSettings:
-    table.only("kind", "path", "company") if name == "erp" else table.only("kind", "path")
+_HTTP_KEYS = (
+    "url",
+    "tenant",
+    "client_id",
+    "secret_env",
+    "token_url",
+    "scope",
+    "concurrency",
+    "page_size",
+    "timeout",
+)
+
+
+def _system(base: Path, name: SystemName, table: _Table, env: Mapping[str, str]) -> SystemSettings:
     kind = table.get("kind", str, required=True)
     if kind not in get_args(SystemKind):
         raise ConfigError(
             f"{table.source}: '{table.dotted}.kind' must be one of "
             f"{', '.join(get_args(SystemKind))}, got {kind!r}"
         )
-    if kind not in AVAILABLE_KINDS:
+    expected_kind = "finops" if name == "erp" else "dataverse"
+    if kind not in ("files", expected_kind):
         raise ConfigError(
-            f"{table.source}: '{table.dotted}.kind' = {kind!r} is not available in this "
-            f"version of p2c-etl (available: {', '.join(AVAILABLE_KINDS)})"
+            f"{table.source}: '{table.dotted}.kind' = {kind!r}: the {name.upper()} is "
+            f"'files' or '{expected_kind}'"
         )
-    company = table.get("company", str, "usmf") if name == "erp" else None
-    if company is not None and not company.strip():
-        raise ConfigError(f"{table.source}: '{table.dotted}.company' must not be empty")
+    company = None
+    if name == "erp":
+        company = table.get("company", str, "usmf").strip().lower()
+        if not company:
+            raise ConfigError(f"{table.source}: '{table.dotted}.company' must not be empty")
+    extra = ("company",) if name == "erp" else ()
+    if kind == "files":
+        table.only("kind", "path", *extra)
+        return SystemSettings(
+            name=name, kind=kind, path=base / table.get("path", str, required=True), company=company
+        )
+    table.only("kind", *extra, *_HTTP_KEYS)
+    secret_env = table.get("secret_env", str, required=True)
+    secret = env.get(secret_env)
+    concurrency = table.get("concurrency", int, 4)
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(
+            f"{table.source}: '{table.dotted}.concurrency' must be 1 to {MAX_CONCURRENCY}, "
+            f"got {concurrency}"
+        )
+    page_size = table.get("page_size", int, 5000)
+    if not 1 <= page_size <= 5000:
+        raise ConfigError(f"{table.source}: '{table.dotted}.page_size' must be 1 to 5000")
     return SystemSettings(
         name=name,
         kind=kind,
-        path=base / table.get("path", str, required=True),
-        company=company.strip().lower() if company else None,
+        company=company,
+        url=table.get("url", str, required=True).rstrip("/"),
+        tenant=table.get("tenant", str, required=True),
+        client_id=table.get("client_id", str, required=True),
+        secret_env=secret_env,
+        secret=Secret(secret) if secret else None,
+        token_url=table.get("token_url", str),
+        scope=table.get("scope", str),
+        concurrency=concurrency,
+        page_size=page_size,
+        timeout=float(table.get("timeout", (int, float), 60.0)),
     )
 
 

@@ -3,6 +3,7 @@
     P2CError                 base; `exit_code` is the CLI exit code it maps to
      ├── ConfigError         stop: p2c.toml is missing, unreadable or wrong (exit 2)
      ├── ConnectorError      stop: a system cannot be read or written as a whole (exit 2)
+     │    └── AuthError      stop: the system refused the credentials (401 / 403) (exit 2)
      ├── ContractError       stop: a contract file is wrong, or a frame has the wrong shape (exit 2)
      └── StageError          stop: a stage failed; names the stage, flow and run id (exit 2)
 
@@ -26,6 +27,10 @@ class ConfigError(P2CError):
 
 class ConnectorError(P2CError):
     """A whole system or entity set cannot be read or written."""
+
+
+class AuthError(ConnectorError):
+    """A system refused p2c-etl's credentials; nothing can be read or written there."""
 
 
 class ContractError(P2CError):

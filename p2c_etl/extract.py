@@ -42,19 +42,28 @@ def extract_flow(
     now: Callable[[], datetime],
 ) -> ExtractInfo:
     """Snapshot source, target (in the flow's target scope) and references into the warehouse."""
-    source = connectors[flow.source.system].snapshot(flow.source.entity, flow.source_columns)
-    wh.save_snapshot(
-        run_id, source_name(flow), flow.source.system, flow.source.entity, source, now()
+    source_rows = wh.save_snapshot_pages(
+        run_id,
+        source_name(flow),
+        flow.source.system,
+        flow.source.entity,
+        connectors[flow.source.system].pages(flow.source.entity, flow.source_columns),
+        now(),
     )
     target_columns = [*flow.target_columns, *([flow.target_id] if flow.target_id else [])]
     target_columns += [f.column for f in flow.target_filters]
     target_columns = list(dict.fromkeys(target_columns))
-    target = connectors[flow.target.system].snapshot(
+    scope = filters_expr(flow.target_filters, context)
+    target_pages = connectors[flow.target.system].pages(
         flow.target.entity, target_columns, missing_ok=True
     )
-    target = target.filter(filters_expr(flow.target_filters, context))
-    wh.save_snapshot(
-        run_id, target_name(flow), flow.target.system, flow.target.entity, target, now()
+    target_rows = wh.save_snapshot_pages(
+        run_id,
+        target_name(flow),
+        flow.target.system,
+        flow.target.entity,
+        (page.filter(scope) for page in target_pages),
+        now(),
     )
     for (system, entity), columns in _reference_columns(flow).items():
         # The target system's entity sets may not exist yet: nothing has been written there.
@@ -64,7 +73,7 @@ def extract_flow(
         frame = connectors[item.system].snapshot(item.entity, item.columns)
         frame = frame.filter(filters_expr(item.filters, context))
         wh.save_snapshot(run_id, input_name(flow, item), item.system, item.entity, frame, now())
-    return ExtractInfo(source_rows=source.height, target_rows=target.height)
+    return ExtractInfo(source_rows=source_rows, target_rows=target_rows)
 
 
 def _reference_columns(flow: Flow) -> dict[tuple[SystemName, str], list[str]]:

@@ -13,6 +13,7 @@ import polars as pl
 
 from p2c_etl.connectors.base import Connector, WriteBatch
 from p2c_etl.diff import CHANGED, KIND
+from p2c_etl.extract import target_name
 from p2c_etl.flow import Flow
 from p2c_etl.ids import stable_id
 from p2c_etl.keys import record_key
@@ -28,9 +29,17 @@ class LoadInfo:
     failed: int
 
 
-def build_batch(flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame) -> WriteBatch:
-    """Turn the changes of a flow into one write batch for its target."""
+def build_batch(
+    flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame, target: pl.DataFrame | None = None
+) -> WriteBatch:
+    """Turn the changes of a flow into one write batch for its target. Updates of a target
+    with a primary id carry the record's id from the `target` snapshot."""
     rows = staged.drop(ROW, KEY, strict=False).with_columns(record_key(flow.keys).alias("__rk"))
+    ids: list[str] = []
+    if flow.target_id and target is not None:
+        known = target.select(record_key(flow.keys).alias("__rk"), flow.target_id)
+        rows = rows.join(known.unique("__rk"), on="__rk", how="left")
+        ids = [flow.target_id]
     insert_keys = changes.filter(pl.col(KIND) == "insert").select(
         pl.col("record_key").alias("__rk")
     )
@@ -45,7 +54,7 @@ def build_batch(flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame) -> Writ
     by_fields = changes.filter(pl.col(KIND) == "update").group_by(CHANGED, maintain_order=True)
     for (fields,), group in by_fields:
         keys = group.select(pl.col("record_key").alias("__rk"))
-        frame = rows.join(keys, on="__rk", how="semi").select(*flow.keys, *fields)
+        frame = rows.join(keys, on="__rk", how="semi").select(*flow.keys, *ids, *fields)
         updates.append(frame)
     return WriteBatch(keys=flow.keys, inserts=inserts.drop("__rk"), updates=tuple(updates))
 
@@ -64,7 +73,7 @@ def load_flow(
     if changes.height == 0:
         return LoadInfo(0, 0, 0)
     staged = wh.read_table(staged_table(run_id, flow))
-    batch = build_batch(flow, staged, changes)
+    batch = build_batch(flow, staged, changes, wh.snapshot(run_id, target_name(flow)))
     results = connector.upsert(flow.target.entity, batch)
     written_at = now()
     values = staged.drop(ROW, KEY).select(

@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from p2c_etl.config import Settings, SystemName
+from p2c_etl.config import Settings, SystemName, SystemSettings
 from p2c_etl.connectors.base import Connector
+from p2c_etl.connectors.dataverse import DataverseConnector
 from p2c_etl.connectors.files import FilesConnector
+from p2c_etl.connectors.finops import FinOpsConnector
 from p2c_etl.contracts import ContractSet
 from p2c_etl.errors import ConfigError, P2CError, StageError
 from p2c_etl.extract import extract_flow
@@ -60,8 +62,18 @@ def select_flows(
 
 
 def connectors_for(settings: Settings, contracts: ContractSet) -> dict[SystemName, Connector]:
+    """A connector per system, of the kind p2c.toml names."""
     systems: tuple[SystemName, ...] = ("crm", "erp")
-    return {name: FilesConnector(name, settings.system(name).path, contracts) for name in systems}
+    return {name: connector_for(settings.system(name), contracts) for name in systems}
+
+
+def connector_for(system: SystemSettings, contracts: ContractSet) -> Connector:
+    if system.kind == "dataverse":
+        return DataverseConnector(system, contracts)
+    if system.kind == "finops":
+        return FinOpsConnector(system, contracts)
+    assert system.path is not None
+    return FilesConnector(system.name, system.path, contracts)
 
 
 def run_batch(
@@ -78,6 +90,26 @@ def run_batch(
     contracts = ContractSet.load(contracts_dir())
     selected = select_flows(settings, contracts, flows)
     connectors = connectors_for(settings, contracts)
+    try:
+        return _run(
+            settings, contracts, selected, connectors, mode, dry_run, run_id, clock, progress
+        )
+    finally:
+        for connector in connectors.values():
+            connector.close()
+
+
+def _run(
+    settings: Settings,
+    contracts: ContractSet,
+    selected: list[Flow],
+    connectors: dict[SystemName, Connector],
+    mode: RunMode,
+    dry_run: bool,
+    run_id: str | None,
+    clock: Clock,
+    progress: Progress,
+) -> RunSummary:
     started = clock()
     run_id = run_id or new_run_id(started)
     context = {"company": settings.company, "rounding": settings.rounding}

@@ -18,7 +18,7 @@ Each stage's writes are committed together.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime
@@ -191,6 +191,31 @@ class Warehouse:
                 [run_id, name, system, entity, table, frame.height, at],
             )
         return table
+
+    def save_snapshot_pages(
+        self,
+        run_id: str,
+        name: str,
+        system: str,
+        entity: str,
+        pages: Iterable[pl.DataFrame],
+        at: datetime,
+    ) -> int:
+        """Store a snapshot page by page (memory stays bounded by a page); returns its rows."""
+        table = table_name("snap", run_id, name)
+        rows = 0
+        with self.transaction():
+            for i, page in enumerate(pages):
+                if i == 0:
+                    self.write_table(table, page)
+                else:
+                    self.append(f'"{table}"', page)
+                rows += page.height
+            self.con.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, name, system, entity, table, rows, at],
+            )
+        return rows
 
     def snapshot(self, run_id: str, name: str) -> pl.DataFrame:
         rows = self.con.execute(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -25,7 +25,8 @@ class WriteBatch:
     """What to write to one entity set.
 
     `inserts` hold every column of new records; each frame in `updates` holds the key
-    columns plus only the columns that changed for those records.
+    columns plus only the columns that changed for those records (and, for a Dataverse
+    target, the record's primary id).
     """
 
     keys: tuple[str, ...]
@@ -42,6 +43,12 @@ class Connector(Protocol):
 
     system: SystemName
 
+    def pages(
+        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+    ) -> Iterator[pl.DataFrame]:
+        """Every record of `entity`, a page at a time, typed as the system's contract says."""
+        ...
+
     def snapshot(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> pl.DataFrame:
@@ -50,4 +57,8 @@ class Connector(Protocol):
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
         """Write `batch`; one result row per record (`RESULT_SCHEMA`)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
         ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from p2c_etl.casting import exact_cast
+from p2c_etl.casting import typed_frame
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
 from p2c_etl.contracts import ContractSet
@@ -56,6 +56,14 @@ class FilesConnector:
             raise ConnectorError(f"{self.system}: {self.root} holds {names}; keep only one")
         return existing[0] if existing else None
 
+    def close(self) -> None:
+        """Nothing to release: every read and write opens and closes its file."""
+
+    def pages(
+        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+    ) -> Iterator[pl.DataFrame]:
+        yield self.snapshot(entity, columns, missing_ok=missing_ok)
+
     def snapshot(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> pl.DataFrame:
@@ -72,7 +80,7 @@ class FilesConnector:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ConnectorError(f"{path}: missing columns {', '.join(missing)}")
-        return _typed(frame.select(columns), dtypes, path)
+        return typed_frame(frame.select(columns), dtypes, str(path), _first_line_of(path))
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
         contract = self.contracts.get(self.system, entity)
@@ -155,7 +163,7 @@ def _read_all(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
     known = {c: t for c, t in dtypes.items() if c in frame.columns}
-    return _typed(frame, known, path)
+    return typed_frame(frame, known, str(path), _first_line_of(path))
 
 
 def _read_json(path: Path, dtypes: dict[str, pl.DataType], unexpected: str) -> pa.Table:
@@ -166,24 +174,6 @@ def _read_json(path: Path, dtypes: dict[str, pl.DataType], unexpected: str) -> p
     if path.stat().st_size == 0:
         return schema.empty_table()
     return pajson.read_json(path, parse_options=options)
-
-
-def _typed(frame: pl.DataFrame, dtypes: dict[str, pl.DataType], path: Path) -> pl.DataFrame:
-    """Cast columns to the contract types; the first value that does not fit is an error."""
-    casts = []
-    for name, dtype in dtypes.items():
-        if frame.schema[name] == dtype:
-            continue
-        cast = exact_cast(pl.col(name), frame.schema[name], dtype)
-        bad = frame.with_row_index("__i").filter(cast.invalid | cast.lossy)
-        if bad.height:
-            line = bad["__i"][0] + (2 if path.suffix == ".csv" else 1)
-            raise ConnectorError(
-                f"{path}: line {line}: column {name}: {bad[name][0]!r} is not a valid {dtype}"
-                + (f" ({bad.height} such values)" if bad.height > 1 else "")
-            )
-        casts.append(cast.value.alias(name))
-    return frame.with_columns(casts) if casts else frame
 
 
 def _first_line(exc: BaseException) -> str:
@@ -213,3 +203,8 @@ def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _first_line_of(path: Path) -> int:
+    """The file line of the first record: after the header row in a CSV."""
+    return 2 if path.suffix == ".csv" else 1

@@ -1,0 +1,262 @@
+"""What both Web APIs share: retries, error classes, paging straight into polars, `$batch`.
+
+Errors are named by what the caller should do (`classify`):
+
+    retry   429, 503, 502, 504, 500, timeouts, connection resets: wait `Retry-After` (else
+            exponential backoff with jitter) and send again, a bounded number of times
+    skip    any other 4xx on one record: that record fails with the server's message
+    stop    401 / 403: the system refused the credentials (AuthError, exit 2)
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import io
+import json
+import random
+import time
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import httpx
+import polars as pl
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from p2c_etl.casting import typed_frame
+from p2c_etl.errors import AuthError, ConnectorError
+
+Action = Literal["retry", "skip", "stop"]
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+def classify(status: int) -> Action:
+    """What a caller does about an HTTP status (2xx and 3xx never get here)."""
+    if status in (401, 403):
+        return "stop"
+    if status in _RETRY_STATUS:
+        return "retry"
+    return "skip"
+
+
+def error_message(response: httpx.Response) -> str:
+    """The server's message from an OData error body, else the status line."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return f"HTTP {response.status_code}" + (f": {text[:300]}" if text else "")
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    if isinstance(error, dict) and error.get("message"):
+        return f"HTTP {response.status_code}: {error['message']}"
+    return f"HTTP {response.status_code}: {str(body)[:300]}"
+
+
+@dataclass
+class RetryPolicy:
+    """Bounded retries: `Retry-After` when given, else `base` x 2^attempt with full jitter."""
+
+    attempts: int = 8
+    base: float = 0.5
+    cap: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+
+    def delay(self, attempt: int, response: httpx.Response | None) -> float:
+        if response is not None:
+            retry_after = response.headers.get("Retry-After")
+            if retry_after is not None:
+                try:
+                    return min(max(float(retry_after), 0.0), 300.0)
+                except ValueError:
+                    pass
+        return self.rng.uniform(0, min(self.cap, self.base * 2**attempt))
+
+
+class ODataClient:
+    """Sends requests to one system with retries; turns 401/403 into AuthError."""
+
+    def __init__(self, system: str, client: httpx.Client, retry: RetryPolicy) -> None:
+        self.system, self.client, self.retry = system, client, retry
+
+    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """The response of the first attempt that is not to be retried (may be a 4xx)."""
+        for attempt in range(self.retry.attempts):
+            try:
+                response = self.client.request(method, url, **kwargs)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt + 1 == self.retry.attempts:
+                    raise ConnectorError(
+                        f"{self.system}: {method} {_path(url)} failed after "
+                        f"{self.retry.attempts} attempts: {type(exc).__name__}"
+                    ) from None
+                self.retry.sleep(self.retry.delay(attempt, None))
+                continue
+            action = classify(response.status_code) if response.is_error else None
+            if action == "stop":
+                raise AuthError(
+                    f"{self.system}: {method} {_path(url)} refused ({error_message(response)}); "
+                    "check the app registration, its secret and its security role"
+                )
+            if action != "retry" or attempt + 1 == self.retry.attempts:
+                return response
+            self.retry.sleep(self.retry.delay(attempt, response))
+        raise AssertionError("unreachable")
+
+    def expect_ok(self, response: httpx.Response, what: str) -> httpx.Response:
+        if response.is_error:
+            raise ConnectorError(f"{self.system}: {what}: {error_message(response)}")
+        return response
+
+    def pages(
+        self,
+        url: str,
+        dtypes: Mapping[str, pl.DataType],
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[pl.DataFrame]:
+        """Every page of a collection, following `@odata.nextLink`, each parsed straight into
+        a typed polars frame (no per-record Python objects)."""
+        next_url: str | None = url
+        first = True
+        while next_url is not None:
+            response = self.send("GET", next_url, params=params if first else None, headers=headers)
+            self.expect_ok(response, f"GET {_path(url)}")
+            frame, next_url = parse_page(response.content, dtypes, f"{self.system} {_path(url)}")
+            first = False
+            yield frame
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path
+
+
+def parse_page(
+    content: bytes, dtypes: Mapping[str, pl.DataType], where: str
+) -> tuple[pl.DataFrame, str | None]:
+    """An OData page's `value` as a frame typed by `dtypes`, and its next link."""
+    as_read = {c: pl.String() if t.is_temporal() else t for c, t in dtypes.items()}
+    record = pl.DataFrame(schema=as_read).to_arrow().schema
+    schema = pa.schema(
+        [("value", pa.list_(pa.struct(list(record)))), ("@odata.nextLink", pa.string())]
+    )
+    options = pajson.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=True
+    )
+    try:
+        table = pajson.read_json(io.BytesIO(content), parse_options=options)
+    except pa.ArrowException as exc:
+        raise ConnectorError(f"{where}: the page is not the expected JSON: {exc}") from None
+    records = table.column("value").combine_chunks().flatten()
+    frame = pl.DataFrame(
+        pl.from_arrow(pa.Table.from_batches([pa.RecordBatch.from_struct_array(records)]))
+    )
+    next_link = table.column("@odata.nextLink")[0].as_py() if table.num_rows else None
+    return typed_frame(frame, dtypes, where), next_link
+
+
+# --- JSON bodies ----------------------------------------------------------------------------
+
+
+def json_value(value: Any) -> str:
+    """One value as JSON text; decimals keep their digits (never through float)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return json.dumps(value.isoformat())
+    if isinstance(value, date):
+        return json.dumps(value.isoformat())
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_object(record: Mapping[str, Any]) -> str:
+    return "{" + ",".join(f"{json.dumps(k)}:{json_value(v)}" for k, v in record.items()) + "}"
+
+
+def quote_key(value: Any) -> str:
+    """A key value as an OData URL literal: 'O''Brien', numbers bare, GUIDs bare."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    return "'" + urllib.parse.quote(str(value).replace("'", "''"), safe="'") + "'"
+
+
+# --- $batch ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    method: str
+    url: str
+    body: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchResponse:
+    status: int
+    body: str
+
+    @property
+    def message(self) -> str:
+        try:
+            error = json.loads(self.body).get("error", {})
+            return f"HTTP {self.status}: {error.get('message') or self.body[:300]}"
+        except (ValueError, AttributeError):
+            return f"HTTP {self.status}" + (f": {self.body[:300]}" if self.body.strip() else "")
+
+
+def batch_body(requests: Sequence[BatchRequest]) -> tuple[str, bytes]:
+    """A multipart/mixed `$batch` body with one change set per request (each one atomic on
+    its own, so one record's failure never rolls back another's)."""
+    boundary = f"batch_{uuid.uuid4()}"
+    out: list[str] = []
+    for i, request in enumerate(requests, start=1):
+        changeset = f"changeset_{uuid.uuid4()}"
+        headers = "".join(f"{k}: {v}\r\n" for k, v in request.headers.items())
+        body = request.body or ""
+        content_type = "Content-Type: application/json\r\n" if request.body is not None else ""
+        out.append(
+            f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+            f"--{changeset}\r\nContent-Type: application/http\r\n"
+            f"Content-Transfer-Encoding: binary\r\nContent-ID: {i}\r\n\r\n"
+            f"{request.method} {request.url} HTTP/1.1\r\n{content_type}{headers}\r\n"
+            f"{body}\r\n--{changeset}--\r\n"
+        )
+    out.append(f"--{boundary}--\r\n")
+    return f"multipart/mixed; boundary={boundary}", "".join(out).encode("utf-8")
+
+
+def parse_batch(content_type: str, content: bytes) -> list[BatchResponse]:
+    """The responses of a `$batch`, in order, change sets flattened."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + content
+    )
+    responses: list[BatchResponse] = []
+    for part in message.walk():
+        if part.get_content_type() != "application/http":
+            continue
+        payload = part.get_payload(decode=True)
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else str(payload)
+        responses.append(_http_response(text))
+    return responses
+
+
+def _http_response(text: str) -> BatchResponse:
+    head, _, body = text.replace("\r\n", "\n").partition("\n\n")
+    status_line = head.split("\n", 1)[0]
+    parts = status_line.split(" ", 2)
+    return BatchResponse(status=int(parts[1]), body=body.strip())
