@@ -7,6 +7,7 @@ Human progress goes to stderr; `--json` prints one JSON summary on stdout and no
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -16,15 +17,25 @@ from typing import Any, TypeVar
 
 import click
 
-from p2c_etl.config import DEFAULT_CONFIG, Settings, demo_config_text, load_settings
+from p2c_etl.check import run_checks
+from p2c_etl.config import (
+    DEFAULT_CONFIG,
+    SANDBOX_SECRET_ENV,
+    Settings,
+    demo_config_text,
+    http_config_text,
+    load_settings,
+    sandbox_secret,
+)
 from p2c_etl.contracts import ContractSet
 from p2c_etl.describe import flow_header_lines, flow_markdown, mapping_rows
 from p2c_etl.errors import ConfigError, P2CError
 from p2c_etl.flow import dependency_order
 from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
 from p2c_etl.overrides import apply_overrides
-from p2c_etl.pipeline import run_batch
+from p2c_etl.pipeline import connectors_for, run_batch, select_flows
 from p2c_etl.resources import contracts_dir, demo_fixtures_dir
+from p2c_etl.sandbox import Faults, Sandbox, serve
 from p2c_etl.summary import RunSummary
 from p2c_etl.warehouse import Warehouse
 
@@ -102,31 +113,152 @@ def run(
     "--dir",
     "directory",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path("p2c-demo"),
-    show_default=True,
-    help="Where to put the demo.",
+    default=None,
+    help="Where to put the demo [default: ./p2c-demo, with --http ./p2c-demo-http].",
+)
+@click.option(
+    "--http",
+    "over_http",
+    is_flag=True,
+    help="Serve the demo company from the local sandbox and sync over HTTP.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
 @quiet_option
 @_errors_exit
-def demo(directory: Path, as_json: bool, quiet: bool) -> None:
+def demo(directory: Path | None, over_http: bool, as_json: bool, quiet: bool) -> None:
     """Copy the demo company into DIR (once) and run the nightly batch on it.
 
-    Exits 0 when the run completed, even with the demo's planted rejects.
+    With --http, a sandbox of both Web APIs starts on loopback, seeded with the demo company
+    (fresh every time), and the batch runs through the Dataverse and F&O connectors; the
+    warehouse and reports go to DIR. Exits 0 when the run completed, planted rejects included.
     """
+    progress = _progress(quiet)
+    if over_http:
+        summary = _http_demo(directory or Path("p2c-demo-http"), progress)
+    else:
+        summary = _files_demo(directory or Path("p2c-demo"), progress)
+    _print_summary(summary, as_json)
+    if not as_json and summary.status != "failed":
+        again = summary.written and not over_http
+        tail = " Run it again: nothing new will be written." if again else ""
+        click.echo(f"{summary.written} records written.{tail}")
+    sys.exit(EXIT_FAILED if summary.status == "failed" else EXIT_OK)
+
+
+def _files_demo(directory: Path, progress: Callable[[str], None]) -> RunSummary:
     config = directory / "p2c.toml"
     if not config.exists():
         directory.mkdir(parents=True, exist_ok=True)
         for system in ("crm", "erp"):
             shutil.copytree(demo_fixtures_dir() / system, directory / system, dirs_exist_ok=True)
         config.write_text(demo_config_text(), encoding="utf-8")
-        _progress(quiet)(f"demo: copied the demo company into {directory}")
-    summary = run_batch(_settings(config), mode="demo", progress=_progress(quiet))
-    _print_summary(summary, as_json)
-    if not as_json and summary.status != "failed":
-        again = " Run it again: nothing new will be written." if summary.written else ""
-        click.echo(f"{summary.written} records written.{again}")
-    sys.exit(EXIT_FAILED if summary.status == "failed" else EXIT_OK)
+        progress(f"demo: copied the demo company into {directory}")
+    return run_batch(_settings(config), mode="demo", progress=progress)
+
+
+def _http_demo(directory: Path, progress: Callable[[str], None]) -> RunSummary:
+    secret = secrets.token_urlsafe(24)
+    seed = demo_fixtures_dir()
+    with Sandbox(seed / "crm", seed / "erp", client_secret=secret) as sandbox:
+        progress(f"demo: sandbox: Dataverse at {sandbox.crm_url}, F&O at {sandbox.erp_url}")
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / "p2c.toml"
+        text = http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url)
+        config.write_text(text, encoding="utf-8")
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: secret})
+        return run_batch(settings, mode="demo", progress=progress)
+
+
+@main.command()
+@config_option
+@_errors_exit
+def check(config_path: Path) -> None:
+    """Pre-flight: systems reachable, credentials accepted, contracts match, reference data."""
+    settings = _settings(config_path)
+    contracts = ContractSet.load(contracts_dir())
+    flows = select_flows(settings, contracts)
+    connectors = connectors_for(settings, contracts)
+    try:
+        findings = run_checks(connectors, contracts, flows)
+    finally:
+        for connector in connectors.values():
+            connector.close()
+    rows = [(f.system, f.check, f.verdict, f.detail) for f in findings]
+    _table(("system", "check", "result", "detail"), rows)
+    failed = [f for f in findings if f.verdict == "failed"]
+    if failed:
+        click.echo(f"p2c: error: {len(failed)} of {len(findings)} checks failed", err=True)
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@main.group()
+def sandbox() -> None:
+    """The local Dataverse and Finance and Operations servers (for demos and tests)."""
+
+
+@sandbox.command("serve")
+@click.option(
+    "--crm",
+    "crm_seed",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Seed the Dataverse side from this folder [default: the demo company].",
+)
+@click.option(
+    "--erp",
+    "erp_seed",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Seed the F&O side from this folder [default: the demo company].",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--crm-port", default=8401, show_default=True)
+@click.option("--erp-port", default=8402, show_default=True)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--client-id", default="p2c-sandbox", show_default=True)
+@click.option("--throttle", metavar="N/SECONDS", help="Answer 429 after N requests a window.")
+@click.option("--error-rate", type=float, default=0.0, help="Fraction of requests answered 503.")
+@click.option("--page-delay", type=float, default=0.0, help="Seconds before each page.")
+@click.option(
+    "--reject",
+    metavar="FIELD=VALUE",
+    multiple=True,
+    help="Refuse records whose FIELD equals VALUE (400 for that record).",
+)
+def sandbox_serve(
+    crm_seed: Path | None,
+    erp_seed: Path | None,
+    host: str,
+    crm_port: int,
+    erp_port: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_id: str,
+    throttle: str | None,
+    error_rate: float,
+    page_delay: float,
+    reject: tuple[str, ...],
+) -> None:
+    """Serve both Web APIs on loopback until interrupted. The client secret is read from
+    P2C_SANDBOX_SECRET (default: sandbox-secret)."""
+    faults = Faults(
+        error_rate=error_rate, page_delay=page_delay, reject=dict(r.split("=", 1) for r in reject)
+    )
+    if throttle:
+        count, _, window = throttle.partition("/")
+        faults.throttle_requests, faults.throttle_window = int(count), float(window or 1)
+    seed = demo_fixtures_dir()
+    serve(
+        crm_seed or seed / "crm",
+        erp_seed or seed / "erp",
+        host=host,
+        crm_port=crm_port,
+        erp_port=erp_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        client_id=client_id,
+        client_secret=sandbox_secret(),
+        faults=faults,
+    )
 
 
 @main.group("flows", invoke_without_command=True)

@@ -64,6 +64,8 @@ class SystemSettings:
     concurrency: int = 4
     page_size: int = 5000
     timeout: float = 60.0
+    ca_file: Path | None = None
+    """A CA bundle to trust (the sandbox's self-signed certificate); default: the system's."""
 
 
 class Secret:
@@ -225,6 +227,7 @@ _HTTP_KEYS = (
     "concurrency",
     "page_size",
     "timeout",
+    "ca_file",
 )
 
 
@@ -278,6 +281,7 @@ def _system(base: Path, name: SystemName, table: _Table, env: Mapping[str, str])
         concurrency=concurrency,
         page_size=page_size,
         timeout=float(table.get("timeout", (int, float), 60.0)),
+        ca_file=base / table.get("ca_file", str) if "ca_file" in table.data else None,
     )
 
 
@@ -328,6 +332,29 @@ def _strings(table: _Table) -> dict[str, str]:
                 f"{table.source}: '{table.dotted}.{key}' must be a string, got {value!r}"
             )
     return dict(table.data)
+
+
+SANDBOX_SECRET_ENV = "P2C_SANDBOX_SECRET"
+
+
+def sandbox_secret() -> str:
+    """The client secret `p2c sandbox serve` accepts: $P2C_SANDBOX_SECRET, else its default."""
+    return os.environ.get(SANDBOX_SECRET_ENV) or "sandbox-secret"
+
+
+def http_config_text(crm_url: str, erp_url: str, token_url: str, company: str = "usmf") -> str:
+    """The p2c.toml of `p2c demo --http`: both systems served by the sandbox."""
+    auth = (
+        f'token_url = "{token_url}"\ntenant = "sandbox"\nclient_id = "p2c-sandbox"\n'
+        f'secret_env = "{SANDBOX_SECRET_ENV}"\n'
+    )
+    return (
+        "# Written by `p2c demo --http`: the sandbox's addresses change with every run.\n"
+        '[warehouse]\npath = "p2c.duckdb"\n\n'
+        f'[systems.crm]\nkind = "dataverse"\nurl = "{crm_url}"\n{auth}\n'
+        f'[systems.erp]\nkind = "finops"\nurl = "{erp_url}"\ncompany = "{company}"\n{auth}\n'
+        '[report]\ndir = "reports"\n'
+    )
 
 
 def demo_config_text(company: str = "usmf") -> str:

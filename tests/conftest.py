@@ -44,3 +44,133 @@ def clock() -> Callable[[], datetime]:
         return state["now"]
 
     return tick
+
+
+_EXPECTED_FIRST_RUN = {
+    "products": dict(
+        source_rows=18,
+        filtered_out=3,
+        rejected=1,
+        inserted=2,
+        updated=1,
+        unchanged=11,
+        target_only=2,
+        failed=0,
+    ),
+    "accounts": dict(
+        source_rows=40,
+        filtered_out=1,
+        rejected=4,
+        inserted=6,
+        updated=2,
+        unchanged=27,
+        target_only=1,
+        failed=0,
+    ),
+    "contacts": dict(
+        source_rows=62,
+        filtered_out=10,
+        rejected=3,
+        inserted=9,
+        updated=0,
+        unchanged=40,
+        target_only=0,
+        failed=0,
+    ),
+    "contact_customers": dict(
+        source_rows=62,
+        filtered_out=54,
+        rejected=0,
+        inserted=3,
+        updated=0,
+        unchanged=5,
+        target_only=0,
+        failed=0,
+    ),
+    "quote_headers": dict(
+        source_rows=34,
+        filtered_out=6,
+        rejected=1,
+        inserted=15,
+        updated=1,
+        unchanged=11,
+        target_only=0,
+        failed=0,
+    ),
+    "order_headers_out": dict(
+        source_rows=31,
+        filtered_out=3,
+        rejected=0,
+        inserted=5,
+        updated=0,
+        unchanged=23,
+        target_only=0,
+        failed=0,
+    ),
+    "quote_lines": dict(
+        source_rows=121,
+        filtered_out=21,
+        rejected=4,
+        inserted=54,
+        updated=0,
+        unchanged=42,
+        target_only=0,
+        failed=0,
+    ),
+    "order_lines_out": dict(
+        source_rows=88,
+        filtered_out=7,
+        rejected=0,
+        inserted=13,
+        updated=0,
+        unchanged=68,
+        target_only=0,
+        failed=0,
+    ),
+    "order_headers_back": dict(
+        source_rows=28,
+        filtered_out=6,
+        rejected=0,
+        inserted=0,
+        updated=22,
+        unchanged=0,
+        target_only=3,
+        failed=0,
+    ),
+    "order_lines_back": dict(
+        source_rows=89,
+        filtered_out=16,
+        rejected=0,
+        inserted=8,
+        updated=65,
+        unchanged=0,
+        target_only=7,
+        failed=0,
+    ),
+    "invoice_headers": dict(
+        source_rows=20,
+        filtered_out=0,
+        rejected=0,
+        inserted=20,
+        updated=0,
+        unchanged=0,
+        target_only=0,
+        failed=0,
+    ),
+    "invoice_lines": dict(
+        source_rows=59,
+        filtered_out=0,
+        rejected=0,
+        inserted=59,
+        updated=0,
+        unchanged=0,
+        target_only=0,
+        failed=0,
+    ),
+}
+
+
+@pytest.fixture
+def expected_first_run() -> dict[str, dict[str, int]]:
+    """The counts of the demo's first run, flow by flow (files or HTTP alike)."""
+    return {flow: dict(counts) for flow, counts in _EXPECTED_FIRST_RUN.items()}

@@ -134,9 +134,16 @@ def test_a_rejected_record_loads_on_the_next_run_once_its_reference_exists(
     accounts = demo_dir / "crm" / "accounts.jsonl"
     accounts.write_text(accounts.read_text().replace('"Atlantis"', '"Greece"'))
     products = demo_dir / "erp" / "SellableReleasedProducts.jsonl"
-    back = {"dataAreaId": "usmf", "ProductNumber": "D0099", "ProductName": "Retro Turntable",
-            "SalesPrice": "299.00", "CurrencyCode": "USD", "SalesUnitSymbol": "ea",
-            "ProductType": "Item", "IsSalesStopped": "No"}
+    back = {
+        "dataAreaId": "usmf",
+        "ProductNumber": "D0099",
+        "ProductName": "Retro Turntable",
+        "SalesPrice": "299.00",
+        "CurrencyCode": "USD",
+        "SalesUnitSymbol": "ea",
+        "ProductType": "Item",
+        "IsSalesStopped": "No",
+    }
     products.write_text(products.read_text() + json.dumps(back) + "\n")
     second = run_batch(demo_settings)
     counts = {c.flow: c for c in second.flows}

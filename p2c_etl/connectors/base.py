@@ -59,6 +59,10 @@ class Connector(Protocol):
         """Write `batch`; one result row per record (`RESULT_SCHEMA`)."""
         ...
 
+    def live_columns(self, entity: str) -> set[str] | None:
+        """The columns the system holds for `entity` now (None: the entity set is missing)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -91,6 +91,22 @@ class DataverseConnector:
         frames = list(self.pages(entity, columns, missing_ok=missing_ok))
         return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
 
+    def live_columns(self, entity: str) -> set[str] | None:
+        """The entity's attributes from `EntityDefinitions`, lookups as `_x_value` columns."""
+        url = f"{self.root}EntityDefinitions(LogicalName='{logical_name(entity)}')/Attributes"
+        response = self.odata.send(
+            "GET", url, params={"$select": "LogicalName,AttributeType"}, headers=HEADERS
+        )
+        if response.status_code == 404:
+            return None
+        self.odata.expect_ok(response, f"GET EntityDefinitions of {entity}")
+        columns = set()
+        for attribute in response.json().get("value", []):
+            name = str(attribute["LogicalName"])
+            lookup = attribute.get("AttributeType") in ("Lookup", "Customer", "Owner")
+            columns.add(f"_{name}_value" if lookup else name)
+        return columns
+
     def _exists(self, url: str) -> bool:
         response = self.odata.send("GET", url, params={"$top": "0"}, headers=HEADERS)
         return response.status_code != 404
@@ -102,7 +118,11 @@ class DataverseConnector:
         if contract.primary_id is None:
             raise ConnectorError(f"crm: {entity} has no primary id in its contract")
         keys = list(batch.keys)
-        inserts = batch.inserts.with_columns(record_key(keys).alias("__rk"))
+        inserts = (
+            batch.inserts.with_columns(record_key(keys).alias("__rk"))
+            if batch.inserts.height
+            else pl.DataFrame(schema={"__rk": pl.String})
+        )
         chunks = [inserts.slice(i, BULK_SIZE) for i in range(0, inserts.height, BULK_SIZE)]
         updates = [u.with_columns(record_key(keys).alias("__rk")) for u in batch.updates]
         requests = [
@@ -185,7 +205,8 @@ class DataverseConnector:
                 continue
             spec = contract.column(name)
             if spec.bind:
-                record.update(self._bind(name, spec.bind, value))
+                if value is not None or not with_type:  # a new record has nothing to clear
+                    record.update(self._bind(name, spec.bind, value))
             else:
                 record[name] = value
         return json_object(record)

@@ -9,6 +9,7 @@ temporary file in the same folder, is flushed to disk, and replaces the old file
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -64,6 +65,20 @@ class FilesConnector:
     ) -> Iterator[pl.DataFrame]:
         yield self.snapshot(entity, columns, missing_ok=missing_ok)
 
+    def live_columns(self, entity: str) -> set[str] | None:
+        path = self.path(entity)
+        if path is None:
+            return None
+        try:
+            if path.suffix == ".parquet":
+                return set(pl.read_parquet_schema(path))
+            if path.suffix == ".csv":
+                return set(pl.read_csv(path, n_rows=0, infer_schema=False).columns)
+            with path.open(encoding="utf-8") as handle:
+                return {key for line in handle if line.strip() for key in json.loads(line)}
+        except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+            raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
+
     def snapshot(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> pl.DataFrame:
@@ -102,16 +117,17 @@ class FilesConnector:
                 include_nulls=True,
             )
             results.append(_results(update_keys, found, "update", "no record with this key"))
-        insert_keys = batch.inserts.select(record_key(keys).alias("record_key"))["record_key"]
-        new = ~insert_keys.is_in(present.implode())
-        inserts = _conform(batch.inserts.filter(new), current.schema)
-        current = pl.concat([current, inserts], how="diagonal_relaxed")
-        results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
+        if batch.inserts.height:
+            insert_keys = batch.inserts.select(record_key(keys).alias("record_key"))["record_key"]
+            new = ~insert_keys.is_in(present.implode())
+            inserts = _conform(batch.inserts.filter(new), current.schema)
+            current = pl.concat([current, inserts], how="diagonal_relaxed")
+            results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
         try:
             _write_atomic(current, path)
         except OSError as exc:
             raise ConnectorError(f"{path}: cannot write: {exc}") from exc
-        return pl.concat(results, how="vertical")
+        return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
 
 
 def _results(keys: pl.Series, ok: pl.Series, op: str, failure: str) -> pl.DataFrame:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import polars as pl
@@ -54,6 +55,7 @@ class FinOpsConnector:
         self.root = settings.url + "/data/"
         self.client = client or http_client(settings, default_scope=f"{settings.url}/.default")
         self.odata = ODataClient("erp", self.client, retry or RetryPolicy())
+        self._metadata: dict[str, set[str]] | None = None
 
     def close(self) -> None:
         self.client.close()
@@ -74,6 +76,14 @@ class FinOpsConnector:
                 return
         yield from self.odata.pages(url, dtypes, params, headers)
 
+    def live_columns(self, entity: str) -> set[str] | None:
+        """The entity's properties from `$metadata` (read once)."""
+        if self._metadata is None:
+            response = self.odata.send("GET", self.root + "$metadata")
+            self.odata.expect_ok(response, "GET $metadata")
+            self._metadata = entity_properties(response.content)
+        return self._metadata.get(entity)
+
     def snapshot(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> pl.DataFrame:
@@ -83,7 +93,12 @@ class FinOpsConnector:
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
         keys = list(batch.keys)
         requests: list[tuple[str, str, BatchRequest]] = []
-        for row in batch.inserts.with_columns(record_key(keys).alias("__rk")).iter_rows(named=True):
+        inserts = batch.inserts.filter(pl.lit(True)) if batch.inserts.height else None
+        for row in (
+            inserts.with_columns(record_key(keys).alias("__rk")).iter_rows(named=True)
+            if inserts is not None
+            else []
+        ):
             body = {k: v for k, v in row.items() if k != "__rk"}
             requests.append(
                 (row["__rk"], "insert", BatchRequest("POST", self.root + entity, json_object(body)))
@@ -121,6 +136,23 @@ class FinOpsConnector:
             },
             schema=RESULT_SCHEMA,
         )
+
+
+def entity_properties(metadata: bytes) -> dict[str, set[str]]:
+    """Entity set → property names, from an OData CSDL `$metadata` document."""
+    root = ElementTree.fromstring(metadata)
+    types: dict[str, set[str]] = {}
+    for element in root.iter():
+        if element.tag.endswith("}EntityType"):
+            types[element.get("Name", "")] = {
+                p.get("Name", "") for p in element if p.tag.endswith("}Property")
+            }
+    sets: dict[str, set[str]] = {}
+    for element in root.iter():
+        if element.tag.endswith("}EntitySet"):
+            type_name = element.get("EntityType", "").rsplit(".", 1)[-1]
+            sets[element.get("Name", "")] = types.get(type_name, set())
+    return sets
 
 
 def entity_key(keys: Sequence[str], row: dict[str, Any]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 
 from p2c_etl.config import SystemSettings
@@ -29,4 +31,9 @@ def http_client(settings: SystemSettings, default_scope: str) -> httpx.Client:
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
-    return httpx.Client(auth=auth, timeout=httpx.Timeout(settings.timeout), limits=limits)
+    verify: ssl.SSLContext | bool = True
+    if settings.ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(settings.ca_file))
+    return httpx.Client(
+        auth=auth, timeout=httpx.Timeout(settings.timeout), limits=limits, verify=verify
+    )

@@ -1,0 +1,173 @@
+"""The nightly run over HTTP (sandbox on loopback) beside the same run on the files connector.
+
+    python bench/http_bench.py [--accounts 100000] [--products 20000]
+
+Builds a company of ACCOUNTS Sales accounts and PRODUCTS F&O products in the files layout, of
+which 90% were synced earlier (by p2c-etl itself) and 1% of those changed since; then runs the
+`products` and `accounts` flows once on files and once through the Dataverse and F&O
+connectors against the sandbox seeded with the same data. Prints wall time, records/s, records
+written and records written per write request (`UpsertMultiple` and `$batch`, target >= 500),
+and the HTTP / files ratio (target <= 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from p2c_etl.config import SANDBOX_SECRET_ENV, demo_config_text, http_config_text, load_settings
+from p2c_etl.flows import flow_names
+from p2c_etl.pipeline import run_batch
+from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox import Sandbox
+from p2c_etl.summary import RunSummary
+
+FLOWS = ["products", "accounts"]
+SECRET = "bench-secret"
+
+
+def accounts(n: int) -> pl.DataFrame:
+    i = pl.col("i")
+    return pl.DataFrame({"i": pl.int_range(n, eager=True)}).select(
+        pl.format("00000000-0000-4000-8000-{}", i.cast(pl.String).str.zfill(12)).alias("accountid"),
+        pl.format("ACC-{}", i.cast(pl.String).str.zfill(7)).alias("accountnumber"),
+        pl.format("Customer {} Ltd", i).alias("name"),
+        pl.lit(0).alias("statecode"),
+        pl.lit("0b6f8a52-0000-0000-0000-000000000000").alias("_transactioncurrencyid_value"),
+        pl.format("{} Main St", i % 999 + 1).alias("address1_line1"),
+        pl.format("City {}", i % 500).alias("address1_city"),
+        pl.format("{}", 10000 + i % 80000).alias("address1_postalcode"),
+        pl.lit("WA").alias("address1_stateorprovince"),
+        pl.when(i % 3 == 0)
+        .then(pl.lit("United States"))
+        .otherwise(pl.lit("USA"))
+        .alias("address1_country"),
+        pl.format("+1 555 {}", i % 10000).alias("telephone1"),
+        pl.format("ap{}@example.com", i).alias("emailaddress1"),
+        ((i % 1000) * 100).cast(pl.String).alias("creditlimit"),
+        (i % 5000).alias("numberofemployees"),
+    )
+
+
+def products(n: int) -> pl.DataFrame:
+    i = pl.col("i")
+    return pl.DataFrame({"i": pl.int_range(n, eager=True)}).select(
+        pl.lit("usmf").alias("dataAreaId"),
+        pl.format("P{}", i.cast(pl.String).str.zfill(7)).alias("ProductNumber"),
+        pl.format("Product {}", i).alias("ProductName"),
+        pl.lit("Item").alias("ProductType"),
+        pl.lit("Yes").alias("IsStockedProduct"),
+        pl.lit("No").alias("IsSalesStopped"),
+        pl.lit("ea").alias("SalesUnitSymbol"),
+        pl.lit(0).alias("SalesUnitDecimalPrecision"),
+        ((i % 900 + 100) * 100 + 99)
+        .cast(pl.String)
+        .str.replace(r"(\d\d)$", ".$1")
+        .alias("SalesPrice"),
+        pl.lit("USD").alias("CurrencyCode"),
+    )
+
+
+def build(root: Path, n_accounts: int, n_products: int) -> Path:
+    """A company where 90% was synced earlier and 1% of that changed since."""
+    demo = demo_fixtures_dir()
+    state = root / "state"
+    for system in ("crm", "erp"):
+        (state / system).mkdir(parents=True)
+    for name in ("transactioncurrencies", "uoms", "uomschedules"):
+        shutil.copy(demo / "crm" / f"{name}.jsonl", state / "crm")
+    currency = json.loads(
+        (demo / "crm" / "transactioncurrencies.jsonl").read_text().splitlines()[0]
+    )
+    all_accounts = accounts(n_accounts).with_columns(
+        pl.lit(currency["transactioncurrencyid"]).alias("_transactioncurrencyid_value")
+    )
+    all_products = products(n_products)
+    synced = int(n_accounts * 0.9), int(n_products * 0.9)
+    all_accounts.head(synced[0]).write_ndjson(state / "crm" / "accounts.jsonl")
+    all_products.head(synced[1]).write_ndjson(state / "erp" / "SellableReleasedProducts.jsonl")
+    (state / "crm" / "products.jsonl").write_text("")
+    (state / "erp" / "CustomersV2.jsonl").write_text("")
+    (state / "p2c.toml").write_text(demo_config_text())
+    earlier = run_batch(load_settings(state / "p2c.toml"), flows=FLOWS)
+    assert earlier.status == "ok", earlier.error
+    changed = pl.col("accountnumber").str.slice(-2) == "07"  # 1% of the accounts
+    all_accounts.with_columns(
+        pl.when(changed).then(pl.col("name") + " (renamed)").otherwise("name").alias("name")
+    ).write_ndjson(state / "crm" / "accounts.jsonl")
+    all_products.write_ndjson(state / "erp" / "SellableReleasedProducts.jsonl")
+    (state / "p2c.duckdb").unlink()
+    shutil.rmtree(state / "reports")
+    return state
+
+
+def files_run(state: Path, root: Path) -> tuple[float, RunSummary]:
+    work = root / "files"
+    shutil.copytree(state, work)
+    start = time.perf_counter()
+    summary = run_batch(load_settings(work / "p2c.toml"), flows=FLOWS)
+    return time.perf_counter() - start, summary
+
+
+def http_run(state: Path, root: Path) -> tuple[float, RunSummary, int]:
+    work = root / "http"
+    work.mkdir()
+    with Sandbox(state / "crm", state / "erp", client_secret=SECRET) as sandbox:
+        config = work / "p2c.toml"
+        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        start = time.perf_counter()
+        summary = run_batch(settings, flows=FLOWS)
+        elapsed = time.perf_counter() - start
+        stats = sandbox.stats()
+    writes = sum(
+        n
+        for system in stats.values()
+        for endpoint, n in system["requests"].items()
+        if endpoint.startswith("POST") and ("$batch" in endpoint or "Multiple" in endpoint)
+    )
+    return elapsed, summary, writes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--products", type=int, default=20_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        print(f"building {args.accounts:,} accounts and {args.products:,} products ...")
+        state = build(root, args.accounts, args.products)
+        files_s, files_summary = files_run(state, root)
+        http_s, http_summary, write_requests = http_run(state, root)
+    rows = sum(f.source_rows for f in files_summary.flows)
+    for label, seconds, summary in (
+        ("files", files_s, files_summary),
+        ("http", http_s, http_summary),
+    ):
+        written = summary.written
+        print(
+            f"{label:5}  wall {seconds:7.2f} s  {rows / seconds:10,.0f} source rows/s  "
+            f"written {written:,} ({summary.status})"
+        )
+    assert http_summary.written == files_summary.written, "both runs must write the same"
+    per_request = http_summary.written / write_requests if write_requests else 0.0
+    print(
+        f"http write requests: {write_requests:,}  records per write request: {per_request:,.0f} "
+        "(target >= 500)"
+    )
+    print(f"ratio http / files: {http_s / files_s:.2f} (target <= 5)")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this process (both runs and the sandbox): {peak:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

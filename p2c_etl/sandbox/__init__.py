@@ -1,0 +1,14 @@
+"""Local Dataverse and Finance and Operations Web API servers, for tests and demos.
+
+`Sandbox(crm_seed, erp_seed)` serves the contracted entity sets of both systems over HTTP on
+loopback, seeded from folders in the files-connector layout: OAuth2 client credentials,
+OData queries and paging, upserts, alternate and composite keys, `@odata.bind` lookups,
+`UpsertMultiple` / `CreateMultiple`, `$batch` with change sets, `EntityDefinitions` and
+`$metadata`, with switchable `Faults` (throttling, 5xx, slow pages, refused records).
+`serve()` runs them until interrupted, for `p2c sandbox serve`.
+"""
+
+from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.server import Sandbox, serve
+
+__all__ = ["Faults", "Sandbox", "serve"]

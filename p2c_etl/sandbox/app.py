@@ -1,0 +1,153 @@
+"""One server's starlette app: the token endpoint, `/_sandbox/*` and the data service.
+
+Every data request needs a live bearer token (401 otherwise), then passes the fault gate
+(429 / 503 with `Retry-After`), waits `page_delay` if it is a GET, and is answered by the
+service. Responses carry `OData-Version: 4.0`. Requests, statuses and records are counted in
+the server's `Stats`; `/_sandbox/*` needs no token, sees no faults and is not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from p2c_etl.sandbox.auth import TokenIssuer
+from p2c_etl.sandbox.faults import FaultGate, Faults
+from p2c_etl.sandbox.protocol import (
+    THROTTLED,
+    UNAUTHORIZED,
+    UNAVAILABLE,
+    ApiRequest,
+    ApiResponse,
+    error_response,
+)
+from p2c_etl.sandbox.resource import endpoint_key
+from p2c_etl.sandbox.stats import Stats
+
+_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+
+
+class Service(Protocol):
+    def handle(self, req: ApiRequest) -> ApiResponse: ...
+
+
+@dataclass(frozen=True)
+class Admin:
+    """What `/_sandbox/*` reads and changes; shared by both servers."""
+
+    faults: Faults
+    stats: Callable[[], dict[str, Any]]
+    reset_stats: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class ServerParts:
+    service: Service
+    service_path: str
+    issuer: TokenIssuer
+    gate: FaultGate
+    stats: Stats
+    admin: Admin
+
+
+def build_app(parts: ServerParts) -> Starlette:
+    token_path = f"/{parts.issuer.tenant}/oauth2/v2.0/token"
+    routes = [
+        Route(token_path, _token_endpoint(parts), methods=["POST"]),
+        Route("/_sandbox/stats", _stats_endpoint(parts.admin), methods=["GET"]),
+        Route("/_sandbox/faults", _faults_endpoint(parts.admin), methods=["GET", "POST"]),
+        Route("/_sandbox/reset-stats", _reset_endpoint(parts.admin), methods=["POST"]),
+        Route(parts.service_path + "{rest:path}", _data_endpoint(parts), methods=_METHODS),
+    ]
+    return Starlette(routes=routes)
+
+
+Endpoint = Callable[[Request], Any]
+
+
+def _token_endpoint(parts: ServerParts) -> Endpoint:
+    async def token(request: Request) -> Response:
+        form = dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+        parts.stats.request("POST token")
+        status, body = parts.issuer.issue(form)
+        parts.stats.status(status)
+        return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+    return token
+
+
+def _stats_endpoint(admin: Admin) -> Endpoint:
+    async def stats(request: Request) -> Response:
+        return JSONResponse(admin.stats())
+
+    return stats
+
+
+def _faults_endpoint(admin: Admin) -> Endpoint:
+    async def faults(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                changes = json.loads(await request.body() or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError("the body must be a JSON object of Faults fields")
+                admin.faults.update(changes)
+            except ValueError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(admin.faults.as_dict())
+
+    return faults
+
+
+def _reset_endpoint(admin: Admin) -> Endpoint:
+    async def reset(request: Request) -> Response:
+        admin.reset_stats()
+        return JSONResponse(admin.stats())
+
+    return reset
+
+
+def _data_endpoint(parts: ServerParts) -> Endpoint:
+    async def data(request: Request) -> Response:
+        base = str(request.base_url).rstrip("/")
+        api = ApiRequest(
+            method=request.method,
+            path=request.path_params["rest"],
+            query=dict(request.query_params),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=await request.body(),
+            root=base + parts.service_path,
+        )
+        parts.stats.request(endpoint_key(api.method, api.path))
+        answer = await _answer(parts, api, base)
+        parts.stats.status(answer.status)
+        headers = {"OData-Version": "4.0", **answer.headers}
+        return Response(answer.body, status_code=answer.status, headers=headers)
+
+    return data
+
+
+async def _answer(parts: ServerParts, api: ApiRequest, base: str) -> ApiResponse:
+    if not parts.issuer.valid(api.header("authorization")):
+        response = error_response(401, "The request needs a valid bearer token.", UNAUTHORIZED)
+        authority = f"{base}/{parts.issuer.tenant}/oauth2/authorize"
+        response.headers["WWW-Authenticate"] = f"Bearer authorization_uri={authority}"
+        return response
+    refusal = parts.gate.check()
+    if refusal is not None:
+        code = THROTTLED if refusal.status == 429 else UNAVAILABLE
+        response = error_response(refusal.status, refusal.message, code)
+        response.headers["Retry-After"] = str(refusal.retry_after)
+        return response
+    delay = parts.admin.faults.page_delay
+    if api.method == "GET" and delay > 0:
+        await asyncio.sleep(delay)
+    return parts.service.handle(api)

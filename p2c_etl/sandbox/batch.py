@@ -1,0 +1,154 @@
+"""`$batch`: multipart/mixed requests with change sets, answered in kind.
+
+A batch body holds `application/http` parts (one HTTP request each: request line with a
+relative or absolute URL, headers, JSON body) and change sets (nested multipart/mixed parts
+whose requests carry a `Content-ID`; a later request may address `$<id>`). Requests outside
+change sets run independently. A change set runs in one `atomic()` block: the first request
+that fails rolls the whole change set back. Dataverse then answers the change set with that
+one error response; F&O answers every request of it, the failed one with its error and the
+others with 424 Failed Dependency.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Literal
+from urllib.parse import parse_qsl
+
+from p2c_etl.sandbox.multipart import Operation, parse_batch
+from p2c_etl.sandbox.protocol import (
+    BAD_QUERY,
+    NOT_SUPPORTED,
+    ApiRequest,
+    ApiResponse,
+    ODataError,
+    error_response,
+)
+from p2c_etl.sandbox.resource import relative_path
+
+ChangesetErrors = Literal["single", "each"]
+Handler = Callable[[ApiRequest], ApiResponse]
+Atomic = Callable[[], AbstractContextManager[None]]
+CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class BatchRules:
+    """The most requests a batch may hold, and how a failed change set is answered."""
+
+    limit: int
+    changeset_errors: ChangesetErrors
+
+
+@dataclass(frozen=True)
+class _Answer:
+    response: ApiResponse
+    content_id: str | None
+
+
+class _ChangesetFailed(Exception):
+    def __init__(self, index: int, response: ApiResponse) -> None:
+        super().__init__(index)
+        self.index, self.response = index, response
+
+
+def run_batch(req: ApiRequest, rules: BatchRules, handle: Handler, atomic: Atomic) -> ApiResponse:
+    """Run every request of a `$batch` request and answer them in one multipart response."""
+    if req.method != "POST":
+        raise ODataError(405, "$batch takes POST", NOT_SUPPORTED)
+    items = parse_batch(req.header("content-type") or "", req.body)
+    total = sum(len(item) if isinstance(item, list) else 1 for item in items)
+    if total > rules.limit:
+        message = f"The batch holds {total} requests; at most {rules.limit} are allowed."
+        raise ODataError(400, message, BAD_QUERY)
+    parts: list[bytes] = []
+    for item in items:
+        if isinstance(item, list):
+            parts.append(_changeset(req, item, rules, handle, atomic))
+        else:
+            parts.append(_http_part(_Answer(_run(req, item, {}, handle), item.content_id)))
+    boundary = f"batchresponse_{uuid.uuid4()}"
+    headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
+    return ApiResponse(200, headers, _multipart(parts, boundary))
+
+
+def _changeset(
+    req: ApiRequest, operations: list[Operation], rules: BatchRules, handle: Handler, atomic: Atomic
+) -> bytes:
+    answers: list[_Answer] = []
+    ids: dict[str, str] = {}
+    try:
+        with atomic():
+            for index, operation in enumerate(operations):
+                response = _run(req, operation, ids, handle)
+                if response.status >= 400:
+                    raise _ChangesetFailed(index, response)
+                answers.append(_Answer(response, operation.content_id))
+                _remember(ids, operation, response)
+    except _ChangesetFailed as failed:
+        failing = operations[failed.index]
+        if rules.changeset_errors == "single":
+            return _http_part(_Answer(failed.response, failing.content_id))
+        answers = [
+            _Answer(_rolled_back(i, failed), op.content_id) for i, op in enumerate(operations)
+        ]
+    boundary = f"changesetresponse_{uuid.uuid4()}"
+    nested = _multipart([_http_part(a) for a in answers], boundary)
+    head = f"Content-Type: multipart/mixed; boundary={boundary}".encode()
+    return head + CRLF + CRLF + nested
+
+
+def _rolled_back(index: int, failed: _ChangesetFailed) -> ApiResponse:
+    if index == failed.index:
+        return failed.response
+    message = f"Not applied: request {failed.index + 1} of the change set failed."
+    return error_response(424, message, BAD_QUERY)
+
+
+def _remember(ids: dict[str, str], operation: Operation, response: ApiResponse) -> None:
+    entity = response.headers.get("OData-EntityId") or response.headers.get("Location")
+    if operation.content_id and entity:
+        ids[operation.content_id] = entity
+
+
+def _run(
+    outer: ApiRequest, operation: Operation, ids: dict[str, str], handle: Handler
+) -> ApiResponse:
+    try:
+        return handle(_request(outer, operation, ids))
+    except ODataError as error:
+        return error_response(error.status, error.message, error.code)
+
+
+def _request(outer: ApiRequest, operation: Operation, ids: dict[str, str]) -> ApiRequest:
+    url = operation.url
+    if url.startswith("$"):
+        ref, _, rest = url[1:].partition("/")
+        if ref not in ids:
+            raise ODataError(400, f"No request with Content-ID {ref} precedes {url!r}", BAD_QUERY)
+        url = ids[ref] + ("/" + rest if rest else "")
+    path, query = relative_path(url, outer.root)
+    if path.split("?")[0] == "$batch":
+        raise ODataError(400, "A $batch cannot contain another $batch", BAD_QUERY)
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    return ApiRequest(operation.method, path, params, operation.headers, operation.body, outer.root)
+
+
+def _http_part(answer: _Answer) -> bytes:
+    response = answer.response
+    head = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
+    if answer.content_id:
+        head.append(f"Content-ID: {answer.content_id}")
+    status = f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"
+    lines = [*head, "", status, *(f"{k}: {v}" for k, v in response.headers.items()), "", ""]
+    return "\r\n".join(lines).encode() + response.body
+
+
+def _multipart(parts: list[bytes], boundary: str) -> bytes:
+    mark = b"--" + boundary.encode()
+    body = b"".join(mark + CRLF + part + CRLF for part in parts)
+    return body + mark + b"--" + CRLF

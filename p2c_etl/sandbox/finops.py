@@ -1,0 +1,147 @@
+"""The Finance and Operations OData service below `/data/`, over one in-memory store.
+
+    GET    CustomersV2                      $select $filter $orderby $top $skip $count;
+                                            paging of 10,000 (or Prefer: odata.maxpagesize);
+                                            cross-company=true to see every company
+    POST   CustomersV2                      create (201 with the record; 400 if the key exists)
+    GET / PATCH / PUT / DELETE CustomersV2(dataAreaId='usmf',CustomerAccount='C-1')
+    POST   $batch                           up to 5000 requests; every request of a failed
+                                            change set is answered (424 for the rolled back)
+    GET    $metadata                        CSDL of the served entity sets
+
+Dates are written as DateTimeOffsets at noon UTC (`2026-03-01T12:00:00Z`), as F&O writes a
+date field.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from p2c_etl.sandbox.batch import BatchRules, run_batch
+from p2c_etl.sandbox.csdl import metadata_document
+from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.finops_write import FinOpsWriter
+from p2c_etl.sandbox.jsonout import dumps, finops_date
+from p2c_etl.sandbox.literals import literal_url_text
+from p2c_etl.sandbox.protocol import (
+    NOT_FOUND,
+    NOT_SUPPORTED,
+    ApiRequest,
+    ApiResponse,
+    ODataError,
+    from_error,
+    json_response,
+)
+from p2c_etl.sandbox.query import (
+    PagingRules,
+    page_response,
+    project,
+    read_page,
+    select_columns,
+    service_document,
+)
+from p2c_etl.sandbox.resource import KeySpec, endpoint_key, split_resource
+from p2c_etl.sandbox.stats import Stats
+from p2c_etl.sandbox.store import Row, Store, Table
+
+SERVICE_PATH = "/data/"
+NAMESPACE = "Microsoft.Dynamics.DataEntities"
+PAGE_SIZE = 10_000
+
+
+class FinOpsService:
+    """Answers F&O OData requests from one store, for a default company."""
+
+    def __init__(self, store: Store, faults: Faults, stats: Stats, company: str) -> None:
+        self.store = store
+        self.stats = stats
+        self.writer = FinOpsWriter(store, faults, company)
+        self.batch_rules = BatchRules(limit=5000, changeset_errors="each")
+
+    def handle(self, req: ApiRequest) -> ApiResponse:
+        try:
+            return self._route(req)
+        except ODataError as error:
+            return from_error(error)
+
+    def _inner(self, req: ApiRequest) -> ApiResponse:
+        self.stats.operation(endpoint_key(req.method, req.path))
+        return self.handle(req)
+
+    def _route(self, req: ApiRequest) -> ApiResponse:
+        if req.path == "":
+            return service_document(req, self.store)
+        if req.path == "$metadata":
+            document = metadata_document(self.store.tables.values(), NAMESPACE)
+            return ApiResponse(200, {"Content-Type": "application/xml"}, document)
+        if req.path == "$batch":
+            return run_batch(req, self.batch_rules, self._inner, self.store.journal.atomic)
+        resource = split_resource(req.path)
+        table = self.store.table(resource.name)
+        if table is None or resource.rest:
+            missing = resource.name if table is None else resource.rest
+            raise ODataError(404, f"Resource not found for the segment '{missing}'.", NOT_FOUND)
+        if resource.key is None:
+            return self._collection(req, table)
+        return self._entity(req, table, resource.key)
+
+    def _collection(self, req: ApiRequest, table: Table) -> ApiResponse:
+        if req.method == "GET":
+            rules = PagingRules(PAGE_SIZE, PAGE_SIZE, skip_allowed=True)
+            visible = self.writer.visible(table, _cross_company(req))
+            with self.store.lock:
+                page = read_page(req, table, rules, visible)
+            self.stats.read(len(page.records))
+            return page_response(req, table, page, finops_date)
+        if req.method == "POST":
+            row = self.writer.create(table, req.json())
+            url = _entity_url(req, table, row)
+            headers = {"Location": url, "OData-EntityId": url, "ETag": f'W/"{row.version}"'}
+            return _record_response(req, table, project(row, None), 201, headers)
+        raise ODataError(405, f"{req.method} is not allowed on {table.name}", NOT_SUPPORTED)
+
+    def _entity(self, req: ApiRequest, table: Table, key: KeySpec) -> ApiResponse:
+        cross = _cross_company(req)
+        if req.method == "GET":
+            return self._read_one(req, table, key, cross)
+        if req.method in ("PATCH", "PUT"):
+            row = self.writer.update(
+                table,
+                key,
+                req.json(),
+                cross_company=cross,
+                etag=req.header("if-match"),
+                replace=req.method == "PUT",
+            )
+            return ApiResponse(204, {"ETag": f'W/"{row.version}"'})
+        if req.method == "DELETE":
+            self.writer.delete(table, key, cross)
+            return ApiResponse(204, {})
+        raise ODataError(405, f"{req.method} is not allowed on a record", NOT_SUPPORTED)
+
+    def _read_one(self, req: ApiRequest, table: Table, key: KeySpec, cross: bool) -> ApiResponse:
+        with self.store.lock:
+            select = select_columns(req, table, ())
+            found = self.writer.locate(table, key, cross)
+            row = table.get(found) if found is not None else None
+        if row is None:
+            shown = ",".join(f"{k}={v}" for k, v in key.named.items())
+            raise ODataError(404, f"No {table.name} record with key ({shown}).", NOT_FOUND)
+        self.stats.read(1)
+        return _record_response(req, table, project(row, select), 200, {})
+
+
+def _record_response(
+    req: ApiRequest, table: Table, values: dict[str, object], status: int, headers: dict[str, str]
+) -> ApiResponse:
+    body = {"@odata.context": f"{req.root}$metadata#{table.name}/$entity", **values}
+    return json_response(status, dumps(body, finops_date), headers)
+
+
+def _cross_company(req: ApiRequest) -> bool:
+    return req.query.get("cross-company", "").lower() == "true"
+
+
+def _entity_url(req: ApiRequest, table: Table, row: Row) -> str:
+    key = ",".join(f"{c}={literal_url_text(row.values[c])}" for c in table.key_columns)
+    return f"{req.root}{table.name}({quote(key, safe=chr(39) + '=,:')})"

@@ -1,0 +1,159 @@
+"""Writing F&O records: payloads, composite keys, the default company.
+
+A record is addressed with all its key fields, `dataAreaId` included:
+`CustomersV2(dataAreaId='usmf',CustomerAccount='O''Brien')`. Without `cross-company=true`
+only records of the default company can be seen, changed or deleted. A created record
+without `dataAreaId` belongs to the default company. Key fields cannot be changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.odata_filter import Predicate
+from p2c_etl.sandbox.protocol import (
+    BAD_PAYLOAD,
+    BAD_QUERY,
+    DUPLICATE,
+    NOT_FOUND,
+    REFUSED,
+    ODataError,
+)
+from p2c_etl.sandbox.query import type_name
+from p2c_etl.sandbox.resource import KeySpec
+from p2c_etl.sandbox.store import Key, Row, Store, Table
+from p2c_etl.sandbox.values import coerce, folded, literal_for, text
+
+COMPANY = "dataAreaId"
+
+
+class FinOpsWriter:
+    """Creates, updates and deletes the records of one F&O store."""
+
+    def __init__(self, store: Store, faults: Faults, company: str) -> None:
+        self.store = store
+        self.faults = faults
+        self.company = company
+
+    def visible(self, table: Table, cross_company: bool) -> Predicate | None:
+        """Which records a request sees: the default company's, or all with cross-company."""
+        if cross_company or COMPANY not in table.contract.columns:
+            return None
+        company = folded(self.company)
+        return lambda record: folded(record.get(COMPANY)) == company
+
+    def locate(self, table: Table, key: KeySpec, cross_company: bool) -> Key | None:
+        found = table.key_of(self._address(table, key))
+        row = table.get(found)
+        visible = self.visible(table, cross_company)
+        if row is None or (visible is not None and not visible(row.values)):
+            return None
+        return found
+
+    def create(self, table: Table, body: object) -> Row:
+        values = self.payload(table, body)
+        if COMPANY in table.contract.columns and values.get(COMPANY) is None:
+            values[COMPANY] = self.company
+        record = dict.fromkeys(table.contract.columns) | values
+        with self.store.journal.atomic():
+            if table.get(table.key_of(record)) is not None:
+                shown = ", ".join(f"{c}: {text(record[c])}" for c in table.key_columns)
+                message = (
+                    f"Cannot create a record in {table.name} ({shown}). The record already exists."
+                )
+                raise ODataError(400, message, DUPLICATE)
+            _check_required(table, record, record)
+            self._check_refused(record)
+            return table.put(record)
+
+    def update(
+        self,
+        table: Table,
+        key: KeySpec,
+        body: object,
+        *,
+        cross_company: bool,
+        etag: str | None = None,
+        replace: bool = False,
+    ) -> Row:
+        """PATCH (the given fields) or PUT (`replace`: every field) of an existing record."""
+        values = self.payload(table, body)
+        with self.store.journal.atomic():
+            found = self.locate(table, key, cross_company)
+            row = table.get(found) if found is not None else None
+            if row is None:
+                raise _not_found(table, key)
+            _check_keys(table, values, row.values)
+            _check_etag(row, etag)
+            base = dict.fromkeys(table.contract.columns) if replace else dict(row.values)
+            record = base | {c: row.values[c] for c in table.key_columns} | values
+            _check_required(table, record, values if not replace else record)
+            self._check_refused(record)
+            return table.put(record)
+
+    def delete(self, table: Table, key: KeySpec, cross_company: bool) -> None:
+        with self.store.journal.atomic():
+            found = self.locate(table, key, cross_company)
+            if found is None:
+                raise _not_found(table, key)
+            table.delete(found)
+
+    def payload(self, table: Table, body: object) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise ODataError(400, "The request body must be a JSON object", BAD_PAYLOAD)
+        values: dict[str, Any] = {}
+        for name, raw in body.items():
+            if "@" in name:
+                continue
+            spec = table.contract.columns.get(name)
+            if spec is None:
+                message = f"The property '{name}' does not exist on type '{type_name(table)}'."
+                raise ODataError(400, message, BAD_PAYLOAD)
+            try:
+                values[name] = coerce(spec, raw)
+            except ValueError as exc:
+                raise ODataError(400, f"Field {name} of {table.name}: {exc}", BAD_PAYLOAD) from None
+        return values
+
+    def _address(self, table: Table, key: KeySpec) -> dict[str, Any]:
+        columns = table.key_columns
+        named = dict(key.named) if key.named else {}
+        if not key.named and len(columns) == 1:
+            named = {columns[0]: key.single}
+        if set(named) != set(columns):
+            message = f"The key of {table.name} needs all its fields: {', '.join(columns)}"
+            raise ODataError(400, message, BAD_QUERY)
+        try:
+            return {c: literal_for(table.contract.columns[c], named[c]) for c in columns}
+        except ValueError as exc:
+            raise ODataError(400, f"Invalid key value: {exc}", BAD_QUERY) from None
+
+    def _check_refused(self, record: Mapping[str, Any]) -> None:
+        refused = self.faults.rejection(record)
+        if refused is not None:
+            raise ODataError(400, refused, REFUSED)
+
+
+def _check_keys(table: Table, values: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    for column in table.key_columns:
+        if column in values and folded(values[column]) != folded(current[column]):
+            raise ODataError(400, f"The key field {column} cannot be changed", BAD_PAYLOAD)
+
+
+def _check_required(table: Table, record: Mapping[str, Any], written: Mapping[str, Any]) -> None:
+    for name in written:
+        spec = table.contract.columns.get(name)
+        if spec is not None and not spec.nullable and record.get(name) is None:
+            raise ODataError(400, f"Field {name} of {table.name} must be filled in", BAD_PAYLOAD)
+
+
+def _check_etag(row: Row, etag: str | None) -> None:
+    if etag not in (None, "*") and etag != f'W/"{row.version}"':
+        raise ODataError(412, "The version of the record does not match If-Match.", DUPLICATE)
+
+
+def _not_found(table: Table, key: KeySpec) -> ODataError:
+    shown = ",".join(f"{k}={text(v)}" for k, v in key.named.items()) or text(key.single)
+    return ODataError(404, f"No {table.name} record with key ({shown}).", NOT_FOUND)

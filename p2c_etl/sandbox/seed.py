@@ -1,0 +1,116 @@
+"""Seeding: a folder in the files-connector layout → the tables of one server.
+
+Every entity set with a contract is served; those with a file start with its records. The
+contract's columns are read exactly by the files connector (decimals as `Decimal`, dates as
+`date`); other columns of the file are kept as plain JSON values. Contract columns the file
+lacks are null. A Dataverse record without a primary id gets a new GUID. A file that cannot
+be read exactly, or that holds one key twice, is a `ConnectorError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from p2c_etl.config import SystemName
+from p2c_etl.connectors.files import FilesConnector
+from p2c_etl.contracts import Contract, ContractSet
+from p2c_etl.errors import ConnectorError, ContractError
+from p2c_etl.sandbox.store import Journal, Store, Table
+
+
+def build_store(
+    system: SystemName,
+    folder: Path | None,
+    contracts: ContractSet,
+    on_commit: Callable[[int], None],
+) -> Store:
+    """A store with one table per contract of `system`, seeded from `folder` (if given)."""
+    journal = Journal(on_commit)
+    connector = FilesConnector(system, folder, contracts) if folder is not None else None
+    tables: dict[str, Table] = {}
+    for contract in contracts:
+        if contract.system != system:
+            continue
+        table = _table(contract, journal)
+        if connector is not None:
+            _seed(table, connector)
+        tables[contract.entity] = table
+    return Store(system, tables, journal)
+
+
+def _table(contract: Contract, journal: Journal) -> Table:
+    if contract.system == "crm" and contract.primary_id is None:
+        raise ContractError(f"{contract.source}: a Dataverse entity set needs primary_id")
+    return Table(contract, journal, contract.primary_id if contract.system == "crm" else None)
+
+
+def _seed(table: Table, connector: FilesConnector) -> None:
+    path = connector.path(table.name)
+    if path is None:
+        return
+    records, extras = read_records(connector, table.contract, path)
+    table.extra_columns = extras
+    guids = [c.name for c in table.contract.columns.values() if c.type == "guid"]
+    for values in records:
+        for name in guids:
+            if isinstance(values.get(name), str):
+                values[name] = values[name].lower()
+        if table.primary is not None and values.get(table.primary) is None:
+            values[table.primary] = str(uuid.uuid4())
+        if table.get(table.key_of(values)) is not None:
+            raise ConnectorError(f"{path}: key {table.key_of(values)} occurs more than once")
+        table.load(values)
+
+
+def read_records(
+    connector: FilesConnector, contract: Contract, path: Path
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of `path` and the names of its columns the contract does not know."""
+    columns = _columns(path)
+    present = [c for c in contract.columns if c in columns]
+    typed = connector.snapshot(contract.entity, present).to_dicts() if present else []
+    extras = [c for c in columns if c not in contract.columns]
+    loose = _extra_values(path, extras)
+    if typed and loose and len(typed) != len(loose):
+        message = f"{path}: {len(typed)} typed rows but {len(loose)} rows of other columns"
+        raise ConnectorError(message)
+    height = max(len(typed), len(loose))
+    blank = dict.fromkeys(contract.columns)
+    pairs = zip(typed or [{}] * height, loose or [{}] * height, strict=True)
+    return [blank | row | extra for row, extra in pairs], extras
+
+
+def _columns(path: Path) -> list[str]:
+    if path.stat().st_size == 0:
+        return []
+    if path.suffix == ".jsonl":
+        try:
+            return pl.scan_ndjson(path, infer_schema_length=None).collect_schema().names()
+        except pl.exceptions.PolarsError:
+            return list(dict.fromkeys(name for record in _json_lines(path) for name in record))
+    if path.suffix == ".parquet":
+        return list(pl.read_parquet_schema(path))
+    return pl.read_csv(path, n_rows=0, infer_schema=False).columns
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line, parse_float=Decimal) for line in lines if line.strip()]
+
+
+def _extra_values(path: Path, extras: list[str]) -> list[dict[str, Any]]:
+    """The columns the contract does not know, as plain JSON values (decimals exact)."""
+    if not extras:
+        return []
+    if path.suffix == ".jsonl":
+        return [{c: record.get(c) for c in extras} for record in _json_lines(path)]
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path, columns=extras).to_dicts()
+    return pl.read_csv(path, columns=extras, infer_schema=False).to_dicts()

@@ -1,0 +1,216 @@
+"""In-memory entity sets: records by key, in insertion order, with an undo journal.
+
+A `Table` holds one entity set as a dict from key to `Row`, in insertion order. Dataverse
+tables are keyed by their primary id and index their alternate key; F&O tables are keyed by
+their composite key. Text key parts compare case-insensitively, as in SQL Server.
+
+Every write goes through the store's `Journal`: inside `atomic()` each write is logged with
+the row it replaced, and an exception rolls all of them back (a `$batch` change set,
+`UpsertMultiple`). The journal's lock guards every read and write of the store's tables.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from p2c_etl.contracts import Contract
+from p2c_etl.sandbox.values import folded
+
+Key = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One record: `seq` orders rows by insertion, `version` changes with every write."""
+
+    seq: int
+    version: int
+    values: dict[str, Any]
+
+
+class Journal:
+    """The store's lock, its undo log while `atomic()` is open, and its committed writes."""
+
+    def __init__(self, on_commit: Callable[[int], None]) -> None:
+        self.lock = threading.RLock()
+        self._on_commit = on_commit
+        self._undo: list[tuple[Table, Key, Row | None]] | None = None
+        self._version = 0
+
+    def next_version(self) -> int:
+        self._version += 1
+        return self._version
+
+    def wrote(self, table: Table, key: Key, previous: Row | None) -> None:
+        if self._undo is None:
+            self._on_commit(1)
+        else:
+            self._undo.append((table, key, previous))
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """All writes inside happen, or (on an exception) none; blocks nest."""
+        with self.lock:
+            outer = self._undo is None
+            if self._undo is None:
+                self._undo = []
+            undo = self._undo
+            mark = len(undo)
+            try:
+                yield
+            except BaseException:
+                while len(undo) > mark:
+                    table, key, previous = undo.pop()
+                    table.restore(key, previous)
+                if outer:
+                    self._undo = None
+                raise
+            if outer:
+                self._undo = None
+                self._on_commit(len(undo))
+
+
+class Table:
+    """One entity set. `primary` names the Dataverse primary id column, None for F&O."""
+
+    def __init__(self, contract: Contract, journal: Journal, primary: str | None) -> None:
+        self.contract = contract
+        self.name = contract.entity
+        self.primary = primary
+        self.key_columns: tuple[str, ...] = (primary,) if primary else contract.keys
+        self.alternate: tuple[str, ...] = contract.keys if primary else ()
+        self.extra_columns: list[str] = []
+        self._journal = journal
+        self._rows: dict[Key, Row] = {}
+        self._alternates: dict[Key, list[Key]] = {}
+        self._order: list[Key] | None = []
+        self._seqs: list[int] = []
+        self._next_seq = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def key_of(self, values: Mapping[str, Any]) -> Key:
+        return tuple([folded(values.get(c)) for c in self.key_columns])
+
+    def alternate_of(self, values: Mapping[str, Any]) -> Key | None:
+        """The alternate key of a Dataverse record; None when it has none or a part is null."""
+        if not self.alternate:
+            return None
+        parts = tuple([folded(values.get(c)) for c in self.alternate])
+        return None if None in parts else parts
+
+    def get(self, key: Key) -> Row | None:
+        return self._rows.get(key)
+
+    def find(self, alternate: Key) -> list[Key]:
+        """The keys of the records with this alternate key (more than one only from a seed)."""
+        return list(self._alternates.get(alternate, ()))
+
+    def load(self, values: dict[str, Any]) -> None:
+        """Add a seed record, outside the journal."""
+        self._set(self.key_of(values), self._new_row(values, None))
+
+    def put(self, values: dict[str, Any]) -> Row:
+        """Insert or replace the record with `values`' key."""
+        key = self.key_of(values)
+        previous = self._rows.get(key)
+        self._journal.wrote(self, key, previous)
+        row = self._new_row(values, previous)
+        self._set(key, row)
+        return row
+
+    def delete(self, key: Key) -> Row | None:
+        previous = self._rows.get(key)
+        if previous is not None:
+            self._journal.wrote(self, key, previous)
+            self._set(key, None)
+        return previous
+
+    def restore(self, key: Key, row: Row | None) -> None:
+        """Undo a write: put back `row` (None: the record did not exist)."""
+        self._set(key, row)
+
+    def rows(self) -> list[Row]:
+        """Every row in insertion order."""
+        return [self._rows[key] for key in self._ordered()]
+
+    def rows_after(self, seq: int) -> Iterator[Row]:
+        """The rows inserted after the row numbered `seq`, in insertion order."""
+        order = self._ordered()
+        for key in order[bisect.bisect_right(self._seqs, seq) :]:
+            yield self._rows[key]
+
+    def _new_row(self, values: dict[str, Any], previous: Row | None) -> Row:
+        if previous is not None:
+            return Row(previous.seq, self._journal.next_version(), values)
+        self._next_seq += 1
+        return Row(self._next_seq, self._journal.next_version(), values)
+
+    def _set(self, key: Key, row: Row | None) -> None:
+        previous = self._rows.pop(key, None) if row is None else self._rows.get(key)
+        if previous is not None:
+            self._unindex(key, previous)
+        if row is None:
+            self._order = None
+            return
+        self._rows[key] = row
+        self._index(key, row)
+        if previous is None:
+            self._append(key, row.seq)
+
+    def _append(self, key: Key, seq: int) -> None:
+        if self._order is not None and (not self._seqs or seq > self._seqs[-1]):
+            self._order.append(key)
+            self._seqs.append(seq)
+        else:
+            self._order = None
+
+    def _ordered(self) -> list[Key]:
+        if self._order is None:
+            self._order = sorted(self._rows, key=lambda k: self._rows[k].seq)
+            self._seqs = [self._rows[k].seq for k in self._order]
+        return self._order
+
+    def _index(self, key: Key, row: Row) -> None:
+        alternate = self.alternate_of(row.values)
+        if alternate is not None:
+            self._alternates.setdefault(alternate, []).append(key)
+
+    def _unindex(self, key: Key, row: Row) -> None:
+        alternate = self.alternate_of(row.values)
+        if alternate is None or key not in self._alternates.get(alternate, ()):
+            return
+        keys = self._alternates[alternate]
+        keys.remove(key)
+        if not keys:
+            del self._alternates[alternate]
+
+
+class Store:
+    """The entity sets one server serves, by entity set name."""
+
+    def __init__(self, system: str, tables: dict[str, Table], journal: Journal) -> None:
+        self.system = system
+        self.tables = tables
+        self.journal = journal
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.journal.lock
+
+    def table(self, name: str) -> Table | None:
+        return self.tables.get(name)
+
+    def records(self, entity: str) -> list[dict[str, Any]]:
+        """Copies of the current records of `entity`, in insertion order."""
+        with self.lock:
+            table = self.tables.get(entity)
+            if table is None:
+                raise KeyError(f"{self.system} serves no entity set {entity!r}")
+            return [dict(row.values) for row in table.rows()]
