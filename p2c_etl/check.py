@@ -91,4 +91,4 @@ def _reference(connector: Connector, contracts: ContractSet, system: str, entity
         return Finding(system, f"reference {entity}", "failed", str(exc))
     if rows == 0:
         return Finding(system, f"reference {entity}", "failed", f"{entity} is empty")
-    return Finding(system, f"reference {entity}", "ok", f"{rows} records")
+    return Finding(system, f"reference {entity}", "ok", f"{rows} record{'' if rows == 1 else 's'}")

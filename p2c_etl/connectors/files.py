@@ -75,7 +75,9 @@ class FilesConnector:
             if path.suffix == ".csv":
                 return set(pl.read_csv(path, n_rows=0, infer_schema=False).columns)
             with path.open(encoding="utf-8") as handle:
-                return {key for line in handle if line.strip() for key in json.loads(line)}
+                keys = {key for line in handle if line.strip() for key in json.loads(line)}
+            # An empty JSON Lines file names no columns, so it cannot have lost one.
+            return keys or set(self.contracts.get(self.system, entity).columns)
         except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
             raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
 
