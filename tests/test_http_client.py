@@ -253,3 +253,13 @@ def test_http_systems_need_their_secret_in_the_environment(tmp_path: Path) -> No
 
     with pytest.raises(ConfigError, match=r"P2C_CRM_SECRET .* holds no client secret"):
         http_client(missing.crm, "scope")
+
+
+def test_a_page_larger_than_a_parser_block_is_read_whole() -> None:
+    from p2c_etl.connectors.odata import parse_page
+
+    rows = [{"name": "x" * 200, "n": i} for i in range(10_000)]  # about 2.4 MB on one line
+    frame, next_link = parse_page(
+        json.dumps({"value": rows}).encode(), {"name": pl.String(), "n": pl.Int64()}, "test"
+    )
+    assert frame.height == 10_000 and next_link is None

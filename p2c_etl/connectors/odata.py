@@ -150,7 +150,9 @@ def parse_page(
         explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=True
     )
     try:
-        table = pajson.read_json(io.BytesIO(content), parse_options=options)
+        # The page is one JSON object: read it as one block, whatever its size.
+        read = pajson.ReadOptions(block_size=max(len(content) + 1, 1 << 20))
+        table = pajson.read_json(io.BytesIO(content), read_options=read, parse_options=options)
     except pa.ArrowException as exc:
         raise ConnectorError(f"{where}: the page is not the expected JSON: {exc}") from None
     records = table.column("value").combine_chunks().flatten()
