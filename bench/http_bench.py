@@ -133,9 +133,21 @@ def _free_port() -> int:
 def sandbox_process(state: Path) -> Iterator[tuple[str, str]]:
     """`p2c sandbox serve` in its own process, as a real service is: (crm url, erp url)."""
     ports = _free_port(), _free_port()
-    command = [sys.executable, "-m", "p2c_etl", "sandbox", "serve", "--crm", str(state / "crm"),
-               "--erp", str(state / "erp"), "--crm-port", str(ports[0]),
-               "--erp-port", str(ports[1])]
+    command = [
+        sys.executable,
+        "-m",
+        "p2c_etl",
+        "sandbox",
+        "serve",
+        "--crm",
+        str(state / "crm"),
+        "--erp",
+        str(state / "erp"),
+        "--crm-port",
+        str(ports[0]),
+        "--erp-port",
+        str(ports[1]),
+    ]
     env = {**os.environ, SANDBOX_SECRET_ENV: SECRET}
     process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
     urls = tuple(f"http://127.0.0.1:{p}" for p in ports)

@@ -1,9 +1,12 @@
 """The nightly batch end to end over HTTP, against the sandbox on loopback."""
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from p2c_etl.cli import main
@@ -65,3 +68,48 @@ def test_a_429_storm_and_random_503s_lose_and_duplicate_nothing(tmp_path: Path) 
 
     assert answered("429") > 0 and answered("503") > 0  # the storm did happen
     assert stormy == clean
+
+
+def test_https_against_a_self_signed_sandbox_trusts_only_the_given_ca(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    seed = demo_fixtures_dir()
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, tls_cert=cert, tls_key=key
+    ) as sandbox:
+        assert sandbox.crm_url.startswith("https://")
+        config = tmp_path / "p2c.toml"
+        text = http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url)
+        config.write_text(text)
+        env = {SANDBOX_SECRET_ENV: SECRET}
+        untrusted = run_batch(load_settings(config, flow_names(), environ=env), flows=["products"])
+        assert untrusted.status == "failed"
+        assert "TLS certificate this machine does not trust" in (untrusted.error or "")
+        trusted = text.replace('secret_env = "', f'ca_file = "{cert}"\nsecret_env = "')
+        config.write_text(trusted)
+        summary = run_batch(load_settings(config, flow_names(), environ=env), flows=["products"])
+        assert summary.status == "partial", summary.error  # the demo's planted reject
+        assert summary.written == 3

@@ -15,6 +15,7 @@ import email.policy
 import io
 import json
 import random
+import ssl
 import time
 import urllib.parse
 import uuid
@@ -91,6 +92,11 @@ class ODataClient:
             try:
                 response = self.client.request(method, url, **kwargs)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if _untrusted_certificate(exc):
+                    raise ConnectorError(
+                        f"{self.system}: {httpx.URL(url).host} presented a TLS certificate this "
+                        f"machine does not trust (set systems.{self.system}.ca_file)"
+                    ) from None
                 if attempt + 1 == self.retry.attempts:
                     raise ConnectorError(
                         f"{self.system}: {method} {_path(url)} failed after "
@@ -131,6 +137,16 @@ class ODataClient:
             frame, next_url = parse_page(response.content, dtypes, f"{self.system} {_path(url)}")
             first = False
             yield frame
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """A certificate failure is not transient: retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _path(url: str) -> str:
