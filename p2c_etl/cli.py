@@ -7,10 +7,12 @@ Human progress goes to stderr; `--json` prints one JSON summary on stdout and no
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,12 +30,13 @@ from p2c_etl.config import (
     sandbox_secret,
 )
 from p2c_etl.contracts import ContractSet
+from p2c_etl.demo import month_end_edits
 from p2c_etl.describe import flow_header_lines, flow_markdown, mapping_rows
 from p2c_etl.errors import ConfigError, P2CError
 from p2c_etl.flow import dependency_order
 from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
 from p2c_etl.overrides import apply_overrides
-from p2c_etl.pipeline import connectors_for, run_batch, select_flows
+from p2c_etl.pipeline import connectors_for, run_batch, run_reconcile, select_flows
 from p2c_etl.resources import contracts_dir, demo_fixtures_dir
 from p2c_etl.sandbox import Faults, Sandbox, serve
 from p2c_etl.summary import RunSummary
@@ -122,10 +125,17 @@ def run(
     is_flag=True,
     help="Serve the demo company from the local sandbox and sync over HTTP.",
 )
+@click.option(
+    "--month-end",
+    is_flag=True,
+    help="After the sync, make three edits by hand in the demo's systems and reconcile.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
 @quiet_option
 @_errors_exit
-def demo(directory: Path | None, over_http: bool, as_json: bool, quiet: bool) -> None:
+def demo(
+    directory: Path | None, over_http: bool, month_end: bool, as_json: bool, quiet: bool
+) -> None:
     """Copy the demo company into DIR (once) and run the nightly batch on it.
 
     With --http, a sandbox of both Web APIs starts on loopback, seeded with the demo company
@@ -133,6 +143,11 @@ def demo(directory: Path | None, over_http: bool, as_json: bool, quiet: bool) ->
     warehouse and reports go to DIR. Exits 0 when the run completed, planted rejects included.
     """
     progress = _progress(quiet)
+    if month_end:
+        if over_http:
+            raise click.UsageError("--month-end works on the files demo; leave out --http")
+        _month_end_demo(directory or Path("p2c-demo"), progress, as_json)
+        return
     if over_http:
         summary = _http_demo(directory or Path("p2c-demo-http"), progress)
     else:
@@ -156,6 +171,22 @@ def _files_demo(directory: Path, progress: Callable[[str], None]) -> RunSummary:
     return run_batch(_settings(config), mode="demo", progress=progress)
 
 
+def _month_end_demo(directory: Path, progress: Callable[[str], None], as_json: bool) -> None:
+    """Sync (if not done yet), make the month's hand edits, then reconcile."""
+    if not (directory / "p2c.duckdb").exists():
+        _files_demo(directory, progress)
+    for line in month_end_edits(directory, ContractSet.load(contracts_dir())):
+        progress(f"month end: {line}")
+    summary = run_reconcile(_settings(directory / "p2c.toml"), progress=progress)
+    if as_json:
+        click.echo(json.dumps(summary.as_json(), indent=2))
+    else:
+        for line in summary.data.verdicts:
+            click.echo(line)
+        click.echo(f"Report: {summary.paths['html']}")
+    sys.exit(EXIT_FAILED if summary.data.status == "failed" else EXIT_OK)
+
+
 def _http_demo(directory: Path, progress: Callable[[str], None]) -> RunSummary:
     secret = secrets.token_urlsafe(24)
     seed = demo_fixtures_dir()
@@ -167,6 +198,50 @@ def _http_demo(directory: Path, progress: Callable[[str], None]) -> RunSummary:
         config.write_text(text, encoding="utf-8")
         settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: secret})
         return run_batch(settings, mode="demo", progress=progress)
+
+
+@main.command()
+@config_option
+@click.option("--flows", "flows_text", metavar="A,B", help="Reconcile only these flows.")
+@click.option(
+    "--as-of",
+    "as_of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Money: only documents dated up to this day.",
+)
+@click.option("--currency", help="Money: only this currency (ISO code).")
+@click.option("--customer", help="Only this customer (account or contact number).")
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
+@quiet_option
+@_errors_exit
+def reconcile(
+    config_path: Path,
+    flows_text: str | None,
+    as_of: datetime | None,
+    currency: str | None,
+    customer: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Do Sales and Finance and Operations agree? Read-only; writes nothing to either system.
+
+    Exit 0 when everything agrees within tolerance, 1 when there are discrepancies, 2 on failure.
+    """
+    summary = run_reconcile(
+        _settings(config_path),
+        flows=_parse_flows(flows_text),
+        as_of=as_of.date() if as_of else None,
+        currency=currency,
+        customer=customer,
+        progress=_progress(quiet),
+    )
+    if as_json:
+        click.echo(json.dumps(summary.as_json(), indent=2))
+    else:
+        for line in summary.data.verdicts:
+            click.echo(line)
+        click.echo(f"Report: {summary.paths['html']}")
+    sys.exit(EXIT_OK if summary.data.status == "agree" else EXIT_RECORDS)
 
 
 @main.command()

@@ -29,6 +29,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -115,6 +116,8 @@ class Settings:
     report_dir: Path
     flows: Mapping[str, FlowSettings] = field(default_factory=lambda: MappingProxyType({}))
     rounding: str = "half_away_from_zero"
+    tolerances: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """`[reconcile.tolerances]`: column → largest difference that still agrees (default exact)."""
 
     @property
     def company(self) -> str:
@@ -192,7 +195,19 @@ def _settings(
     path: Path, top: _Table, known_flows: tuple[str, ...], env: Mapping[str, str]
 ) -> Settings:
     base = path.resolve().parent
-    top.only("warehouse", "systems", "report", "flows", "money")
+    top.only("warehouse", "systems", "report", "flows", "money", "reconcile")
+    reconcile = top.table("reconcile")
+    reconcile.only("tolerances")
+    tolerances = reconcile.table("tolerances")
+    for key, value in tolerances.data.items():
+        try:
+            if not isinstance(value, str | int) or Decimal(str(value)) < 0:
+                raise ValueError
+        except (ValueError, ArithmeticError):
+            raise ConfigError(
+                f"{path}: 'reconcile.tolerances.{key}' must be a non-negative amount "
+                f'like "0.01", got {value!r}'
+            ) from None
     money = top.table("money")
     money.only("rounding")
     rounding = money.get("rounding", str, "half_away_from_zero")
@@ -214,6 +229,7 @@ def _settings(
         report_dir=base / report.get("dir", str, "reports"),
         flows=MappingProxyType(_flows(top.table("flows"), known_flows)),
         rounding=rounding,
+        tolerances=MappingProxyType({k: str(v) for k, v in tolerances.data.items()}),
     )
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import polars as pl
 
-from p2c_etl.connectors.base import Connector, WriteBatch
+from p2c_etl.connectors.base import RESULT_SCHEMA, Connector, WriteBatch
 from p2c_etl.diff import CHANGED, KIND
 from p2c_etl.extract import target_name
 from p2c_etl.flow import Flow
@@ -66,21 +66,27 @@ def load_flow(
     connector: Connector,
     now: Callable[[], datetime],
 ) -> LoadInfo:
-    """Write the run's inserts and updates of `flow` to its target; record every result."""
-    changes = wh.for_flow("changes", run_id, flow.name).filter(
-        pl.col(KIND).is_in(["insert", "update"])
-    )
-    if changes.height == 0:
-        return LoadInfo(0, 0, 0)
+    """Write the run's inserts and updates of `flow` to its target; record every result.
+
+    What the target now holds is remembered per record: what was written, and, for records
+    found already in step, the values they agree on (so a later hand edit shows as drift).
+    """
+    all_changes = wh.for_flow("changes", run_id, flow.name)
+    changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
     staged = wh.read_table(staged_table(run_id, flow))
-    batch = build_batch(flow, staged, changes, wh.snapshot(run_id, target_name(flow)))
-    results = connector.upsert(flow.target.entity, batch)
-    written_at = now()
     values = staged.drop(ROW, KEY).select(
         record_key(flow.keys).alias("record_key"),
         pl.struct(flow.target_columns).struct.json_encode().alias("values_json"),
     )
+    in_step = _newly_in_step(wh, flow, values.join(all_changes, on="record_key", how="anti"))
+    if changes.height == 0:
+        results = pl.DataFrame(schema=RESULT_SCHEMA)
+    else:
+        batch = build_batch(flow, staged, changes, wh.snapshot(run_id, target_name(flow)))
+        results = connector.upsert(flow.target.entity, batch)
+    written_at = now()
     ok = results.filter(pl.col("status") == "ok").join(values, on="record_key", how="left")
+    ok = pl.concat([ok.select("record_key", "values_json"), in_step])
     with wh.transaction():
         wh.append(
             "load_results",
@@ -100,6 +106,12 @@ def load_flow(
         updated=_count(results, "update", "ok"),
         failed=int((results["status"] == "failed").sum()),
     )
+
+
+def _newly_in_step(wh: Warehouse, flow: Flow, unchanged: pl.DataFrame) -> pl.DataFrame:
+    """Unchanged records whose remembered values are missing or different."""
+    known = wh.query("SELECT record_key, values_json FROM last_written WHERE flow = ?", [flow.name])
+    return unchanged.join(known, on=["record_key", "values_json"], how="anti")
 
 
 def _count(results: pl.DataFrame, op: str, status: str) -> int:

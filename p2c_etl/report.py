@@ -179,12 +179,12 @@ def write_report(data: ReportData, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / f"{data.run_id}.html"
     json_path = out_dir / f"{data.run_id}.json"
-    _write_text(json_path, json.dumps(data.as_json(), indent=2) + "\n")
-    _write_text(html_path, render_html(data))
+    write_text(json_path, json.dumps(data.as_json(), indent=2) + "\n")
+    write_text(html_path, render_html(data))
     return html_path, json_path
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -77,3 +77,40 @@ class RunSummary:
 def status_of(flows: tuple[FlowCounts, ...]) -> RunStatus:
     """`partial` when any record was rejected or failed to load, else `ok`."""
     return "partial" if any(f.rejected or f.failed for f in flows) else "ok"
+
+
+@dataclass(frozen=True)
+class ReconcileSummary:
+    """What `p2c reconcile --json` prints: the verdict, the counts and the evidence's paths."""
+
+    data: Any
+    paths: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        full = self.data.as_json()
+        return {
+            "reconciliation_id": full["reconciliation_id"],
+            "status": full["status"],
+            "verdicts": full["verdicts"],
+            "agree": full["agree"],
+            "total": full["total"],
+            "flows": [
+                {
+                    "flow": f["flow"],
+                    "records": f["compared"],
+                    "agree": f["agree"],
+                    "differences": dict(f["by_class"]),
+                }
+                for f in full["flows"]
+            ],
+            "money": [
+                {
+                    "document": m["document"],
+                    "agree": m["agree"],
+                    "total": m["total"],
+                    "unexplained": m["unexplained"],
+                }
+                for m in full["money"]
+            ],
+            "report": self.paths,
+        }

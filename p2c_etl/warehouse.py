@@ -9,6 +9,7 @@
     changes         flow, record key, kind, changed fields, before / after as JSON
     load_results    per record: op, status, message
     last_written    per flow and record: the values p2c-etl last wrote (for drift detection)
+    reconciliations every reconciliation: when, verdict, counts, where its evidence is
 
 Snapshot and staged rows live in one table each per run (`snap_<run>_<flow>_<role>`), so a
 later stage, a re-run of one stage or a report can read exactly what an earlier one saw.
@@ -57,6 +58,10 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE TABLE IF NOT EXISTS load_results (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
     op VARCHAR NOT NULL, status VARCHAR NOT NULL, message VARCHAR);
+CREATE TABLE IF NOT EXISTS reconciliations (
+    reconciliation_id VARCHAR PRIMARY KEY, made_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
+    agree BIGINT NOT NULL, total BIGINT NOT NULL, verdicts VARCHAR[] NOT NULL,
+    report_html VARCHAR, report_json VARCHAR);
 CREATE TABLE IF NOT EXISTS last_written (
     flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (flow, record_key));

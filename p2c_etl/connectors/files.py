@@ -103,7 +103,7 @@ class FilesConnector:
         contract = self.contracts.get(self.system, entity)
         path = self.path(entity) or self.root / f"{entity}.{self.new_file_format}"
         if path.exists():
-            current = _read_all(path, contract.dtypes(contract.columns))
+            current = read_all(path, contract.dtypes(contract.columns))
         else:
             current = pl.DataFrame(schema=contract.dtypes(contract.columns))
         keys = list(batch.keys)
@@ -126,7 +126,7 @@ class FilesConnector:
             current = pl.concat([current, inserts], how="diagonal_relaxed")
             results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
         try:
-            _write_atomic(current, path)
+            write_atomic(current, path)
         except OSError as exc:
             raise ConnectorError(f"{path}: cannot write: {exc}") from exc
         return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
@@ -169,7 +169,7 @@ def _read(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
         raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
 
 
-def _read_all(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+def read_all(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
     """The whole file, every column, so a rewrite keeps columns p2c-etl does not map."""
     try:
         if path.suffix == ".parquet":
@@ -198,7 +198,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def _write_atomic(frame: pl.DataFrame, path: Path) -> None:
+def write_atomic(frame: pl.DataFrame, path: Path) -> None:
     """Write `frame` beside `path`, flush it to disk, then rename it over `path`."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
