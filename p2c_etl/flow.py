@@ -58,7 +58,8 @@ class ValueMap:
 
 
 def normalize_key(value: str) -> str:
-    return value.strip().casefold()
+    """Trimmed and lower-cased, exactly as `transform` normalises values in polars."""
+    return value.strip().lower()
 
 
 @dataclass(frozen=True)

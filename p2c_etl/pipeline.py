@@ -207,7 +207,7 @@ def _run_flow(
             flow=flow.name,
             source_rows=prepared.source_rows,
             filtered_out=prepared.filtered_out,
-            rejected=prepared.rejected,
+            rejected=prepared.rejected + compared.rejected,
             inserted=compared.inserts,
             updated=compared.updates,
             unchanged=compared.unchanged,

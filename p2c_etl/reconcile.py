@@ -584,9 +584,13 @@ def _unbalanced(
     expected: pl.Expr,
     tolerance: Decimal,
 ) -> list[DocumentDiff]:
-    rows = joined.filter(pl.col(total).is_not_null()).select(
-        pl.col(number).alias("number"), pl.col(total).alias("total"), expected.alias("expected")
-    ).sort("number")
+    rows = (
+        joined.filter(pl.col(total).is_not_null())
+        .select(
+            pl.col(number).alias("number"), pl.col(total).alias("total"), expected.alias("expected")
+        )
+        .sort("number")
+    )
     where = "Sales" if system == "crm" else "F&O"
     return [
         DocumentDiff(

@@ -35,6 +35,7 @@ class CompareInfo:
     updates: int
     unchanged: int
     target_only: int
+    rejected: int = 0
 
 
 def staged_table(run_id: str, flow: Flow) -> str:
@@ -137,18 +138,51 @@ def _reject_rows(
 
 
 def compare_flow(wh: Warehouse, run_id: str, flow: Flow) -> CompareInfo:
-    """Diff the staged rows against the target snapshot; store every change."""
-    staged = wh.read_table(staged_table(run_id, flow)).drop(ROW, KEY)
+    """Diff the staged rows against the target snapshot; store every change.
+
+    A key the target holds more than once (Dataverse has no alternate key on most natural
+    keys) cannot be written safely: its source records become `duplicate_key` rejects and
+    its target records are left alone, until someone merges them by hand.
+    """
+    staged = wh.read_table(staged_table(run_id, flow))
     target = wh.snapshot(run_id, target_name(flow))
+    keys = list(flow.keys)
+    doubled = target.group_by(keys).len().filter(pl.col("len") > 1)
+    rejects = staged.join(doubled, on=keys, how="inner", nulls_equal=True)
+    if doubled.height:
+        staged = staged.join(doubled, on=keys, how="anti", nulls_equal=True)
+        target = target.join(doubled, on=keys, how="anti", nulls_equal=True)
     claimed = wh.read_table(claimed_table(run_id, flow))
-    result = diff(staged, target, flow.keys, flow.compare_columns, claimed=claimed)
+    result = diff(staged.drop(ROW, KEY), target, flow.keys, flow.compare_columns, claimed=claimed)
     with wh.transaction():
+        if rejects.height:
+            wh.write_table(staged_table(run_id, flow), staged)
+            wh.append("rejects", _doubled_rejects(run_id, flow, rejects))
         wh.append("changes", _change_rows(run_id, flow, result))
     return CompareInfo(
         inserts=result.count("insert"),
         updates=result.count("update"),
         unchanged=result.unchanged,
         target_only=result.count("target_only"),
+        rejected=rejects.height,
+    )
+
+
+def _doubled_rejects(run_id: str, flow: Flow, rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(flow.name).alias("flow"),
+        pl.col(KEY).alias("record_key"),
+        pl.col(ROW).alias("source_row"),
+        pl.lit(",".join(flow.keys)).alias("field"),
+        pl.lit("duplicate_key").alias("reason"),
+        record_key(flow.keys).alias("value"),
+        pl.format(
+            "{} holds {} records with this key; merge them by hand, then the next run writes it",
+            pl.lit(str(flow.target)),
+            pl.col("len"),
+        ).alias("message"),
+        pl.lit(None, pl.String).alias("row_json"),
     )
 
 

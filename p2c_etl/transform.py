@@ -23,7 +23,6 @@ from p2c_etl.flow import (
     Scalar,
     UnmappedPolicy,
     Value,
-    normalize_key,
 )
 from p2c_etl.keys import record_key
 
@@ -268,4 +267,4 @@ def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> di
         .unique()
     )
     ambiguous = set(pairs.group_by("k").len().filter(pl.col("len") > 1)["k"].to_list())
-    return {normalize_key(k): v for k, v in pairs.iter_rows() if k not in ambiguous}
+    return {k: v for k, v in pairs.iter_rows() if k not in ambiguous}

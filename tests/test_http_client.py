@@ -263,3 +263,90 @@ def test_a_page_larger_than_a_parser_block_is_read_whole() -> None:
         json.dumps({"value": rows}).encode(), {"name": pl.String(), "n": pl.Int64()}, "test"
     )
     assert frame.height == 10_000 and next_link is None
+
+
+def _batch_response(statuses: list[int]) -> httpx.Response:
+    boundary = "batchresponse_9"
+    parts = "".join(
+        f"--{boundary}\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 {s} X\r\n\r\n"
+        + ('{"error":{"message":"bad"}}' if s >= 400 else "")
+        + "\r\n"
+        for s in statuses
+    )
+    return httpx.Response(
+        200,
+        content=(parts + f"--{boundary}--\r\n").encode(),
+        headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+    )
+
+
+def test_dataverse_batches_continue_on_error_and_unanswered_records_fail(
+    contracts: ContractSet,
+) -> None:
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return _batch_response([204, 400])  # the service stopped after the second
+
+    conn, _ = dataverse(handler, contracts)
+    ids = [f"00000000-0000-0000-0000-00000000000{i}" for i in range(3)]
+    update = pl.DataFrame(
+        {"productnumber": ["A", "B", "C"], "productid": ids, "name": ["a", "b", "c"]}
+    )
+    results = conn.upsert("products", WriteBatch(("productnumber",), pl.DataFrame(), (update,)))
+    assert sent[0].headers["Prefer"] == "odata.continue-on-error"
+    assert results["status"].to_list() == ["ok", "failed", "failed"]
+    assert "stopped the $batch" in results["message"][2]
+
+
+def test_a_throttled_bulk_write_is_not_split_record_by_record(contracts: ContractSet) -> None:
+    conn, rec = dataverse(lambda r: httpx.Response(429, headers={"Retry-After": "1"}), contracts)
+    inserts = pl.DataFrame(
+        {
+            "productid": [f"00000000-0000-0000-0000-00000000000{i}" for i in range(8)],
+            "productnumber": [f"P{i}" for i in range(8)],
+        }
+    )
+    with pytest.raises(ConnectorError, match="UpsertMultiple"):
+        conn.upsert("products", WriteBatch(("productnumber",), inserts))
+    assert len(rec.requests) == 4  # one chunk, its retries, no halving
+
+
+def test_a_token_endpoint_without_a_token_is_a_clear_error(contracts: ContractSet) -> None:
+    recorder = Recorder(lambda r: page([]))
+    s = settings()
+
+    def portal(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, content=b"<html>sign in</html>")
+        return page([])
+
+    assert s.secret is not None and s.token_url and s.client_id
+    auth = ClientCredentials(s.name, s.token_url, s.client_id, s.secret, "scope")
+    client = httpx.Client(transport=httpx.MockTransport(portal), auth=auth)
+    conn = DataverseConnector(s, contracts, client, recorder.retry())
+    with pytest.raises(AuthError, match="answered without a token"):
+        conn.snapshot("products", ["productnumber"])
+
+
+def test_clearing_a_polymorphic_customer_fails_that_record_alone(contracts: ContractSet) -> None:
+    conn, _ = dataverse(lambda r: _batch_response([204]), contracts)
+    update = pl.DataFrame(
+        {
+            "ordernumber": ["SO-1", "SO-2"],
+            "salesorderid": [
+                "00000000-0000-0000-0000-000000000001",
+                "00000000-0000-0000-0000-000000000002",
+            ],
+            "_customerid_value": [None, None],
+            "name": ["x", "y"],
+        },
+        schema_overrides={"_customerid_value": pl.String},
+    )
+    keep = update.select("ordernumber", "salesorderid", "name").head(1)
+    results = conn.upsert(
+        "salesorders", WriteBatch(("ordernumber",), pl.DataFrame(), (keep, update.tail(1)))
+    )
+    assert results.select("record_key", "status").rows() == [("SO-1", "ok"), ("SO-2", "failed")]
+    assert "clear it in Sales" in results["message"][1]

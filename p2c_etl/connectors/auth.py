@@ -71,10 +71,16 @@ class ClientCredentials(httpx.Auth):
                 f"{self.system}: the token endpoint {self.token_url} refused client "
                 f"{self.client_id} (HTTP {response.status_code}: {_reason(response)})"
             )
-        body = response.json()
+        try:
+            body = response.json()
+            token, lifetime = str(body["access_token"]), float(body.get("expires_in", 3599))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise AuthError(
+                f"{self.system}: the token endpoint {self.token_url} answered without a token"
+            ) from None
         with self._lock:
-            self._token = str(body["access_token"])
-            self._expires = self._clock() + float(body.get("expires_in", 3599))
+            self._token = token
+            self._expires = self._clock() + lifetime
             self.tokens_fetched += 1
             return self._token
 

@@ -28,6 +28,8 @@ from p2c_etl.connectors.odata import (
     ODataClient,
     RetryPolicy,
     batch_body,
+    batch_outcomes,
+    classify,
     error_message,
     json_object,
     parse_batch,
@@ -45,6 +47,10 @@ HEADERS = {
     "Accept": "application/json",
     "MSCRM.SuppressDuplicateDetection": "true",
 }
+
+
+class RecordFailure(Exception):
+    """One record cannot be written as asked; it fails alone with this message."""
 
 
 def logical_name(entity_set: str) -> str:
@@ -125,16 +131,30 @@ class DataverseConnector:
         )
         chunks = [inserts.slice(i, BULK_SIZE) for i in range(0, inserts.height, BULK_SIZE)]
         updates = [u.with_columns(record_key(keys).alias("__rk")) for u in batch.updates]
-        requests = [
-            (row["__rk"], self._update_request(entity, contract, row))
-            for frame in updates
-            for row in frame.iter_rows(named=True)
-        ]
+        requests: list[tuple[str, BatchRequest]] = []
+        refused: list[tuple[str, str]] = []
+        for frame in updates:
+            for row in frame.iter_rows(named=True):
+                try:
+                    requests.append((row["__rk"], self._update_request(entity, contract, row)))
+                except RecordFailure as exc:
+                    refused.append((row["__rk"], str(exc)))
         batches = [requests[i : i + BULK_SIZE] for i in range(0, len(requests), BULK_SIZE)]
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             inserted = list(pool.map(lambda c: self._upsert_multiple(entity, contract, c), chunks))
             updated = list(pool.map(lambda b: self._batch(b), batches))
-        return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *inserted, *updated], how="vertical")
+        failed = pl.DataFrame(
+            {
+                "record_key": [k for k, _ in refused],
+                "op": ["update"] * len(refused),
+                "status": ["failed"] * len(refused),
+                "message": [m for _, m in refused],
+            },
+            schema=RESULT_SCHEMA,
+        )
+        return pl.concat(
+            [pl.DataFrame(schema=RESULT_SCHEMA), *inserted, *updated, failed], how="vertical"
+        )
 
     def _upsert_multiple(self, entity: str, contract: Contract, rows: pl.DataFrame) -> pl.DataFrame:
         """Send `rows` in one UpsertMultiple; on a 4xx, halve until the culprits stand alone."""
@@ -149,6 +169,10 @@ class DataverseConnector:
         )
         if not response.is_error:
             return _results(rows["__rk"], "insert", None)
+        if (
+            classify(response.status_code) == "retry"
+        ):  # still throttled or down: not a record's fault
+            self.odata.expect_ok(response, "POST UpsertMultiple")
         if rows.height == 1:
             return _results(rows["__rk"], "insert", error_message(response))
         half = rows.height // 2
@@ -178,18 +202,18 @@ class DataverseConnector:
             "POST",
             self.root + "$batch",
             content=body,
-            headers={**HEADERS, "Content-Type": content_type},
+            # Without this, Dataverse stops at the first failing change set.
+            headers={**HEADERS, "Content-Type": content_type, "Prefer": "odata.continue-on-error"},
         )
         self.odata.expect_ok(response, "POST $batch")
         answers = parse_batch(response.headers["Content-Type"], response.content)
-        if len(answers) != len(requests):
-            raise ConnectorError(f"crm: $batch answered {len(answers)} of {len(requests)} requests")
+        statuses, messages = batch_outcomes(answers, len(requests))
         return pl.DataFrame(
             {
                 "record_key": [key for key, _ in requests],
                 "op": ["update"] * len(requests),
-                "status": ["failed" if a.status >= 400 else "ok" for a in answers],
-                "message": [a.message if a.status >= 400 else None for a in answers],
+                "status": statuses,
+                "message": messages,
             },
             schema=RESULT_SCHEMA,
         )
@@ -213,8 +237,13 @@ class DataverseConnector:
 
     def _bind(self, column: str, targets: tuple[str, ...], value: Any) -> dict[str, Any]:
         nav = column.removeprefix("_").removesuffix("_value")
+        if value is None and len(targets) > 1:
+            raise RecordFailure(
+                f"clearing {column} (a lookup to {' or '.join(targets)}) is not supported; "
+                "clear it in Sales"
+            )
         if value is None:
-            return {f"{nav}@odata.bind": None} if len(targets) == 1 else {}
+            return {f"{nav}@odata.bind": None}
         if len(targets) == 1:
             return {f"{nav}@odata.bind": f"/{targets[0]}({value})"}
         for target in targets:

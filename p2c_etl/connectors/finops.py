@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -27,13 +28,13 @@ from p2c_etl.connectors.odata import (
     ODataClient,
     RetryPolicy,
     batch_body,
+    batch_outcomes,
     json_object,
     parse_batch,
     quote_key,
 )
 from p2c_etl.connectors.session import http_client
 from p2c_etl.contracts import ContractSet
-from p2c_etl.errors import ConnectorError
 from p2c_etl.keys import record_key
 
 BATCH_SIZE = 1000
@@ -74,7 +75,8 @@ class FinOpsConnector:
             if probe.status_code == 404:
                 yield pl.DataFrame(schema=dtypes)
                 return
-        yield from self.odata.pages(url, dtypes, params, headers)
+        for page in self.odata.pages(url, dtypes, params, headers):
+            yield _no_empty_dates(page)
 
     def live_columns(self, entity: str) -> set[str] | None:
         """The entity's properties from `$metadata` (read once)."""
@@ -99,13 +101,13 @@ class FinOpsConnector:
             if inserts is not None
             else []
         ):
-            body = {k: v for k, v in row.items() if k != "__rk"}
+            body = {k: _fno(v) for k, v in row.items() if k != "__rk"}
             requests.append(
                 (row["__rk"], "insert", BatchRequest("POST", self.root + entity, json_object(body)))
             )
         for frame in batch.updates:
             for row in frame.with_columns(record_key(keys).alias("__rk")).iter_rows(named=True):
-                changed = {k: v for k, v in row.items() if k not in keys and k != "__rk"}
+                changed = {k: _fno(v) for k, v in row.items() if k not in keys and k != "__rk"}
                 url = self.root + entity + entity_key(keys, row)
                 requests.append(
                     (row["__rk"], "update", BatchRequest("PATCH", url, json_object(changed)))
@@ -125,17 +127,33 @@ class FinOpsConnector:
         )
         self.odata.expect_ok(response, "POST $batch")
         answers = parse_batch(response.headers["Content-Type"], response.content)
-        if len(answers) != len(requests):
-            raise ConnectorError(f"erp: $batch answered {len(answers)} of {len(requests)} requests")
+        statuses, messages = batch_outcomes(answers, len(requests))
         return pl.DataFrame(
             {
                 "record_key": [key for key, _, _ in requests],
                 "op": [op for _, op, _ in requests],
-                "status": ["failed" if a.status >= 400 else "ok" for a in answers],
-                "message": [a.message if a.status >= 400 else None for a in answers],
+                "status": statuses,
+                "message": messages,
             },
             schema=RESULT_SCHEMA,
         )
+
+
+EMPTY_DATE = date(1900, 1, 1)  # what F&O returns for an empty date
+
+
+def _no_empty_dates(page: pl.DataFrame) -> pl.DataFrame:
+    dates = [c for c, t in page.schema.items() if t == pl.Date]
+    return page.with_columns(
+        [pl.when(pl.col(c) == EMPTY_DATE).then(None).otherwise(pl.col(c)).alias(c) for c in dates]
+    )
+
+
+def _fno(value: Any) -> Any:
+    """Dates go to F&O as the DateTimeOffset its date fields are: noon UTC of that day."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return f"{value.isoformat()}T12:00:00Z"
+    return value
 
 
 def entity_properties(metadata: bytes) -> dict[str, set[str]]:

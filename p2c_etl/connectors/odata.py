@@ -237,6 +237,19 @@ class BatchResponse:
             return f"HTTP {self.status}" + (f": {self.body[:300]}" if self.body.strip() else "")
 
 
+UNANSWERED = "not processed: the service stopped the $batch at an earlier failure"
+
+
+def batch_outcomes(
+    answers: Sequence[BatchResponse], count: int
+) -> tuple[list[str], list[str | None]]:
+    """(status, message) per request; a request the service did not answer has failed."""
+    statuses = ["failed" if a.status >= 400 else "ok" for a in answers]
+    messages = [a.message if a.status >= 400 else None for a in answers]
+    missing = count - len(answers)
+    return statuses[:count] + ["failed"] * missing, messages[:count] + [UNANSWERED] * missing
+
+
 def batch_body(requests: Sequence[BatchRequest]) -> tuple[str, bytes]:
     """A multipart/mixed `$batch` body with one change set per request (each one atomic on
     its own, so one record's failure never rolls back another's)."""

@@ -255,7 +255,7 @@ def discount_split(source: pl.DataFrame, inputs: Inputs, context: Context) -> pl
     rounding: Rounding = context.get("rounding", "half_away_from_zero")  # type: ignore[assignment]
     discount = pl.col("manualdiscountamount").fill_null(0)
     per_unit = divide(discount, pl.col("quantity"), 2, rounding).fill_null(0)
-    charge = (pl.col("quantity") * per_unit - discount).cast(pl.Decimal(38, 4))
+    charge = (pl.col("quantity") * per_unit - discount).cast(pl.Decimal(38, 10))
     return source.with_columns(
         per_unit.alias("p2c_linediscount"), charge.alias("p2c_discountcharge")
     )
@@ -275,7 +275,7 @@ def discount_join(source: pl.DataFrame, inputs: Inputs, context: Context) -> pl.
     (-0.01) = 10.00), the exact reverse of `discount_split`."""
     per_unit = pl.col("LineDiscountAmount").fill_null(0)
     charge = pl.col("FixedPriceCharges").fill_null(0)
-    total = (pl.col("OrderedSalesQuantity") * per_unit - charge).cast(pl.Decimal(38, 4))
+    total = pl.col("OrderedSalesQuantity") * per_unit - charge  # validation rejects lost digits
     return source.with_columns(total.alias("p2c_manualdiscount"))
 
 

@@ -99,6 +99,9 @@ _BACK_FILTER_COLUMNS = (
     "SalesOrderProcessingStatus",
     "OrderHeaderTaxAmount",
 )
+CRM_MISC_TAX_LINES = Input(
+    "crm", "salesorderdetails", ("msdynce_ordernumber", "sequencenumber", "msdynce_ismisctax")
+)
 ERP_HEADERS = Input("erp", "CDSSalesOrderHeaders", _BACK_FILTER_COLUMNS, filters=(COMPANY,))
 
 
@@ -149,18 +152,26 @@ def freight_tax_lines(source: pl.DataFrame, inputs: Inputs, context: Context) ->
         pl.lit(False).alias("p2c_ismisctax"),
         pl.col("ProductNumber").is_null().alias("p2c_writein"),
     )
+    # An order keeps its Freight Tax line once it has one: when F&O's header tax drops to
+    # nothing, the line comes back with price 0 instead of keeping a stale amount.
+    existing = inputs[CRM_MISC_TAX_LINES.name].filter(pl.col("msdynce_ismisctax").fill_null(False))
+    has_line = pl.col("SalesOrderNumber").is_in(existing["msdynce_ordernumber"].implode())
     tax = pl.col("OrderHeaderTaxAmount")
-    freight = headers.filter(tax.is_not_null() & (tax != 0)).select(
-        "dataAreaId",
-        "SalesOrderNumber",
-        "p2c_comesback",
-        pl.lit(0, pl.Int64).alias("LineCreationSequenceNumber"),
-        pl.lit("Freight Tax").alias("ProductName"),
-        pl.lit(1).cast(source.schema["OrderedSalesQuantity"]).alias("OrderedSalesQuantity"),
-        tax.cast(source.schema["SalesPrice"]).alias("SalesPrice"),
-        tax.cast(source.schema["LineAmount"]).alias("LineAmount"),
-        pl.lit(True).alias("p2c_ismisctax"),
-        pl.lit(True).alias("p2c_writein"),
+    freight = (
+        headers.filter((tax.is_not_null() & (tax != 0)) | has_line)
+        .with_columns(tax.fill_null(0).alias("OrderHeaderTaxAmount"))
+        .select(
+            "dataAreaId",
+            "SalesOrderNumber",
+            "p2c_comesback",
+            pl.lit(0, pl.Int64).alias("LineCreationSequenceNumber"),
+            pl.lit("Freight Tax").alias("ProductName"),
+            pl.lit(1).cast(source.schema["OrderedSalesQuantity"]).alias("OrderedSalesQuantity"),
+            tax.cast(source.schema["SalesPrice"]).alias("SalesPrice"),
+            tax.cast(source.schema["LineAmount"]).alias("LineAmount"),
+            pl.lit(True).alias("p2c_ismisctax"),
+            pl.lit(True).alias("p2c_writein"),
+        )
     )
     return pl.concat([lines, freight], how="diagonal_relaxed")
 
@@ -169,7 +180,7 @@ FREIGHT_TAX = Derive(
     "Freight Tax line from the header tax",
     freight_tax_lines,
     reads=("dataAreaId", "SalesOrderNumber", "ProductNumber"),
-    inputs=(ERP_HEADERS,),
+    inputs=(ERP_HEADERS, CRM_MISC_TAX_LINES),
     adds=("p2c_comesback", "p2c_ismisctax", "p2c_writein"),
 )
 
