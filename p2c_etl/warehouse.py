@@ -87,6 +87,13 @@ class Warehouse:
         try:
             return cls(duckdb.connect(str(path)))
         except duckdb.Error as exc:
+            if "Could not set lock" in str(exc):
+                holder = re.search(r"\(PID (\d+)\)", str(exc))
+                who = f" (process {holder[1]})" if holder else ""
+                raise ConnectorError(
+                    f"warehouse {path} is in use by another p2c-etl command{who}; "
+                    "run again when it has finished"
+                ) from None
             raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None
 
     def close(self) -> None:

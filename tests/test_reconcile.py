@@ -153,3 +153,28 @@ def test_narrowing_by_currency_and_customer(
     assert ("currency", "cad") in cad.data.filters
     one = run_reconcile(demo_settings, flows=["accounts"], customer="ACC-01008-FOURTH")
     assert [d.record_key for d in one.data.discrepancies] == ["usmf|ACC-01008-FOURTH"]
+
+
+def test_a_busy_warehouse_is_a_clear_error(demo_dir: Path, demo_settings: Settings) -> None:
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+            "print('ready', flush=True); time.sleep(60)",
+            str(demo_settings.warehouse_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        result = CliRunner().invoke(main, ["reconcile", "--config", str(demo_dir / "p2c.toml")])
+        assert result.exit_code == 2
+        assert "is in use by another p2c-etl command" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
