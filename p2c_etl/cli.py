@@ -394,7 +394,7 @@ def history(config_path: Path, limit: int) -> None:
     if not settings.warehouse_path.exists():
         click.echo("No runs yet.")
         return
-    wh = Warehouse.open(settings.warehouse_path)
+    wh = Warehouse.open(settings.warehouse_path, "p2c history")
     try:
         runs = wh.recent_runs(limit)
     finally:

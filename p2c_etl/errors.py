@@ -5,7 +5,8 @@
      ├── ConnectorError      stop: a system cannot be read or written as a whole (exit 2)
      │    └── AuthError      stop: the system refused the credentials (401 / 403) (exit 2)
      ├── ContractError       stop: a contract file is wrong, or a frame has the wrong shape (exit 2)
-     └── StageError          stop: a stage failed; names the stage, flow and run id (exit 2)
+     ├── StageError          stop: a stage failed; names the stage, flow and run id (exit 2)
+     └── LockedError         wait: another p2c-etl command holds the warehouse (exit 3)
 
 Problems with single records are never exceptions: they become reject rows or failed
 load results with a reason code, and the run goes on (see `p2c_etl.validate`).
@@ -43,3 +44,9 @@ class StageError(P2CError):
     def __init__(self, stage: str, flow: str, run_id: str, cause: BaseException) -> None:
         self.stage, self.flow, self.run_id, self.cause = stage, flow, run_id, cause
         super().__init__(f"run {run_id}: {stage} of flow {flow!r} failed: {cause}")
+
+
+class LockedError(P2CError):
+    """Another p2c-etl command holds the warehouse; run again when it has finished."""
+
+    exit_code = 3

@@ -127,7 +127,7 @@ def _run(
     started = clock()
     run_id = run_id or new_run_id(started)
     context = {"company": settings.company, "rounding": settings.rounding}
-    with _open(settings) as wh:
+    with _open(settings, f"p2c {mode} {run_id}") as wh:
         wh.start_run(run_id, mode, dry_run, [f.name for f in selected], started)
         progress(f"run {run_id}: {len(selected)} flows" + (" (dry run)" if dry_run else ""))
         counts: list[FlowCounts] = []
@@ -175,8 +175,8 @@ def _run(
 
 
 @contextmanager
-def _open(settings: Settings) -> Iterator[Warehouse]:
-    wh = Warehouse.open(settings.warehouse_path)
+def _open(settings: Settings, holder: str) -> Iterator[Warehouse]:
+    wh = Warehouse.open(settings.warehouse_path, holder)
     try:
         yield wh
     finally:
@@ -256,7 +256,7 @@ def run_reconcile(
     context = {"company": settings.company, "rounding": settings.rounding}
     tolerances = settings_tolerances(settings)
     try:
-        with _open(settings) as wh:
+        with _open(settings, f"p2c reconcile {rec_id}") as wh:
             wh.start_run(rec_id, "reconcile", True, [f.name for f in selected], at)
             progress(f"reconcile {rec_id}: {len(selected)} flows, read-only")
             agreements, found = reconcile_records(

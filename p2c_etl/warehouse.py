@@ -18,18 +18,19 @@ Each stage's writes are committed together.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
-from p2c_etl.errors import ConnectorError
+from p2c_etl.errors import ConnectorError, LockedError
 from p2c_etl.summary import FlowCounts, RunMode, RunStatus
 
 _SCHEMA = """
@@ -69,6 +70,11 @@ CREATE TABLE IF NOT EXISTS last_written (
 _COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]
 
 
+def lock_note(path: Path) -> Path:
+    """The note beside the warehouse that names the command holding it."""
+    return path.with_name(path.name + ".holder")
+
+
 def table_name(*parts: str) -> str:
     """A safe DuckDB identifier from run id, flow and role."""
     return "_".join(re.sub(r"[^0-9A-Za-z]+", "_", p) for p in parts).lower()
@@ -79,25 +85,46 @@ class Warehouse:
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
+        self.path: Path | None = None
         self.con.execute(_SCHEMA)
 
     @classmethod
-    def open(cls, path: Path) -> Warehouse:
+    def open(cls, path: Path, holder: str = "p2c-etl") -> Warehouse:
+        """Open (and so lock) the warehouse for one command, described by `holder`.
+
+        One process at a time: DuckDB locks the file, and a lock note beside it says who holds
+        it. A run left `running` by a killed process is marked failed on the next open, which
+        is safe because nothing else can hold the file then.
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
+        note = lock_note(path)
         try:
-            return cls(duckdb.connect(str(path)))
+            con = duckdb.connect(str(path))
         except duckdb.Error as exc:
             if "Could not set lock" in str(exc):
-                holder = re.search(r"\(PID (\d+)\)", str(exc))
-                who = f" (process {holder[1]})" if holder else ""
-                raise ConnectorError(
-                    f"warehouse {path} is in use by another p2c-etl command{who}; "
-                    "run again when it has finished"
+                held = note.read_text(encoding="utf-8").strip() if note.exists() else ""
+                pid = re.search(r"\(PID (\d+)\)", str(exc))
+                who = held or (f"process {pid[1]}" if pid else "another process")
+                raise LockedError(
+                    f"warehouse {path} is held by {who}; run again when it has finished"
                 ) from None
             raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None
+        note.write_text(
+            f"{holder} (pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)\n",
+            encoding="utf-8",
+        )
+        warehouse = cls(con)
+        warehouse.path = path
+        warehouse.con.execute(
+            "UPDATE runs SET status = 'failed', ended_at = now(), error = 'interrupted: its "
+            "process ended before the run finished' WHERE status = 'running'"
+        )
+        return warehouse
 
     def close(self) -> None:
         self.con.close()
+        if self.path is not None:
+            lock_note(self.path).unlink(missing_ok=True)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

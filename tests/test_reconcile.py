@@ -173,8 +173,8 @@ def test_a_busy_warehouse_is_a_clear_error(demo_dir: Path, demo_settings: Settin
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         result = CliRunner().invoke(main, ["reconcile", "--config", str(demo_dir / "p2c.toml")])
-        assert result.exit_code == 2
-        assert "is in use by another p2c-etl command" in result.stderr
+        assert result.exit_code == 3
+        assert "is held by process" in result.stderr
     finally:
         holder.kill()
         holder.wait()

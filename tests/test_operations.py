@@ -1,0 +1,55 @@
+"""The nightly run as an operator needs it: one run at a time, stale runs cleaned up."""
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from p2c_etl.cli import main
+from p2c_etl.config import Settings
+from p2c_etl.warehouse import Warehouse, lock_note
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from p2c_etl.warehouse import Warehouse
+wh = Warehouse.open(Path(sys.argv[1]), "p2c run 20261124T010000Z-abcdef")
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_second_run_exits_3_naming_the_run_that_holds_the_warehouse(
+    demo_dir: Path, demo_settings: Settings
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(demo_settings.warehouse_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        result = CliRunner().invoke(main, ["run", "--config", str(demo_dir / "p2c.toml")])
+        assert result.exit_code == 3
+        assert "held by p2c run 20261124T010000Z-abcdef (pid" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_run_left_by_a_killed_process_is_taken_over(
+    demo_dir: Path, demo_settings: Settings
+) -> None:
+    wh = Warehouse.open(demo_settings.warehouse_path, "p2c run killed")
+    wh.start_run("killed-run", "run", False, ["products"], datetime(2026, 1, 1, tzinfo=UTC))
+    wh.con.close()  # the process died: no finish, the lock note stays behind
+    assert lock_note(demo_settings.warehouse_path).exists()
+    result = CliRunner().invoke(main, ["run", "--config", str(demo_dir / "p2c.toml"), "-q"])
+    assert result.exit_code == 1  # ran normally (the demo's planted rejects)
+    history = CliRunner().invoke(main, ["history", "--config", str(demo_dir / "p2c.toml")])
+    killed = next(line for line in history.stdout.splitlines() if line.startswith("killed-run"))
+    assert " failed " in killed
+    assert not lock_note(demo_settings.warehouse_path).exists()
