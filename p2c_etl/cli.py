@@ -12,7 +12,7 @@ import secrets
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -242,6 +242,27 @@ def reconcile(
             click.echo(line)
         click.echo(f"Report: {summary.paths['html']}")
     sys.exit(EXIT_OK if summary.data.status == "agree" else EXIT_RECORDS)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--keep-days",
+    type=click.IntRange(min=0),
+    required=True,
+    help="Keep the snapshots of runs of the last N days.",
+)
+@_errors_exit
+def prune(config_path: Path, keep_days: int) -> None:
+    """Remove old snapshots; the runs ledger and every reconciliation are kept."""
+    settings = _settings(config_path)
+    before = datetime.now(UTC) - timedelta(days=keep_days)
+    wh = Warehouse.open(settings.warehouse_path, "p2c prune")
+    try:
+        runs, tables = wh.prune(before)
+    finally:
+        wh.close()
+    click.echo(f"Pruned {runs} runs older than {keep_days} days: {tables} snapshot tables dropped.")
 
 
 @main.command()

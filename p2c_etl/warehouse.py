@@ -282,3 +282,25 @@ class Warehouse:
             f"SELECT * EXCLUDE (run_id, flow) FROM {table} WHERE run_id = ? AND flow = ?",
             [run_id, flow],
         )
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> tuple[int, int]:
+        """Drop the snapshot and stage tables of runs started before `before`; the ledger,
+        rejects, changes, load results, last-written values and reconciliations stay.
+        Returns (runs pruned, tables dropped)."""
+        runs = self.query("SELECT run_id FROM runs WHERE started_at < ?", [before])["run_id"]
+        tables = self.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")[
+            "table_name"
+        ].to_list()
+        dropped = 0
+        with self.transaction():
+            for run_id in runs.to_list():
+                prefixes = [table_name(kind, run_id) for kind in ("snap", "stage", "claimed")]
+                for table in tables:
+                    if any(table.startswith(prefix) for prefix in prefixes):
+                        self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+                        dropped += 1
+                self.con.execute("DELETE FROM snapshots WHERE run_id = ?", [run_id])
+        self.con.execute("CHECKPOINT")
+        return runs.len(), dropped

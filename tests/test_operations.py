@@ -53,3 +53,29 @@ def test_a_run_left_by_a_killed_process_is_taken_over(
     killed = next(line for line in history.stdout.splitlines() if line.startswith("killed-run"))
     assert " failed " in killed
     assert not lock_note(demo_settings.warehouse_path).exists()
+
+
+def test_prune_drops_old_snapshots_and_keeps_the_ledger(
+    demo_dir: Path, demo_settings: Settings
+) -> None:
+    from p2c_etl.pipeline import run_batch, run_reconcile
+
+    run_batch(demo_settings)
+    run_reconcile(demo_settings, flows=["products"])
+    config = str(demo_dir / "p2c.toml")
+    kept = CliRunner().invoke(main, ["prune", "--config", config, "--keep-days", "1"])
+    assert kept.exit_code == 0 and "Pruned 0 runs" in kept.stdout
+    result = CliRunner().invoke(main, ["prune", "--config", config, "--keep-days", "0"])
+    assert result.exit_code == 0
+    assert "Pruned 2 runs" in result.stdout
+    wh = Warehouse.open(demo_settings.warehouse_path)
+    try:
+        left = wh.query(
+            "SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, 'snap_')"
+        )
+        assert left.height == 0
+        assert wh.query("SELECT count(*) AS n FROM runs")["n"][0] == 2
+        assert wh.query("SELECT count(*) AS n FROM reconciliations")["n"][0] == 1
+        assert wh.query("SELECT count(*) AS n FROM rejects")["n"][0] > 0
+    finally:
+        wh.close()
