@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from p2c_etl.alerts import send_alerts
 from p2c_etl.check import run_checks
 from p2c_etl.config import (
     DEFAULT_CONFIG,
@@ -66,14 +67,14 @@ def _errors_exit(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except P2CError as exc:
-            click.echo(f"p2c: error: {exc}", err=True)
+            _event("error", str(exc), exit_code=exc.exit_code)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
 
 
 def _progress(quiet: bool) -> Callable[[str], None]:
-    return (lambda _: None) if quiet else (lambda line: click.echo(line, err=True))
+    return (lambda _: None) if quiet else (lambda line: _event("info", line))
 
 
 def _settings(config_path: Path) -> Settings:
@@ -86,8 +87,35 @@ def _parse_flows(text: str | None) -> list[str] | None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="p2c-etl")
-def main() -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Progress and errors on stderr as text, or as one JSON object per event.",
+)
+@click.pass_context
+def main(ctx: click.Context, log_format: str) -> None:
     """Keep Dynamics 365 Sales (CRM) and Finance and Operations (ERP) in step."""
+    ctx.obj = {"log_format": log_format}
+
+
+def _event(level: str, message: str, **fields: Any) -> None:
+    """One event on stderr: a text line, or (--log-format json) one JSON object."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and (root.obj or {}).get("log_format") == "json":
+        event = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "message": message,
+            **fields,
+        }
+        click.echo(json.dumps(event), err=True)
+    elif level == "info":
+        click.echo(message, err=True)
+    else:
+        click.echo(f"p2c: {level}: {message}", err=True)
 
 
 @main.command()
@@ -101,12 +129,12 @@ def run(
     config_path: Path, flows_text: str | None, dry_run: bool, as_json: bool, quiet: bool
 ) -> None:
     """Run the nightly batch: extract, map, validate, diff, load, report."""
+    settings = _settings(config_path)
     summary = run_batch(
-        _settings(config_path),
-        flows=_parse_flows(flows_text),
-        dry_run=dry_run,
-        progress=_progress(quiet),
+        settings, flows=_parse_flows(flows_text), dry_run=dry_run, progress=_progress(quiet)
     )
+    for problem in send_alerts(settings.alerts, summary):
+        _event("warning", f"alert not delivered: {problem}")
     _print_summary(summary, as_json)
     sys.exit(_exit_code(summary))
 
@@ -283,7 +311,7 @@ def check(config_path: Path) -> None:
     _table(("system", "check", "result", "detail"), rows)
     failed = [f for f in findings if f.verdict == "failed"]
     if failed:
-        click.echo(f"p2c: error: {len(failed)} of {len(findings)} checks failed", err=True)
+        _event("error", f"{len(failed)} of {len(findings)} checks failed")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -445,7 +473,7 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
         click.echo(summary.to_json())
         return
     if summary.error:
-        click.echo(f"p2c: error: {summary.error}", err=True)
+        _event("error", summary.error, run_id=summary.run_id)
     rows = [
         (
             c.flow,

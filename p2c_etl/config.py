@@ -92,6 +92,20 @@ ROUNDINGS = ("half_away_from_zero", "half_even")
 
 
 @dataclass(frozen=True)
+class AlertSettings:
+    """`[alerts]`: where a run that ends partial or failed is reported."""
+
+    webhook: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str | None = None
+    smtp_to: tuple[str, ...] = ()
+    smtp_user: str | None = None
+    smtp_password: Secret | None = None
+    smtp_starttls: bool = False
+
+
+@dataclass(frozen=True)
 class FlowSettings:
     """Per-flow overrides from `[flows.<name>]` (applied by `p2c_etl.overrides`)."""
 
@@ -117,6 +131,7 @@ class Settings:
     flows: Mapping[str, FlowSettings] = field(default_factory=lambda: MappingProxyType({}))
     rounding: str = "half_away_from_zero"
     tolerances: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     """`[reconcile.tolerances]`: column → largest difference that still agrees (default exact)."""
 
     @property
@@ -195,7 +210,7 @@ def _settings(
     path: Path, top: _Table, known_flows: tuple[str, ...], env: Mapping[str, str]
 ) -> Settings:
     base = path.resolve().parent
-    top.only("warehouse", "systems", "report", "flows", "money", "reconcile")
+    top.only("warehouse", "systems", "report", "flows", "money", "reconcile", "alerts")
     reconcile = top.table("reconcile")
     reconcile.only("tolerances")
     tolerances = reconcile.table("tolerances")
@@ -230,6 +245,7 @@ def _settings(
         flows=MappingProxyType(_flows(top.table("flows"), known_flows)),
         rounding=rounding,
         tolerances=MappingProxyType({k: str(v) for k, v in tolerances.data.items()}),
+        alerts=_alerts(top.table("alerts"), env),
     )
 
 
@@ -298,6 +314,37 @@ def _system(base: Path, name: SystemName, table: _Table, env: Mapping[str, str])
         page_size=page_size,
         timeout=float(table.get("timeout", (int, float), 60.0)),
         ca_file=base / table.get("ca_file", str) if "ca_file" in table.data else None,
+    )
+
+
+def _alerts(table: _Table, env: Mapping[str, str]) -> AlertSettings:
+    table.only(
+        "webhook",
+        "smtp_host",
+        "smtp_port",
+        "smtp_from",
+        "smtp_to",
+        "smtp_user",
+        "smtp_password_env",
+        "smtp_starttls",
+    )
+    to = table.get("smtp_to", list, [])
+    if not all(isinstance(x, str) for x in to):
+        raise ConfigError(f"{table.source}: 'alerts.smtp_to' must be a list of addresses")
+    host = table.get("smtp_host", str)
+    if host and (not to or not table.get("smtp_from", str)):
+        raise ConfigError(f"{table.source}: [alerts] with smtp_host needs smtp_from and smtp_to")
+    password_env = table.get("smtp_password_env", str)
+    password = env.get(password_env) if password_env else None
+    return AlertSettings(
+        webhook=table.get("webhook", str),
+        smtp_host=host,
+        smtp_port=table.get("smtp_port", int, 25),
+        smtp_from=table.get("smtp_from", str),
+        smtp_to=tuple(to),
+        smtp_user=table.get("smtp_user", str),
+        smtp_password=Secret(password) if password else None,
+        smtp_starttls=table.get("smtp_starttls", bool, False),
     )
 
 

@@ -79,3 +79,85 @@ def test_prune_drops_old_snapshots_and_keeps_the_ledger(
         assert wh.query("SELECT count(*) AS n FROM rejects")["n"][0] > 0
     finally:
         wh.close()
+
+
+class _Receiver:
+    """A webhook receiver on loopback that keeps what it is sent."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        received = self.received = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                received.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_a_partial_run_sends_one_alert_with_its_counts_and_report(demo_dir: Path) -> None:
+    receiver = _Receiver()
+    try:
+        config = demo_dir / "p2c.toml"
+        config.write_text(config.read_text() + f'\n[alerts]\nwebhook = "{receiver.url}"\n')
+        result = CliRunner().invoke(main, ["run", "--config", str(config), "-q"])
+        assert result.exit_code == 1
+        assert len(receiver.received) == 1
+        alert = receiver.received[0]
+        assert alert["run"]["status"] == "partial"
+        assert "- accounts: 4 rejected, 0 failed" in alert["text"]
+        assert alert["run"]["report"]["html"] in alert["text"]
+        again = CliRunner().invoke(
+            main, ["run", "--config", str(config), "--flows", "accounts", "-q"]
+        )
+        assert again.exit_code == 1 and len(receiver.received) == 2
+    finally:
+        receiver.stop()
+
+
+def test_an_unreachable_webhook_warns_and_the_run_goes_on(demo_dir: Path) -> None:
+    config = demo_dir / "p2c.toml"
+    config.write_text(config.read_text() + '\n[alerts]\nwebhook = "http://127.0.0.1:9/hook"\n')
+    result = CliRunner().invoke(main, ["run", "--config", str(config), "-q", "--flows", "products"])
+    assert result.exit_code == 1
+    assert "alert not delivered: webhook unreachable" in result.stderr
+
+
+def test_json_logs_are_one_object_per_event(demo_dir: Path) -> None:
+    import json
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "--log-format",
+            "json",
+            "run",
+            "--config",
+            str(demo_dir / "p2c.toml"),
+            "--flows",
+            "products",
+        ],
+    )
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert all({"ts", "level", "message"} <= set(e) for e in events)
+    assert any(e["message"].startswith("products: 18 source rows") for e in events)
+    missing = CliRunner().invoke(main, ["--log-format", "json", "run", "--config", "nope.toml"])
+    (error,) = [json.loads(line) for line in missing.stderr.splitlines()]
+    assert error["level"] == "error" and error["exit_code"] == 2
