@@ -37,7 +37,13 @@ from p2c_etl.errors import ConfigError, P2CError
 from p2c_etl.flow import dependency_order
 from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
 from p2c_etl.overrides import apply_overrides
-from p2c_etl.pipeline import connectors_for, run_batch, run_reconcile, select_flows
+from p2c_etl.pipeline import (
+    connectors_for,
+    run_batch,
+    run_reconcile,
+    run_retry,
+    select_flows,
+)
 from p2c_etl.resources import contracts_dir, demo_fixtures_dir
 from p2c_etl.sandbox import Faults, Sandbox, serve
 from p2c_etl.summary import RunSummary
@@ -270,6 +276,24 @@ def reconcile(
             click.echo(line)
         click.echo(f"Report: {summary.paths['html']}")
     sys.exit(EXIT_OK if summary.data.status == "agree" else EXIT_RECORDS)
+
+
+@main.command()
+@config_option
+@click.option(
+    "--run",
+    "run_id",
+    metavar="RUN_ID",
+    help="The run whose failed writes to send again [default: the latest with any].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
+@quiet_option
+@_errors_exit
+def retry(config_path: Path, run_id: str | None, as_json: bool, quiet: bool) -> None:
+    """Send again the records whose write failed (rejected records need a fix first)."""
+    summary = run_retry(_settings(config_path), failed_run=run_id, progress=_progress(quiet))
+    _print_summary(summary, as_json)
+    sys.exit(_exit_code(summary))
 
 
 @main.command()

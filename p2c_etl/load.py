@@ -72,17 +72,60 @@ def load_flow(
     found already in step, the values they agree on (so a later hand edit shows as drift).
     """
     all_changes = wh.for_flow("changes", run_id, flow.name)
-    changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
     staged = wh.read_table(staged_table(run_id, flow))
-    values = staged.drop(ROW, KEY).select(
+    values = _values(flow, staged)
+    in_step = _newly_in_step(wh, flow, values.join(all_changes, on="record_key", how="anti"))
+    changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
+    return _write(wh, run_id, run_id, flow, connector, staged, changes, values, in_step, now)
+
+
+def retry_flow(
+    wh: Warehouse,
+    failed_run: str,
+    run_id: str,
+    flow: Flow,
+    connector: Connector,
+    now: Callable[[], datetime],
+) -> tuple[int, LoadInfo]:
+    """Send again the records of `flow` whose write failed in `failed_run` (rejects are not
+    failures: they need a fix in the data first). Returns (records retried, outcome)."""
+    failed = wh.for_flow("load_results", failed_run, flow.name).filter(pl.col("status") == "failed")
+    changes = (
+        wh.for_flow("changes", failed_run, flow.name)
+        .join(failed.select("record_key").unique(), on="record_key", how="semi")
+        .filter(pl.col(KIND).is_in(["insert", "update"]))
+    )
+    staged = wh.read_table(staged_table(failed_run, flow))
+    empty = pl.DataFrame(schema={"record_key": pl.String, "values_json": pl.String})
+    info = _write(
+        wh, failed_run, run_id, flow, connector, staged, changes, _values(flow, staged), empty, now
+    )
+    return changes.height, info
+
+
+def _values(flow: Flow, staged: pl.DataFrame) -> pl.DataFrame:
+    return staged.drop(ROW, KEY).select(
         record_key(flow.keys).alias("record_key"),
         pl.struct(flow.target_columns).struct.json_encode().alias("values_json"),
     )
-    in_step = _newly_in_step(wh, flow, values.join(all_changes, on="record_key", how="anti"))
+
+
+def _write(
+    wh: Warehouse,
+    source_run: str,
+    run_id: str,
+    flow: Flow,
+    connector: Connector,
+    staged: pl.DataFrame,
+    changes: pl.DataFrame,
+    values: pl.DataFrame,
+    in_step: pl.DataFrame,
+    now: Callable[[], datetime],
+) -> LoadInfo:
     if changes.height == 0:
         results = pl.DataFrame(schema=RESULT_SCHEMA)
     else:
-        batch = build_batch(flow, staged, changes, wh.snapshot(run_id, target_name(flow)))
+        batch = build_batch(flow, staged, changes, wh.snapshot(source_run, target_name(flow)))
         results = connector.upsert(flow.target.entity, batch)
     written_at = now()
     ok = results.filter(pl.col("status") == "ok").join(values, on="record_key", how="left")

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 RunStatus = Literal["running", "ok", "partial", "failed"]
-RunMode = Literal["run", "demo", "reconcile", "migrate"]
+RunMode = Literal["run", "demo", "reconcile", "migrate", "retry"]
 
 
 @dataclass(frozen=True)

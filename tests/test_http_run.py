@@ -113,3 +113,28 @@ def test_https_against_a_self_signed_sandbox_trusts_only_the_given_ca(tmp_path: 
         summary = run_batch(load_settings(config, flow_names(), environ=env), flows=["products"])
         assert summary.status == "partial", summary.error  # the demo's planted reject
         assert summary.written == 3
+
+
+def test_retry_sends_again_only_the_writes_that_failed(tmp_path: Path) -> None:
+    seed = demo_fixtures_dir()
+    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sandbox:
+        config = tmp_path / "p2c.toml"
+        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        sandbox.faults.reject = {"name": "Outdoor Speaker Pair"}  # D0014, a new product
+        first = run_batch(settings, flows=["products"])
+        (counts,) = first.flows
+        assert (counts.inserted, counts.updated, counts.failed) == (1, 1, 1)
+        sandbox.faults.reject = {}
+        runner = CliRunner(env={SANDBOX_SECRET_ENV: SECRET})
+        result = runner.invoke(main, ["retry", "--config", str(config), "--json", "-q"])
+        assert result.exit_code == 0, result.output
+        retried = json.loads(result.stdout)
+        assert retried["mode"] == "retry"
+        assert [
+            (f["flow"], f["source_rows"], f["inserted"], f["failed"]) for f in retried["flows"]
+        ] == [("products", 1, 1, 0)]
+        again = run_batch(settings, flows=["products"])
+        assert again.written == 0
+        missing = runner.invoke(main, ["retry", "--config", str(config), "--run", "no-such-run"])
+        assert missing.exit_code == 2 and "there is no run no-such-run" in missing.stderr
