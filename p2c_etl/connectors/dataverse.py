@@ -30,6 +30,8 @@ from p2c_etl.connectors.odata import (
     batch_body,
     batch_outcomes,
     classify,
+    collect,
+    keyed_rows,
     error_message,
     json_object,
     parse_batch,
@@ -94,8 +96,7 @@ class DataverseConnector:
     def snapshot(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> pl.DataFrame:
-        frames = list(self.pages(entity, columns, missing_ok=missing_ok))
-        return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+        return collect(self.pages(entity, columns, missing_ok=missing_ok))
 
     def live_columns(self, entity: str) -> set[str] | None:
         """The entity's attributes from `EntityDefinitions`, lookups as `_x_value` columns."""
@@ -130,15 +131,13 @@ class DataverseConnector:
             else pl.DataFrame(schema={"__rk": pl.String})
         )
         chunks = [inserts.slice(i, BULK_SIZE) for i in range(0, inserts.height, BULK_SIZE)]
-        updates = [u.with_columns(record_key(keys).alias("__rk")) for u in batch.updates]
         requests: list[tuple[str, BatchRequest]] = []
         refused: list[tuple[str, str]] = []
-        for frame in updates:
-            for row in frame.iter_rows(named=True):
-                try:
-                    requests.append((row["__rk"], self._update_request(entity, contract, row)))
-                except RecordFailure as exc:
-                    refused.append((row["__rk"], str(exc)))
+        for row in keyed_rows(batch.updates, keys):
+            try:
+                requests.append((row["__rk"], self._update_request(entity, contract, row)))
+            except RecordFailure as exc:
+                refused.append((row["__rk"], str(exc)))
         batches = [requests[i : i + BULK_SIZE] for i in range(0, len(requests), BULK_SIZE)]
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             inserted = list(pool.map(lambda c: self._upsert_multiple(entity, contract, c), chunks))

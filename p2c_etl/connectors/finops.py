@@ -29,13 +29,14 @@ from p2c_etl.connectors.odata import (
     RetryPolicy,
     batch_body,
     batch_outcomes,
+    collect,
     json_object,
+    keyed_rows,
     parse_batch,
     quote_key,
 )
 from p2c_etl.connectors.session import http_client
 from p2c_etl.contracts import ContractSet
-from p2c_etl.keys import record_key
 
 BATCH_SIZE = 1000
 HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
@@ -89,29 +90,21 @@ class FinOpsConnector:
     def snapshot(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> pl.DataFrame:
-        frames = list(self.pages(entity, columns, missing_ok=missing_ok))
-        return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+        return collect(self.pages(entity, columns, missing_ok=missing_ok))
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
         keys = list(batch.keys)
         requests: list[tuple[str, str, BatchRequest]] = []
-        inserts = batch.inserts.filter(pl.lit(True)) if batch.inserts.height else None
-        for row in (
-            inserts.with_columns(record_key(keys).alias("__rk")).iter_rows(named=True)
-            if inserts is not None
-            else []
-        ):
+        for row in keyed_rows([batch.inserts], keys):
             body = {k: _fno(v) for k, v in row.items() if k != "__rk"}
-            requests.append(
-                (row["__rk"], "insert", BatchRequest("POST", self.root + entity, json_object(body)))
+            post = BatchRequest("POST", self.root + entity, json_object(body))
+            requests.append((row["__rk"], "insert", post))
+        for row in keyed_rows(batch.updates, keys):
+            changed = {k: _fno(v) for k, v in row.items() if k not in keys and k != "__rk"}
+            patch = BatchRequest(
+                "PATCH", self.root + entity + entity_key(keys, row), json_object(changed)
             )
-        for frame in batch.updates:
-            for row in frame.with_columns(record_key(keys).alias("__rk")).iter_rows(named=True):
-                changed = {k: _fno(v) for k, v in row.items() if k not in keys and k != "__rk"}
-                url = self.root + entity + entity_key(keys, row)
-                requests.append(
-                    (row["__rk"], "update", BatchRequest("PATCH", url, json_object(changed)))
-                )
+            requests.append((row["__rk"], "update", patch))
         chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
         with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
             results = list(pool.map(self._batch, chunks))

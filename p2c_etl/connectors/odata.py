@@ -19,7 +19,7 @@ import ssl
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -32,6 +32,7 @@ import pyarrow.json as pajson
 
 from p2c_etl.casting import typed_frame
 from p2c_etl.errors import AuthError, ConnectorError
+from p2c_etl.keys import record_key
 
 Action = Literal["retry", "skip", "stop"]
 _RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -177,6 +178,19 @@ def parse_page(
     )
     next_link = table.column("@odata.nextLink")[0].as_py() if table.num_rows else None
     return typed_frame(frame, dtypes, where), next_link
+
+
+def collect(pages: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """All pages of a snapshot as one frame."""
+    frames = list(pages)
+    return pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
+
+
+def keyed_rows(frames: Iterable[pl.DataFrame], keys: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """Every row of `frames` as a dict, with its record key under `__rk`."""
+    for frame in frames:
+        if frame.height:
+            yield from frame.with_columns(record_key(keys).alias("__rk")).iter_rows(named=True)
 
 
 # --- JSON bodies ----------------------------------------------------------------------------
