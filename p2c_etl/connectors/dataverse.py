@@ -31,9 +31,9 @@ from p2c_etl.connectors.odata import (
     batch_outcomes,
     classify,
     collect,
-    keyed_rows,
     error_message,
     json_object,
+    keyed_rows,
     parse_batch,
 )
 from p2c_etl.connectors.session import http_client
