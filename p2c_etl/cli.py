@@ -309,7 +309,7 @@ def prune(config_path: Path, keep_days: int) -> None:
     """Remove old snapshots; the runs ledger and every reconciliation are kept."""
     settings = _settings(config_path)
     before = datetime.now(UTC) - timedelta(days=keep_days)
-    wh = Warehouse.open(settings.warehouse_path, "p2c prune")
+    wh = Warehouse.open(settings.warehouse_path)
     try:
         runs, tables = wh.prune(before)
     finally:
@@ -467,7 +467,7 @@ def history(config_path: Path, limit: int) -> None:
     if not settings.warehouse_path.exists():
         click.echo("No runs yet.")
         return
-    wh = Warehouse.open(settings.warehouse_path, "p2c history")
+    wh = Warehouse.open(settings.warehouse_path)
     try:
         runs = wh.recent_runs(limit)
     finally:

@@ -41,6 +41,7 @@ from p2c_etl.reconcile_report import (
 )
 from p2c_etl.report import build_report_data, write_report, write_text
 from p2c_etl.resources import contracts_dir
+from p2c_etl.runlock import RunLock
 from p2c_etl.stages import compare_flow, prepare_flow
 from p2c_etl.summary import (
     FlowCounts,
@@ -134,56 +135,76 @@ def _run(
     started = clock()
     run_id = run_id or new_run_id(started)
     context = {"company": settings.company, "rounding": settings.rounding}
-    with _open(settings, f"p2c {mode} {run_id}") as wh:
-        wh.start_run(run_id, mode, dry_run, [f.name for f in selected], started)
+    with RunLock(settings.warehouse_path, f"p2c {mode} {run_id}"):
+        with _open(settings) as wh:
+            wh.fail_stale_runs()
+            wh.start_run(run_id, mode, dry_run, [f.name for f in selected], started)
         progress(f"run {run_id}: {len(selected)} flows" + (" (dry run)" if dry_run else ""))
         counts: list[FlowCounts] = []
         error: str | None = None
         try:
             for i, flow in enumerate(selected):
                 planned = selected[:i] if dry_run else []
-                counts.append(
-                    _run_flow(
-                        wh,
-                        run_id,
-                        flow,
-                        connectors,
-                        contracts,
-                        context,
-                        dry_run,
-                        clock,
-                        progress,
-                        planned,
+                with _open(settings) as wh:  # a flow at a time: reconciliations fit between
+                    counts.append(
+                        _run_flow(
+                            wh,
+                            run_id,
+                            flow,
+                            connectors,
+                            contracts,
+                            context,
+                            dry_run,
+                            clock,
+                            progress,
+                            planned,
+                        )
                     )
-                )
         except P2CError as exc:
             error = str(exc)
         except BaseException:
-            wh.finish_run(run_id, "failed", clock(), error="interrupted by an unexpected error")
+            with _open(settings) as wh:
+                wh.finish_run(run_id, "failed", clock(), error="interrupted by an unexpected error")
             raise
-        status = "failed" if error else status_of(tuple(counts))
-        wh.finish_run(run_id, status, clock(), error=error)
-        ended = clock()
-        run = wh.run(run_id)
-        assert run is not None
-        data = build_report_data(wh, run, selected, settings.company, ended.isoformat())
-        html, js = write_report(data, settings.report_dir)
-        wh.finish_run(run_id, status, ended, report=(str(html), str(js)), error=error)
-        return RunSummary(
-            run_id=run_id,
-            mode=mode,
-            status=status,
-            dry_run=dry_run,
-            flows=wh.counts(run_id),
-            report_html=str(html),
-            report_json=str(js),
-            error=error,
-        )
+        with _open(settings) as wh:
+            return _finish(wh, settings, selected, run_id, mode, dry_run, error, counts, clock)
+
+
+def _finish(
+    wh: Warehouse,
+    settings: Settings,
+    selected: list[Flow],
+    run_id: str,
+    mode: RunMode,
+    dry_run: bool,
+    error: str | None,
+    counts: list[FlowCounts],
+    clock: Clock,
+) -> RunSummary:
+    """Close the ledger entry and write the report."""
+    status: RunStatus = "failed" if error else status_of(tuple(counts))
+    wh.finish_run(run_id, status, clock(), error=error)
+    ended = clock()
+    run = wh.run(run_id)
+    assert run is not None
+    data = build_report_data(wh, run, selected, settings.company, ended.isoformat())
+    html, js = write_report(data, settings.report_dir)
+    wh.finish_run(run_id, status, ended, report=(str(html), str(js)), error=error)
+    return RunSummary(
+        run_id=run_id,
+        mode=mode,
+        status=status,
+        dry_run=dry_run,
+        flows=wh.counts(run_id),
+        report_html=str(html),
+        report_json=str(js),
+        error=error,
+    )
 
 
 @contextmanager
-def _open(settings: Settings, holder: str) -> Iterator[Warehouse]:
-    wh = Warehouse.open(settings.warehouse_path, holder)
+def _open(settings: Settings) -> Iterator[Warehouse]:
+    wh = Warehouse.open(settings.warehouse_path)
     try:
         yield wh
     finally:
@@ -263,13 +284,22 @@ def run_reconcile(
     context = {"company": settings.company, "rounding": settings.rounding}
     tolerances = settings_tolerances(settings)
     try:
-        with _open(settings, f"p2c reconcile {rec_id}") as wh:
+        # No run lock, and the warehouse a flow at a time: a reconciliation goes beside a run.
+        with _open(settings) as wh:
             wh.start_run(rec_id, "reconcile", True, [f.name for f in selected], at)
-            progress(f"reconcile {rec_id}: {len(selected)} flows, read-only")
-            agreements, found = reconcile_records(
-                wh, rec_id, selected, connectors, contracts, context, clock, tolerances
-            )
-            found = [d for d in found if _wanted(d, customer)]
+        progress(f"reconcile {rec_id}: {len(selected)} flows, read-only")
+        agreements, found = reconcile_records(
+            lambda: _open(settings),
+            rec_id,
+            selected,
+            connectors,
+            contracts,
+            context,
+            clock,
+            tolerances,
+        )
+        found = [d for d in found if _wanted(d, customer)]
+        with _open(settings) as wh:
             money = reconcile_money(
                 connectors,
                 settings.company,
@@ -377,7 +407,7 @@ def run_retry(
     started = clock()
     run_id = new_run_id(started)
     try:
-        with _open(settings, f"p2c retry {run_id}") as wh:
+        with RunLock(settings.warehouse_path, f"p2c retry {run_id}"), _open(settings) as wh:
             source = failed_run or _latest_failed(wh)
             flows = _failed_flows(wh, source, settings, contracts)
             wh.start_run(run_id, "retry", False, [f.name for f in flows], started)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -122,7 +123,7 @@ class MoneyReport:
 
 
 def reconcile_records(
-    wh: Warehouse,
+    session: Callable[[], AbstractContextManager[Warehouse]],
     run_id: str,
     flows: Sequence[Flow],
     connectors: Mapping[SystemName, Connector],
@@ -134,10 +135,11 @@ def reconcile_records(
     agreements: list[FlowAgreement] = []
     found: list[Discrepancy] = []
     for flow in flows:
-        extract_flow(wh, run_id, flow, connectors, context, clock)
-        prepared = prepare_flow(wh, run_id, flow, contracts, context)
-        compared = compare_flow(wh, run_id, flow)
-        mine = _flow_discrepancies(wh, run_id, flow, tolerances)
+        with session() as wh:  # a flow at a time, so a nightly run can work in between
+            extract_flow(wh, run_id, flow, connectors, context, clock)
+            prepared = prepare_flow(wh, run_id, flow, contracts, context)
+            compared = compare_flow(wh, run_id, flow)
+            mine = _flow_discrepancies(wh, run_id, flow, tolerances)
         found.extend(mine)
         compared_records = prepared.staged + compared.target_only + prepared.rejected
         classes: dict[str, int] = {}

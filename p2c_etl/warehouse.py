@@ -18,12 +18,12 @@ Each stage's writes are committed together.
 
 from __future__ import annotations
 
-import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,61 +70,53 @@ CREATE TABLE IF NOT EXISTS last_written (
 _COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]
 
 
-def lock_note(path: Path) -> Path:
-    """The note beside the warehouse that names the command holding it."""
-    return path.with_name(path.name + ".holder")
-
-
 def table_name(*parts: str) -> str:
     """A safe DuckDB identifier from run id, flow and role."""
     return "_".join(re.sub(r"[^0-9A-Za-z]+", "_", p) for p in parts).lower()
 
 
 class Warehouse:
-    """One DuckDB file; open it with `Warehouse.open(path)` and close it when done."""
+    """One DuckDB file; open it with `Warehouse.open(path)` for a stage and close it after,
+    so that a run and a reconciliation can take turns."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        self.path: Path | None = None
         self.con.execute(_SCHEMA)
 
     @classmethod
-    def open(cls, path: Path, holder: str = "p2c-etl") -> Warehouse:
-        """Open (and so lock) the warehouse for one command, described by `holder`.
-
-        One process at a time: DuckDB locks the file, and a lock note beside it says who holds
-        it. A run left `running` by a killed process is marked failed on the next open, which
-        is safe because nothing else can hold the file then.
-        """
+    def open(cls, path: Path, wait: float = 900.0) -> Warehouse:
+        """Open the warehouse. DuckDB lets one process in at a time: when another p2c-etl
+        command is inside (a run's stage beside a reconciliation), wait up to `wait` seconds
+        for it to step out."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        note = lock_note(path)
-        try:
-            con = duckdb.connect(str(path))
-        except duckdb.Error as exc:
-            if "Could not set lock" in str(exc):
-                held = note.read_text(encoding="utf-8").strip() if note.exists() else ""
-                pid = re.search(r"\(PID (\d+)\)", str(exc))
-                who = held or (f"process {pid[1]}" if pid else "another process")
-                raise LockedError(
-                    f"warehouse {path} is held by {who}; run again when it has finished"
-                ) from None
-            raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None
-        note.write_text(
-            f"{holder} (pid {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC)\n",
-            encoding="utf-8",
-        )
-        warehouse = cls(con)
-        warehouse.path = path
-        warehouse.con.execute(
-            "UPDATE runs SET status = 'failed', ended_at = now(), error = 'interrupted: its "
-            "process ended before the run finished' WHERE status = 'running'"
-        )
-        return warehouse
+        deadline, pause = time.monotonic() + wait, 0.05
+        while True:
+            try:
+                return cls(duckdb.connect(str(path)))
+            except duckdb.Error as exc:
+                if "Could not set lock" not in str(exc):
+                    raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None
+                if time.monotonic() >= deadline:
+                    pid = re.search(r"\(PID (\d+)\)", str(exc))
+                    who = f"process {pid[1]}" if pid else "another process"
+                    raise LockedError(
+                        f"warehouse {path} stayed busy ({who}) for {wait:.0f} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     def close(self) -> None:
         self.con.close()
-        if self.path is not None:
-            lock_note(self.path).unlink(missing_ok=True)
+
+    def fail_stale_runs(self) -> int:
+        """Runs left `running` by a killed process: failed. Call only while holding the run
+        lock, when no other run can be alive."""
+        rows = self.con.execute(
+            "UPDATE runs SET status = 'failed', ended_at = now(), error = 'interrupted: its "
+            "process ended before the run finished' WHERE status = 'running' "
+            "AND mode <> 'reconcile'"
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

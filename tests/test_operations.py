@@ -2,22 +2,37 @@
 
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from p2c_etl.cli import main
 from p2c_etl.config import Settings
-from p2c_etl.warehouse import Warehouse, lock_note
+from p2c_etl.runlock import lock_path
+from p2c_etl.warehouse import Warehouse
+
+KILLED = """
+import os, signal, sys
+from datetime import UTC, datetime
+from pathlib import Path
+from p2c_etl.runlock import RunLock
+from p2c_etl.runlock import lock_path
+from p2c_etl.warehouse import Warehouse
+path = Path(sys.argv[1])
+with RunLock(path, "p2c run killed-run"):
+    wh = Warehouse.open(path)
+    wh.start_run("killed-run", "run", False, ["products"], datetime(2026, 1, 1, tzinfo=UTC))
+    wh.close()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 HOLD = """
 import sys, time
 from pathlib import Path
-from p2c_etl.warehouse import Warehouse
-wh = Warehouse.open(Path(sys.argv[1]), "p2c run 20261124T010000Z-abcdef")
-print("holding", flush=True)
-time.sleep(60)
+from p2c_etl.runlock import RunLock
+with RunLock(Path(sys.argv[1]), "p2c run 20261124T010000Z-abcdef"):
+    print("holding", flush=True)
+    time.sleep(60)
 """
 
 
@@ -33,7 +48,9 @@ def test_a_second_run_exits_3_naming_the_run_that_holds_the_warehouse(
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         result = CliRunner().invoke(main, ["run", "--config", str(demo_dir / "p2c.toml")])
         assert result.exit_code == 3
-        assert "held by p2c run 20261124T010000Z-abcdef (pid" in result.stderr
+        assert "another run holds the warehouse: p2c run 20261124T010000Z-abcdef (pid" in (
+            result.stderr
+        )
         assert len(result.stderr.strip().splitlines()) == 1
     finally:
         holder.kill()
@@ -43,16 +60,16 @@ def test_a_second_run_exits_3_naming_the_run_that_holds_the_warehouse(
 def test_a_run_left_by_a_killed_process_is_taken_over(
     demo_dir: Path, demo_settings: Settings
 ) -> None:
-    wh = Warehouse.open(demo_settings.warehouse_path, "p2c run killed")
-    wh.start_run("killed-run", "run", False, ["products"], datetime(2026, 1, 1, tzinfo=UTC))
-    wh.con.close()  # the process died: no finish, the lock note stays behind
-    assert lock_note(demo_settings.warehouse_path).exists()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED, str(demo_settings.warehouse_path)], check=False
+    )
+    assert killed.returncode == -9  # died holding the run lock, its run left "running"
+    assert lock_path(demo_settings.warehouse_path).read_text().startswith("p2c run killed-run")
     result = CliRunner().invoke(main, ["run", "--config", str(demo_dir / "p2c.toml"), "-q"])
     assert result.exit_code == 1  # ran normally (the demo's planted rejects)
     history = CliRunner().invoke(main, ["history", "--config", str(demo_dir / "p2c.toml")])
-    killed = next(line for line in history.stdout.splitlines() if line.startswith("killed-run"))
-    assert " failed " in killed
-    assert not lock_note(demo_settings.warehouse_path).exists()
+    line = next(row for row in history.stdout.splitlines() if row.startswith("killed-run"))
+    assert " failed " in line
 
 
 def test_prune_drops_old_snapshots_and_keeps_the_ledger(

@@ -155,26 +155,31 @@ def test_narrowing_by_currency_and_customer(
     assert [d.record_key for d in one.data.discrepancies] == ["usmf|ACC-01008-FOURTH"]
 
 
-def test_a_busy_warehouse_is_a_clear_error(demo_dir: Path, demo_settings: Settings) -> None:
+def test_a_reconciliation_runs_beside_a_nightly_run(
+    demo_dir: Path, demo_settings: Settings
+) -> None:
     import subprocess
     import sys
 
+    hold = (
+        "import sys, time; from pathlib import Path; from p2c_etl.runlock import RunLock\n"
+        "with RunLock(Path(sys.argv[1]), 'p2c run nightly'):\n"
+        "    print('ready', flush=True); time.sleep(60)\n"
+    )
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-            "print('ready', flush=True); time.sleep(60)",
-            str(demo_settings.warehouse_path),
-        ],
+        [sys.executable, "-c", hold, str(demo_settings.warehouse_path)],
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        result = CliRunner().invoke(main, ["reconcile", "--config", str(demo_dir / "p2c.toml")])
-        assert result.exit_code == 3
-        assert "is held by process" in result.stderr
+        config = str(demo_dir / "p2c.toml")
+        busy = CliRunner().invoke(main, ["run", "--config", config, "-q"])
+        assert busy.exit_code == 3  # a second run does not start
+        result = CliRunner().invoke(
+            main, ["reconcile", "--config", config, "-q", "--flows", "products"]
+        )
+        assert result.exit_code == 1, result.stderr  # ...but a reconciliation does
     finally:
         holder.kill()
         holder.wait()
