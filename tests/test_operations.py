@@ -178,3 +178,72 @@ def test_json_logs_are_one_object_per_event(demo_dir: Path) -> None:
     missing = CliRunner().invoke(main, ["--log-format", "json", "run", "--config", "nope.toml"])
     (error,) = [json.loads(line) for line in missing.stderr.splitlines()]
     assert error["level"] == "error" and error["exit_code"] == 2
+
+
+class _Smtp:
+    """A minimal SMTP server on loopback that keeps the messages it is sent."""
+
+    def __init__(self) -> None:
+        import socketserver
+        import threading
+
+        messages = self.messages = []
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.say("220 localhost p2c test SMTP")
+                data: list[str] = []
+                while line := self.rfile.readline().decode():
+                    verb = line[:4].upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.say("250 localhost")
+                    elif verb in ("MAIL", "RCPT", "RSET", "NOOP"):
+                        self.say("250 OK")
+                    elif verb == "DATA":
+                        self.say("354 go on")
+                        while (body := self.rfile.readline().decode()) not in (".\r\n", ""):
+                            data.append(body)
+                        messages.append("".join(data))
+                        self.say("250 queued")
+                    elif verb == "QUIT":
+                        self.say("221 bye")
+                        return
+                    else:
+                        self.say("502 not here")
+
+            def say(self, text: str) -> None:
+                self.wfile.write(f"{text}\r\n".encode())
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_a_failed_run_sends_one_mail(demo_dir: Path) -> None:
+    smtp = _Smtp()
+    try:
+        config = demo_dir / "p2c.toml"
+        (demo_dir / "crm" / "accounts.jsonl").write_text(
+            '{"accountid": "x", "creditlimit": "lots"}\n'
+        )
+        config.write_text(
+            config.read_text()
+            + (
+                f'\n[alerts]\nsmtp_host = "127.0.0.1"\nsmtp_port = {smtp.port}\n'
+                'smtp_from = "p2c@example.com"\nsmtp_to = ["ops@example.com"]\n'
+            )
+        )
+        result = CliRunner().invoke(main, ["run", "--config", str(config), "-q"])
+        assert result.exit_code == 2
+        (message,) = smtp.messages
+        assert "Subject: p2c-etl run " in message and ": failed" in message
+        assert "To: ops@example.com" in message
+        assert "extract of flow 'accounts' failed" in message
+    finally:
+        smtp.stop()
