@@ -350,3 +350,25 @@ def test_clearing_a_polymorphic_customer_fails_that_record_alone(contracts: Cont
     )
     assert results.select("record_key", "status").rows() == [("SO-1", "ok"), ("SO-2", "failed")]
     assert "clear it in Sales" in results["message"][1]
+
+
+def test_an_insert_resent_after_a_timeout_is_confirmed_not_failed(contracts: ContractSet) -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.method == "GET":  # the record the first try wrote is there
+            return httpx.Response(200, json={"CustomerAccount": "C1"})
+        if calls.count("POST /data/$batch") == 1:
+            return httpx.Response(504)  # applied, but the answer was lost
+        return _batch_response([400])  # the resend: "already exists"
+
+    recorder = Recorder(handler)
+    s = settings("finops")
+    conn = FinOpsConnector(s, contracts, recorder.client(s), recorder.retry())
+    inserts = pl.DataFrame(
+        {"dataAreaId": ["usmf"], "CustomerAccount": ["C1"], "CustomerGroupId": ["10"]}
+    )
+    results = conn.upsert("CustomersV2", WriteBatch(("dataAreaId", "CustomerAccount"), inserts))
+    assert results.rows() == [("usmf|C1", "insert", "ok", None)]
+    assert calls[-1] == "GET /data/CustomersV2(dataAreaId='usmf',CustomerAccount='C1')"

@@ -97,7 +97,12 @@ class FinOpsConnector:
         requests: list[tuple[str, str, BatchRequest]] = []
         for row in keyed_rows([batch.inserts], keys):
             body = {k: _fno(v) for k, v in row.items() if k != "__rk"}
-            post = BatchRequest("POST", self.root + entity, json_object(body))
+            post = BatchRequest(
+                "POST",
+                self.root + entity,
+                json_object(body),
+                key_url=self.root + entity + entity_key(keys, row),
+            )
             requests.append((row["__rk"], "insert", post))
         for row in keyed_rows(batch.updates, keys):
             changed = {k: _fno(v) for k, v in row.items() if k not in keys and k != "__rk"}
@@ -121,6 +126,8 @@ class FinOpsConnector:
         self.odata.expect_ok(response, "POST $batch")
         answers = parse_batch(response.headers["Content-Type"], response.content)
         statuses, messages = batch_outcomes(answers, len(requests))
+        if self.odata.was_resent(response):
+            self._confirm_inserts(requests, statuses, messages)
         return pl.DataFrame(
             {
                 "record_key": [key for key, _, _ in requests],
@@ -130,6 +137,23 @@ class FinOpsConnector:
             },
             schema=RESULT_SCHEMA,
         )
+
+    def _confirm_inserts(
+        self,
+        requests: list[tuple[str, str, BatchRequest]],
+        statuses: list[str],
+        messages: list[str | None],
+    ) -> None:
+        """After a resent batch, an insert refused because its record exists may have been
+        written by the earlier try: if the record is there, the insert counts as done."""
+        for i, (_, op, request) in enumerate(requests):
+            if op != "insert" or statuses[i] != "failed" or request.key_url is None:
+                continue
+            found = self.odata.send(
+                "GET", request.key_url, params={"cross-company": "true"}, headers=HEADERS
+            )
+            if found.status_code == 200:
+                statuses[i], messages[i] = "ok", None
 
 
 EMPTY_DATE = date(1900, 1, 1)  # what F&O returns for an empty date

@@ -112,9 +112,15 @@ class ODataClient:
                     "check the app registration, its secret and its security role"
                 )
             if action != "retry" or attempt + 1 == self.retry.attempts:
+                response.extensions["p2c_attempts"] = attempt + 1
                 return response
             self.retry.sleep(self.retry.delay(attempt, response))
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def was_resent(response: httpx.Response) -> bool:
+        """Whether the request went out more than once (an earlier try may have been applied)."""
+        return int(response.extensions.get("p2c_attempts", 1)) > 1
 
     def expect_ok(self, response: httpx.Response, what: str) -> httpx.Response:
         if response.is_error:
@@ -235,6 +241,8 @@ class BatchRequest:
     url: str
     body: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    key_url: str | None = None
+    """For a create: the address of the record it creates (to confirm it after a resend)."""
 
 
 @dataclass(frozen=True)
