@@ -115,8 +115,13 @@ def planned_inserts(wh: Warehouse, run_id: str, flow: Flow) -> pl.DataFrame:
 def _reject_rows(
     run_id: str, flow: Flow, source: pl.DataFrame, rejects: pl.DataFrame
 ) -> pl.DataFrame:
-    rows = source.with_row_index(ROW).select(
-        pl.col(ROW).cast(pl.Int64),
+    rejected = (
+        source.with_row_index(ROW)
+        .with_columns(pl.col(ROW).cast(pl.Int64))
+        .join(rejects.select(ROW).unique(), on=ROW, how="semi")
+    )  # only the rejected rows are encoded: a source of a million rows has a few
+    rows = rejected.select(
+        ROW,
         record_key(flow.source_keys).alias("record_key"),
         pl.struct(source.columns).struct.json_encode().alias("row_json"),
     )
