@@ -1,7 +1,9 @@
 """The nightly run as an operator needs it: one run at a time, stale runs cleaned up."""
 
+import socketserver
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -98,12 +100,22 @@ def test_prune_drops_old_snapshots_and_keeps_the_ledger(
         wh.close()
 
 
+def _serve(server: socketserver.BaseServer) -> socketserver.BaseServer:
+    """Serve `server` (bound to loopback) in a background thread until `_stop`."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _stop(server: socketserver.BaseServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 class _Receiver:
     """A webhook receiver on loopback that keeps what it is sent."""
 
     def __init__(self) -> None:
         import json
-        import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         received = self.received = []
@@ -118,15 +130,11 @@ class _Receiver:
             def log_message(self, *args: object) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _serve(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        _stop(self.server)
 
 
 def test_a_partial_run_sends_one_alert_with_its_counts_and_report(demo_dir: Path) -> None:
@@ -184,9 +192,6 @@ class _Smtp:
     """A minimal SMTP server on loopback that keeps the messages it is sent."""
 
     def __init__(self) -> None:
-        import socketserver
-        import threading
-
         messages = self.messages = []
 
         class Handler(socketserver.StreamRequestHandler):
@@ -214,15 +219,11 @@ class _Smtp:
             def say(self, text: str) -> None:
                 self.wfile.write(f"{text}\r\n".encode())
 
-        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server = _serve(socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler))
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+        _stop(self.server)
 
 
 def test_a_failed_run_sends_one_mail(demo_dir: Path) -> None:

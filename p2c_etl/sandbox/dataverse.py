@@ -31,7 +31,6 @@ from p2c_etl.sandbox.protocol import (
     ApiRequest,
     ApiResponse,
     ODataError,
-    from_error,
     json_response,
 )
 from p2c_etl.sandbox.query import (
@@ -42,7 +41,8 @@ from p2c_etl.sandbox.query import (
     select_columns,
     service_document,
 )
-from p2c_etl.sandbox.resource import KeySpec, Resource, endpoint_key, split_resource
+from p2c_etl.sandbox.resource import KeySpec, Resource, split_resource
+from p2c_etl.sandbox.service import ODataService
 from p2c_etl.sandbox.stats import Stats
 from p2c_etl.sandbox.store import Row, Store, Table
 
@@ -50,7 +50,7 @@ SERVICE_PATH = "/api/data/v9.2/"
 _ACTIONS = {"UpsertMultiple": False, "CreateMultiple": True}
 
 
-class DataverseService:
+class DataverseService(ODataService):
     """Answers Dataverse Web API requests from one store."""
 
     def __init__(self, store: Store, faults: Faults, stats: Stats) -> None:
@@ -58,16 +58,6 @@ class DataverseService:
         self.stats = stats
         self.writer = DataverseWriter(store, faults)
         self.batch_rules = BatchRules(limit=1000, changeset_errors="single")
-
-    def handle(self, req: ApiRequest) -> ApiResponse:
-        try:
-            return self._route(req)
-        except ODataError as error:
-            return from_error(error)
-
-    def _inner(self, req: ApiRequest) -> ApiResponse:
-        self.stats.operation(endpoint_key(req.method, req.path))
-        return self.handle(req)
 
     def _route(self, req: ApiRequest) -> ApiResponse:
         if req.path == "":

@@ -29,7 +29,6 @@ from p2c_etl.sandbox.protocol import (
     ApiRequest,
     ApiResponse,
     ODataError,
-    from_error,
     json_response,
 )
 from p2c_etl.sandbox.query import (
@@ -40,7 +39,8 @@ from p2c_etl.sandbox.query import (
     select_columns,
     service_document,
 )
-from p2c_etl.sandbox.resource import KeySpec, endpoint_key, split_resource
+from p2c_etl.sandbox.resource import KeySpec, split_resource
+from p2c_etl.sandbox.service import ODataService
 from p2c_etl.sandbox.stats import Stats
 from p2c_etl.sandbox.store import Row, Store, Table
 
@@ -49,7 +49,7 @@ NAMESPACE = "Microsoft.Dynamics.DataEntities"
 PAGE_SIZE = 10_000
 
 
-class FinOpsService:
+class FinOpsService(ODataService):
     """Answers F&O OData requests from one store, for a default company."""
 
     def __init__(self, store: Store, faults: Faults, stats: Stats, company: str) -> None:
@@ -57,16 +57,6 @@ class FinOpsService:
         self.stats = stats
         self.writer = FinOpsWriter(store, faults, company)
         self.batch_rules = BatchRules(limit=5000, changeset_errors="each")
-
-    def handle(self, req: ApiRequest) -> ApiResponse:
-        try:
-            return self._route(req)
-        except ODataError as error:
-            return from_error(error)
-
-    def _inner(self, req: ApiRequest) -> ApiResponse:
-        self.stats.operation(endpoint_key(req.method, req.path))
-        return self.handle(req)
 
     def _route(self, req: ApiRequest) -> ApiResponse:
         if req.path == "":
