@@ -70,7 +70,11 @@ def extract_flow(
         ref = connectors[system].snapshot(entity, columns, missing_ok=system == flow.target.system)
         wh.save_snapshot(run_id, reference_name(flow, system, entity), system, entity, ref, now())
     for item in flow.inputs:
-        frame = connectors[item.system].snapshot(item.entity, item.columns)
+        if (item.system, item.entity) == (flow.source.system, flow.source.entity):
+            # The flow's own source (all lines of a header): read once, not twice.
+            frame = wh.snapshot(run_id, source_name(flow)).select(item.columns)
+        else:
+            frame = connectors[item.system].snapshot(item.entity, item.columns)
         frame = frame.filter(filters_expr(item.filters, context))
         wh.save_snapshot(run_id, input_name(flow, item), item.system, item.entity, frame, now())
     return ExtractInfo(source_rows=source_rows, target_rows=target_rows)

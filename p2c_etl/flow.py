@@ -183,6 +183,9 @@ class Flow:
     depends_on: tuple[str, ...] = ()
     derive: tuple[Derive, ...] = ()
     unmapped: UnmappedPolicy = "reject"
+    dated_by: str | None = None
+    """The source column `p2c migrate --since/--until` selects records by (None: every
+    record of the source is migrated, whatever the window)."""
     notes: str = ""
     """Where the rules come from ([R] read in Microsoft's sources, [I] inferred)."""
 

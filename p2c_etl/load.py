@@ -122,28 +122,58 @@ def _write(
     in_step: pl.DataFrame,
     now: Callable[[], datetime],
 ) -> LoadInfo:
+    results = send(flow, connector, staged, changes, wh.snapshot(source_run, target_name(flow)))
+    with wh.transaction():
+        record_results(wh, run_id, flow, results, values, in_step, now())
+    return outcome(results)
+
+
+def send(
+    flow: Flow,
+    connector: Connector,
+    staged: pl.DataFrame,
+    changes: pl.DataFrame,
+    target: pl.DataFrame,
+) -> pl.DataFrame:
+    """Write `changes` (inserts and updates) to the flow's target; one result row each."""
     if changes.height == 0:
-        results = pl.DataFrame(schema=RESULT_SCHEMA)
-    else:
-        batch = build_batch(flow, staged, changes, wh.snapshot(source_run, target_name(flow)))
-        results = connector.upsert(flow.target.entity, batch)
-    written_at = now()
+        return pl.DataFrame(schema=RESULT_SCHEMA)
+    return connector.upsert(flow.target.entity, build_batch(flow, staged, changes, target))
+
+
+def record_results(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    results: pl.DataFrame,
+    values: pl.DataFrame | None,
+    in_step: pl.DataFrame,
+    written_at: datetime,
+) -> None:
+    """Store the results and remember what the target now holds (inside the caller's
+    transaction). With `values` None only failures are stored, and nothing is remembered."""
+    if values is None:
+        results = results.filter(pl.col("status") == "failed")
+    wh.append(
+        "load_results",
+        results.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")),
+    )
+    if values is None:
+        return
     ok = results.filter(pl.col("status") == "ok").join(values, on="record_key", how="left")
     ok = pl.concat([ok.select("record_key", "values_json"), in_step])
-    with wh.transaction():
-        wh.append(
-            "load_results",
-            results.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")),
+    wh.remember_written(
+        ok.select(
+            pl.lit(flow.name).alias("flow"),
+            "record_key",
+            "values_json",
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(written_at).alias("written_at"),
         )
-        wh.remember_written(
-            ok.select(
-                pl.lit(flow.name).alias("flow"),
-                "record_key",
-                "values_json",
-                pl.lit(run_id).alias("run_id"),
-                pl.lit(written_at).alias("written_at"),
-            )
-        )
+    )
+
+
+def outcome(results: pl.DataFrame) -> LoadInfo:
     return LoadInfo(
         inserted=_count(results, "insert", "ok"),
         updated=_count(results, "update", "ok"),

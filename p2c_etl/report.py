@@ -47,6 +47,8 @@ class RejectRow:
     reason: str
     field: str | None
     message: str
+    line: int | None = None
+    """Where the record starts in its export file (a migration)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,25 @@ class FlowReport:
 
 
 @dataclass(frozen=True)
+class ChunkTiming:
+    """One chunk of a migration: where it lay in its export, and where its time went."""
+
+    flow: str
+    chunk: int
+    records: int
+    first_line: int | None
+    last_line: int | None
+    read: float
+    prepare: float
+    compare: float
+    load: float
+
+    @property
+    def seconds(self) -> float:
+        return self.read + self.prepare + self.compare + self.load
+
+
+@dataclass(frozen=True)
 class ReportData:
     run_id: str
     mode: str
@@ -81,9 +102,13 @@ class ReportData:
     started_at: str
     ended_at: str
     flows: tuple[FlowReport, ...]
+    chunks: tuple[ChunkTiming, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for chunk, timing in zip(data["chunks"], self.chunks, strict=True):
+            chunk["seconds"] = timing.seconds
+        return data
 
 
 def build_report_data(
@@ -103,12 +128,26 @@ def build_report_data(
             _flow_report(wh, run_id, flow, counts.get(flow.name, FlowCounts(flow.name)))
             for flow in flows
         ),
+        chunks=_chunks(wh, run_id),
     )
+
+
+def _chunks(wh: Warehouse, run_id: str) -> tuple[ChunkTiming, ...]:
+    rows = wh.query(
+        "SELECT flow, chunk, records, first_line, last_line, read_seconds AS read, "
+        "prepare_seconds AS prepare, compare_seconds AS compare, load_seconds AS load "
+        "FROM migrate_chunks WHERE run_id = ? "
+        "ORDER BY list_position((SELECT flows FROM runs WHERE run_id = ?), flow), chunk",
+        [run_id, run_id],
+    )
+    return tuple(ChunkTiming(**row) for row in rows.iter_rows(named=True))
 
 
 def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> FlowReport:
     changes = wh.for_flow("changes", run_id, flow.name)
-    rejects = wh.for_flow("rejects", run_id, flow.name).sort("source_row", "field")
+    rejects = wh.for_flow("rejects", run_id, flow.name).sort(
+        "source_row", "source_line", "field", nulls_last=True
+    )
     field_counts = (
         changes.select(pl.col("changed_fields").explode().drop_nulls().alias("f"))
         .group_by("f")
@@ -126,7 +165,7 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
         changed_fields=tuple(field_counts.iter_rows()),
         samples=tuple(_sample(row) for row in samples.head(SAMPLE_CHANGES).iter_rows(named=True)),
         rejects=tuple(
-            RejectRow(r["record_key"], r["reason"], r["field"], r["message"])
+            RejectRow(r["record_key"], r["reason"], r["field"], r["message"], r["source_line"])
             for r in rejects.iter_rows(named=True)
         ),
         reject_reasons=tuple(

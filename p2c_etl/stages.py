@@ -13,10 +13,10 @@ import polars as pl
 from p2c_etl.contracts import ContractSet
 from p2c_etl.diff import CHANGED, KIND, DiffResult, diff
 from p2c_etl.extract import inputs, references, source_name, target_name
-from p2c_etl.flow import Context, Flow
+from p2c_etl.flow import Context, Flow, Inputs
 from p2c_etl.ids import stable_id
 from p2c_etl.keys import record_key
-from p2c_etl.transform import KEY, ROW, transform
+from p2c_etl.transform import KEY, LINE, ROW, References, transform
 from p2c_etl.validate import validate
 from p2c_etl.warehouse import Warehouse, table_name
 
@@ -62,32 +62,75 @@ def prepare_flow(
     refs = references(wh, run_id, flow)
     extra = inputs(wh, run_id, flow)
     for earlier in planned:
-        target = (earlier.target.system, earlier.target.entity)
-        rows = planned_inserts(wh, run_id, earlier)
-        refs = {k: _union(v, rows) if k == target else v for k, v in refs.items()}
-        name = f"{target[0]}.{target[1]}"
-        extra = {k: _union(v, rows) if k == name else v for k, v in extra.items()}
-    mapped = transform(flow, wh.snapshot(run_id, source_name(flow)), refs, context, extra)
+        refs, extra = with_planned(refs, extra, earlier, planned_inserts(wh, run_id, earlier))
+    source = wh.snapshot(run_id, source_name(flow))
+    prepared = prepare_frame(run_id, flow, source, refs, extra, contracts, context)
+    with wh.transaction():
+        wh.write_table(staged_table(run_id, flow), prepared.valid)
+        wh.write_table(claimed_table(run_id, flow), prepared.claimed)
+        save_prepared(wh, prepared)
+    return prepared.info
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preparing a source frame gives: valid rows, claimed keys, reject and unmapped
+    rows ready for the warehouse, and the counts."""
+
+    valid: pl.DataFrame
+    claimed: pl.DataFrame
+    rejects: pl.DataFrame
+    unmapped: pl.DataFrame
+    info: PrepareInfo
+
+
+def prepare_frame(
+    run_id: str,
+    flow: Flow,
+    source: pl.DataFrame,
+    refs: References,
+    extra: Inputs,
+    contracts: ContractSet,
+    context: Context,
+) -> Prepared:
+    """Map `source` onto the target and validate it against the target's contract."""
+    mapped = transform(flow, source, refs, context, extra)
     checked = validate(mapped.staged, contracts.get(flow.target.system, flow.target.entity))
     rejects = pl.concat([mapped.rejects, checked.rejects], how="vertical")
-    with wh.transaction():
-        wh.write_table(staged_table(run_id, flow), checked.valid)
-        wh.write_table(claimed_table(run_id, flow), mapped.claimed)
-        wh.append("rejects", _reject_rows(run_id, flow, mapped.source, rejects))
-        wh.append(
-            "unmapped_values",
-            mapped.unmapped.select(
-                pl.lit(run_id).alias("run_id"),
-                pl.lit(flow.name).alias("flow"),
-                pl.all(),
-                pl.lit(flow.unmapped).alias("policy"),
-            ),
-        )
-    return PrepareInfo(
-        source_rows=mapped.source.height,
-        filtered_out=mapped.filtered_out,
-        rejected=rejects[ROW].n_unique(),
-        staged=checked.valid.height,
+    unmapped = mapped.unmapped.select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(flow.name).alias("flow"),
+        pl.all(),
+        pl.lit(flow.unmapped).alias("policy"),
+    )
+    return Prepared(
+        valid=checked.valid,
+        claimed=mapped.claimed,
+        rejects=_reject_rows(run_id, flow, mapped.source, rejects),
+        unmapped=unmapped,
+        info=PrepareInfo(
+            source_rows=mapped.source.height,
+            filtered_out=mapped.filtered_out,
+            rejected=rejects[ROW].n_unique(),
+            staged=checked.valid.height,
+        ),
+    )
+
+
+def save_prepared(wh: Warehouse, prepared: Prepared) -> None:
+    wh.append("rejects", prepared.rejects)
+    wh.append("unmapped_values", prepared.unmapped)
+
+
+def with_planned(
+    refs: References, extra: Inputs, earlier: Flow, rows: pl.DataFrame
+) -> tuple[dict[tuple[str, str], pl.DataFrame], dict[str, pl.DataFrame]]:
+    """References and inputs as they would be once `earlier` had inserted `rows`."""
+    target = (earlier.target.system, earlier.target.entity)
+    name = f"{target[0]}.{target[1]}"
+    return (
+        {k: _union(v, rows) if k == target else v for k, v in refs.items()},
+        {k: _union(v, rows) if k == name else v for k, v in extra.items()},
     )
 
 
@@ -120,10 +163,12 @@ def _reject_rows(
         .with_columns(pl.col(ROW).cast(pl.Int64))
         .join(rejects.select(ROW).unique(), on=ROW, how="semi")
     )  # only the rejected rows are encoded: a source of a million rows has a few
+    columns = [c for c in source.columns if c != LINE]
     rows = rejected.select(
         ROW,
         record_key(flow.source_keys).alias("record_key"),
-        pl.struct(source.columns).struct.json_encode().alias("row_json"),
+        pl.struct(columns).struct.json_encode().alias("row_json"),
+        (pl.col(LINE) if LINE in source.columns else pl.lit(None, pl.Int64)).alias("source_line"),
     )
     return (
         rejects.join(rows, on=ROW, how="left")
@@ -137,39 +182,61 @@ def _reject_rows(
             "value",
             "message",
             "row_json",
+            "source_line",
         )
         .sort("source_row", "field")
     )
 
 
 def compare_flow(wh: Warehouse, run_id: str, flow: Flow) -> CompareInfo:
-    """Diff the staged rows against the target snapshot; store every change.
+    """Diff the staged rows against the target snapshot; store every change."""
+    staged = wh.read_table(staged_table(run_id, flow))
+    target = wh.snapshot(run_id, target_name(flow))
+    claimed = wh.read_table(claimed_table(run_id, flow))
+    compared = compare_frames(run_id, flow, staged, target, claimed)
+    with wh.transaction():
+        if compared.rejects.height:
+            wh.write_table(staged_table(run_id, flow), compared.staged)
+            wh.append("rejects", compared.rejects)
+        wh.append("changes", change_rows(run_id, flow, compared.result))
+    return compared.info
+
+
+@dataclass(frozen=True)
+class Compared:
+    staged: pl.DataFrame
+    result: DiffResult
+    rejects: pl.DataFrame
+    info: CompareInfo
+
+
+def compare_frames(
+    run_id: str, flow: Flow, staged: pl.DataFrame, target: pl.DataFrame, claimed: pl.DataFrame
+) -> Compared:
+    """Diff staged rows against the target.
 
     A key the target holds more than once (Dataverse has no alternate key on most natural
     keys) cannot be written safely: its source records become `duplicate_key` rejects and
     its target records are left alone, until someone merges them by hand.
     """
-    staged = wh.read_table(staged_table(run_id, flow))
-    target = wh.snapshot(run_id, target_name(flow))
     keys = list(flow.keys)
     doubled = target.group_by(keys).len().filter(pl.col("len") > 1)
     rejects = staged.join(doubled, on=keys, how="inner", nulls_equal=True)
     if doubled.height:
         staged = staged.join(doubled, on=keys, how="anti", nulls_equal=True)
         target = target.join(doubled, on=keys, how="anti", nulls_equal=True)
-    claimed = wh.read_table(claimed_table(run_id, flow))
     result = diff(staged.drop(ROW, KEY), target, flow.keys, flow.compare_columns, claimed=claimed)
-    with wh.transaction():
-        if rejects.height:
-            wh.write_table(staged_table(run_id, flow), staged)
-            wh.append("rejects", _doubled_rejects(run_id, flow, rejects))
-        wh.append("changes", _change_rows(run_id, flow, result))
-    return CompareInfo(
-        inserts=result.count("insert"),
-        updates=result.count("update"),
-        unchanged=result.unchanged,
-        target_only=result.count("target_only"),
-        rejected=rejects.height,
+    return Compared(
+        staged=staged,
+        result=result,
+        rejects=_doubled_rejects(run_id, flow, rejects),
+        info=CompareInfo(
+            inserts=result.count("insert"),
+            updates=result.count("update"),
+            unchanged=result.unchanged,
+            target_only=result.count("target_only"),
+            rejected=rejects.height,
+        ),
     )
 
 
@@ -191,7 +258,7 @@ def _doubled_rejects(run_id: str, flow: Flow, rows: pl.DataFrame) -> pl.DataFram
     )
 
 
-def _change_rows(run_id: str, flow: Flow, result: DiffResult) -> pl.DataFrame:
+def change_rows(run_id: str, flow: Flow, result: DiffResult) -> pl.DataFrame:
     return result.changes.select(
         pl.lit(run_id).alias("run_id"),
         pl.lit(flow.name).alias("flow"),

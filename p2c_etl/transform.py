@@ -28,6 +28,7 @@ from p2c_etl.keys import record_key
 
 ROW = "__row"
 KEY = "__key"
+LINE = "__line"  # where a source record starts in its export file (p2c migrate)
 RejectReason = Literal[
     "unmapped_value",
     "missing_reference",

@@ -5,11 +5,15 @@
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
     rejects         flow, record key, reason code, value, message, the source row as JSON
+                    (and, for a migration, the export file and the line the record starts on)
     unmapped_values per flow and field, each value no value map knew, with its count
     changes         flow, record key, kind, changed fields, before / after as JSON
     load_results    per record: op, status, message
     last_written    per flow and record: the values p2c-etl last wrote (for drift detection)
     reconciliations every reconciliation: when, verdict, counts, where its evidence is
+    migrations      per migration: the export folder, chunk size and date window
+    migrate_chunks  per migration, flow and chunk: counts and timings; a chunk's row commits
+                    with its rejects, changes and load results, so it is the checkpoint
 
 Snapshot and staged rows live in one table each per run (`snap_<run>_<flow>_<role>`), so a
 later stage, a re-run of one stage or a report can read exactly what an earlier one saw.
@@ -63,6 +67,19 @@ CREATE TABLE IF NOT EXISTS reconciliations (
     reconciliation_id VARCHAR PRIMARY KEY, made_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
     agree BIGINT NOT NULL, total BIGINT NOT NULL, verdicts VARCHAR[] NOT NULL,
     report_html VARCHAR, report_json VARCHAR);
+ALTER TABLE rejects ADD COLUMN IF NOT EXISTS source_file VARCHAR;
+ALTER TABLE rejects ADD COLUMN IF NOT EXISTS source_line BIGINT;
+CREATE TABLE IF NOT EXISTS migrations (
+    run_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, chunk_rows BIGINT NOT NULL,
+    since DATE, until DATE);
+CREATE TABLE IF NOT EXISTS migrate_chunks (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, chunk BIGINT NOT NULL,
+    first_record BIGINT NOT NULL, records BIGINT NOT NULL, first_line BIGINT, last_line BIGINT,
+    filtered_out BIGINT NOT NULL, rejected BIGINT NOT NULL, inserted BIGINT NOT NULL,
+    updated BIGINT NOT NULL, unchanged BIGINT NOT NULL, failed BIGINT NOT NULL,
+    read_seconds DOUBLE NOT NULL, prepare_seconds DOUBLE NOT NULL,
+    compare_seconds DOUBLE NOT NULL, load_seconds DOUBLE NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, flow, chunk));
 CREATE TABLE IF NOT EXISTS last_written (
     flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (flow, record_key));

@@ -1,10 +1,15 @@
 """The files connector: one folder per system, one file per entity set.
 
 `<folder>/<EntitySet>.parquet`, `.csv` (UTF-8, header row) or `.jsonl` (one OData record per
-line), with columns named as the system's Web API names them. Values are typed by the
-system's contracts; a value that cannot be read exactly stops with an error naming the file,
-line and column. Writes keep the file's format and are atomic: the new content goes to a
-temporary file in the same folder, is flushed to disk, and replaces the old file in one rename.
+line), with columns named as the system's Web API names them; or, for large entity sets, a
+folder `<folder>/<EntitySet>/` of part files of one format (read in name order as one table).
+Inserts into a folder go to a new part, so a migration writing a chunk at a time never
+rewrites what it wrote before; an update rewrites only the parts holding its records.
+
+Values are typed by the system's contracts; a value that cannot be read exactly stops with an
+error naming the file, line and column. Writes keep the file's format and are atomic: the new
+content goes to a temporary file in the same folder, is flushed to disk, and replaces the old
+file in one rename.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, get_args
@@ -29,6 +35,7 @@ from p2c_etl.keys import record_key
 
 FileFormat = Literal["parquet", "csv", "jsonl"]
 FORMATS: tuple[FileFormat, ...] = get_args(FileFormat)
+Layout = Literal["file", "folder"]
 
 
 class FilesConnector:
@@ -40,18 +47,24 @@ class FilesConnector:
         root: Path,
         contracts: ContractSet,
         new_file_format: FileFormat = "parquet",
+        new_layout: Layout = "file",
     ) -> None:
         self.system = system
         self.root = root
         self.contracts = contracts
         self.new_file_format = new_file_format
+        self.new_layout = new_layout
+        self._keys: dict[tuple[str, int, int], pl.Series] = {}  # part → its record keys
         if not root.is_dir():
             raise ConnectorError(f"{system}: folder {root} does not exist")
 
     def path(self, entity: str) -> Path | None:
-        """The file holding `entity`, or None; two files for one entity set is an error."""
+        """The file (or folder of parts) holding `entity`, or None; two for one entity set is
+        an error."""
         found = [self.root / f"{entity}.{fmt}" for fmt in FORMATS]
         existing = [p for p in found if p.is_file()]
+        if (self.root / entity).is_dir():
+            existing.append(self.root / entity)
         if len(existing) > 1:
             names = ", ".join(p.name for p in existing)
             raise ConnectorError(f"{self.system}: {self.root} holds {names}; keep only one")
@@ -63,12 +76,28 @@ class FilesConnector:
     def pages(
         self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
     ) -> Iterator[pl.DataFrame]:
-        yield self.snapshot(entity, columns, missing_ok=missing_ok)
+        """The whole file as one page; a folder a part at a time."""
+        path = self.path(entity)
+        if path is None or path.is_file():
+            yield self.snapshot(entity, columns, missing_ok=missing_ok)
+            return
+        dtypes = self.contracts.get(self.system, entity).dtypes(columns)
+        parts = _parts(path)
+        if not parts:
+            yield pl.DataFrame(schema=dtypes)
+        for part in parts:
+            yield self._typed(part, columns, dtypes)
 
     def live_columns(self, entity: str) -> set[str] | None:
         path = self.path(entity)
         if path is None:
             return None
+        if path.is_dir():
+            parts = _parts(path)
+            return self._columns(parts[0], entity) if parts else None
+        return self._columns(path, entity)
+
+    def _columns(self, path: Path, entity: str) -> set[str]:
         try:
             if path.suffix == ".parquet":
                 return set(pl.read_parquet_schema(path))
@@ -93,6 +122,15 @@ class FilesConnector:
                 f"{self.system}: no file for entity set {entity!r} in {self.root} "
                 f"(expected {entity}.parquet, .csv or .jsonl)"
             )
+        if path.is_dir():
+            return pl.concat(
+                [pl.DataFrame(schema=dtypes), *self.pages(entity, columns)], how="vertical"
+            )
+        return self._typed(path, columns, dtypes)
+
+    def _typed(
+        self, path: Path, columns: Sequence[str], dtypes: dict[str, pl.DataType]
+    ) -> pl.DataFrame:
         frame = _read(path, dtypes)
         missing = [c for c in columns if c not in frame.columns]
         if missing:
@@ -100,8 +138,14 @@ class FilesConnector:
         return typed_frame(frame.select(columns), dtypes, str(path), _first_line_of(path))
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
+        path = self.path(entity)
+        if path is None and self.new_layout == "folder":
+            path = self.root / entity
+            path.mkdir()
+        if path is not None and path.is_dir():
+            return self._upsert_parts(entity, path, batch)
         contract = self.contracts.get(self.system, entity)
-        path = self.path(entity) or self.root / f"{entity}.{self.new_file_format}"
+        path = path or self.root / f"{entity}.{self.new_file_format}"
         if path.exists():
             current = read_all(path, contract.dtypes(contract.columns))
         else:
@@ -130,6 +174,82 @@ class FilesConnector:
         except OSError as exc:
             raise ConnectorError(f"{path}: cannot write: {exc}") from exc
         return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
+
+    def _upsert_parts(self, entity: str, folder: Path, batch: WriteBatch) -> pl.DataFrame:
+        """Updates rewrite the parts that hold their records; inserts become one new part."""
+        contract = self.contracts.get(self.system, entity)
+        dtypes = contract.dtypes(contract.columns)
+        keys = list(batch.keys)
+        parts = _parts(folder)
+        known = {part: self._part_keys(part, keys, dtypes) for part in parts}
+        results: list[pl.DataFrame] = []
+        for update in batch.updates:
+            update_keys = update.select(record_key(keys).alias("record_key"))["record_key"]
+            found = pl.Series([False] * len(update_keys))
+            for part, present in known.items():
+                here = update_keys.is_in(present.implode())
+                if not here.any():
+                    continue
+                found = found | here
+                current = read_all(part, dtypes)
+                current = current.update(
+                    _conform(update.filter(here), current.schema),
+                    on=keys,
+                    how="left",
+                    include_nulls=True,
+                )
+                self._write(current, part)
+                self._keys.pop(_stamp(part), None)
+                known[part] = self._part_keys(part, keys, dtypes)
+            results.append(_results(update_keys, found, "update", "no record with this key"))
+        if batch.inserts.height:
+            insert_keys = batch.inserts.select(record_key(keys).alias("record_key"))["record_key"]
+            present = pl.concat([pl.Series([], dtype=pl.String), *known.values()])
+            new = ~insert_keys.is_in(present.implode()) & ~insert_keys.is_duplicated()
+            # Every part holds every column of the contract, so parts read as one table.
+            full = pl.DataFrame(schema=dtypes)
+            inserts = pl.concat(
+                [full, _conform(batch.inserts.filter(new), full.schema)], how="diagonal_relaxed"
+            )
+            if inserts.height:
+                suffix = parts[0].suffix if parts else f".{self.new_file_format}"
+                part = folder / f"part-{time.time_ns():020d}{suffix}"
+                self._write(inserts, part)
+                self._keys[_stamp(part)] = insert_keys.filter(new)
+            results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
+        return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
+
+    def _part_keys(self, part: Path, keys: list[str], dtypes: dict[str, pl.DataType]) -> pl.Series:
+        """The record keys a part holds, read once per version of the part."""
+        stamp = _stamp(part)
+        if stamp not in self._keys:
+            frame = self._typed(part, keys, {k: dtypes[k] for k in keys})
+            self._keys[stamp] = frame.select(record_key(keys).alias("record_key"))["record_key"]
+        return self._keys[stamp]
+
+    def _write(self, frame: pl.DataFrame, path: Path) -> None:
+        try:
+            write_atomic(frame, path)
+        except OSError as exc:
+            raise ConnectorError(f"{path}: cannot write: {exc}") from exc
+
+
+def _stamp(part: Path) -> tuple[str, int, int]:
+    stat = part.stat()
+    return str(part), stat.st_mtime_ns, stat.st_size
+
+
+def _parts(folder: Path) -> list[Path]:
+    """The part files of a folder, in name order (hidden files, such as unfinished writes,
+    are not parts)."""
+    parts = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lstrip(".") in FORMATS
+    )
+    if len({p.suffix for p in parts}) > 1:
+        raise ConnectorError(f"{folder}: parts of more than one format; keep one")
+    return parts
 
 
 def _results(keys: pl.Series, ok: pl.Series, op: str, failure: str) -> pl.DataFrame:

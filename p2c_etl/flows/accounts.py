@@ -40,6 +40,7 @@ ACCOUNTS = Flow(
     description="Active Sales accounts become customers of the company in Finance and Operations.",
     notes=__doc__ or "",
     source=EntityRef("crm", "accounts"),
+    dated_by="createdon",
     target=EntityRef("erp", "CustomersV2"),
     source_keys=("p2c_accountnumber",),
     keys=("dataAreaId", "CustomerAccount"),

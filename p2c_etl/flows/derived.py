@@ -53,19 +53,23 @@ PRODUCTS_INPUT = Input(
 UOMS_INPUT = Input("crm", "uoms", ("uomid", "name"))
 
 
-def _numbers(inputs: Inputs, item: Input, number: str, prefix: str) -> pl.DataFrame:
-    """`__id` → `__number` of every record of `item` (generated where blank)."""
+def _numbers(
+    inputs: Inputs, item: Input, number: str, prefix: str, wanted: pl.Series
+) -> pl.DataFrame:
+    """`__id` → `__number` of the records of `item` whose id is `wanted` (generated where
+    blank); only those are numbered, so a chunk of a migration costs what the chunk needs."""
     record_id = item.columns[0]
-    numbered = with_number(inputs[item.name], number, record_id, prefix, "__number")
+    records = inputs[item.name].filter(pl.col(record_id).is_in(wanted.drop_nulls().implode()))
+    numbered = with_number(records, number, record_id, prefix, "__number")
     return numbered.select(pl.col(record_id).alias("__id"), "__number")
 
 
-def _account_numbers(inputs: Inputs) -> pl.DataFrame:
-    return _numbers(inputs, ACCOUNTS_INPUT, "accountnumber", "ACC")
+def _account_numbers(inputs: Inputs, wanted: pl.Series) -> pl.DataFrame:
+    return _numbers(inputs, ACCOUNTS_INPUT, "accountnumber", "ACC", wanted)
 
 
-def _contact_numbers(inputs: Inputs) -> pl.DataFrame:
-    return _numbers(inputs, CONTACTS_INPUT, "msdynce_contactnumber", "CON")
+def _contact_numbers(inputs: Inputs, wanted: pl.Series) -> pl.DataFrame:
+    return _numbers(inputs, CONTACTS_INPUT, "msdynce_contactnumber", "CON", wanted)
 
 
 def _attach(source: pl.DataFrame, table: pl.DataFrame, on: str, out: str) -> pl.DataFrame:
@@ -105,7 +109,8 @@ CONTACT_NUMBER = Derive(
 
 def customer_number(source: pl.DataFrame, inputs: Inputs, context: Context) -> pl.DataFrame:
     """`p2c_customernumber`: the number of the account or contact `_customerid_value` names."""
-    both = pl.concat([_account_numbers(inputs), _contact_numbers(inputs)])
+    wanted = source["_customerid_value"]
+    both = pl.concat([_account_numbers(inputs, wanted), _contact_numbers(inputs, wanted)])
     return _attach(source, both.unique("__id"), "_customerid_value", "p2c_customernumber")
 
 
@@ -130,21 +135,23 @@ def contact_routing(source: pl.DataFrame, inputs: Inputs, context: Context) -> p
     """`p2c_isactivecustomer`: the contact is the customer of a quote, order or invoice;
     `p2c_iscompanyanaccount`: its company (`_parentcustomerid_value`) is an account;
     `p2c_parentaccountnumber`: that account's number."""
-    customers = (
-        pl.concat(
-            [
-                inputs[i.name].select("_customerid_value")
-                for i in (QUOTE_CUSTOMERS, ORDER_CUSTOMERS, INVOICE_CUSTOMERS)
-            ]
-        )["_customerid_value"]
-        .drop_nulls()
-        .unique()
-    )
+    contacts = source["contactid"].drop_nulls().implode()
+    customers = pl.concat(
+        [
+            inputs[i.name]
+            .select("_customerid_value")
+            .filter(pl.col("_customerid_value").is_in(contacts))
+            for i in (QUOTE_CUSTOMERS, ORDER_CUSTOMERS, INVOICE_CUSTOMERS)
+        ]
+    )["_customerid_value"].unique()
     routed = source.with_columns(
         pl.col("contactid").is_in(customers.implode()).alias("p2c_isactivecustomer")
     )
     routed = _attach(
-        routed, _account_numbers(inputs), "_parentcustomerid_value", "p2c_parentaccountnumber"
+        routed,
+        _account_numbers(inputs, source["_parentcustomerid_value"]),
+        "_parentcustomerid_value",
+        "p2c_parentaccountnumber",
     )
     return routed.with_columns(
         pl.col("p2c_parentaccountnumber").is_not_null().alias("p2c_iscompanyanaccount")
@@ -203,13 +210,19 @@ def document_flags(lines_input: Input, parent: str, id_column: str) -> Derive:
     )
 
 
-def line_facts(header_input: Input, parent: str, header_id: str, number: str, state: str) -> Derive:
+def line_facts(
+    header_input: Input, lines_input: Input, parent: str, header_id: str, number: str, state: str
+) -> Derive:
     """A line's header number and state, its header's externally-maintained flag (from all
-    lines of the source), its product number and its unit name."""
+    lines of its header, `lines_input`: a migration reads the lines a chunk at a time), its
+    product number and its unit name."""
 
     def function(source: pl.DataFrame, inputs: Inputs, context: Context) -> pl.DataFrame:
         products = inputs[PRODUCTS_INPUT.name]
-        flags = external_products_only(source, products, parent)
+        headers_here = source[parent].drop_nulls().implode()
+        lines = inputs.get(lines_input.name, source)
+        siblings = lines.filter(pl.col(parent).is_in(headers_here))
+        flags = external_products_only(siblings, products, parent)
         headers = inputs[header_input.name].select(
             pl.col(header_id).alias(parent),
             pl.col(number).alias("p2c_headernumber"),
@@ -238,7 +251,7 @@ def line_facts(header_input: Input, parent: str, header_id: str, number: str, st
             "p2c_productnumber",
             "p2c_uomname",
         ),
-        inputs=(header_input, PRODUCTS_INPUT, UOMS_INPUT),
+        inputs=(header_input, lines_input, PRODUCTS_INPUT, UOMS_INPUT),
     )
 
 

@@ -215,6 +215,7 @@ ORDER_HEADERS_OUT = Flow(
     description="Activated Sales orders of externally maintained products go to F&O.",
     notes=__doc__ or "",
     source=EntityRef("crm", "salesorders"),
+    dated_by="createdon",
     target=EntityRef("erp", "CDSSalesOrderHeaders"),
     source_keys=("ordernumber",),
     keys=("dataAreaId", "SalesOrderNumber"),
@@ -241,12 +242,14 @@ ORDER_LINES_OUT = Flow(
     description="The lines of those orders, with the discount split into per-unit and charge.",
     notes=__doc__ or "",
     source=EntityRef("crm", "salesorderdetails"),
+    dated_by="createdon",
     target=EntityRef("erp", "CDSSalesOrderLines"),
     source_keys=("p2c_headernumber", "sequencenumber"),
     keys=("dataAreaId", "SalesOrderNumber", "LineCreationSequenceNumber"),
     derive=(
         line_facts(
             ORDER_HEADERS,
+            ORDER_LINES,
             "_salesorderid_value",
             "salesorderid",
             "ordernumber",

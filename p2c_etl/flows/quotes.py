@@ -59,6 +59,7 @@ QUOTE_HEADERS_FLOW = Flow(
     description="Active Sales quotes of externally maintained products become F&O quotations.",
     notes=__doc__ or "",
     source=EntityRef("crm", "quotes"),
+    dated_by="createdon",
     target=EntityRef("erp", "CDSSalesQuotationHeaders"),
     source_keys=("quotenumber",),
     keys=("dataAreaId", "SalesQuotationNumber"),
@@ -86,11 +87,14 @@ QUOTE_LINES_FLOW = Flow(
     description="The lines of those quotes, with the discount split into per-unit and charge.",
     notes=__doc__ or "",
     source=EntityRef("crm", "quotedetails"),
+    dated_by="createdon",
     target=EntityRef("erp", "CDSSalesQuotationLines"),
     source_keys=("p2c_headernumber", "sequencenumber"),
     keys=("dataAreaId", "SalesQuotationNumber", "LineCreationSequenceNumber"),
     derive=(
-        line_facts(QUOTE_HEADERS, "_quoteid_value", "quoteid", "quotenumber", "statecode"),
+        line_facts(
+            QUOTE_HEADERS, QUOTE_LINES, "_quoteid_value", "quoteid", "quotenumber", "statecode"
+        ),
         DISCOUNT_SPLIT,
     ),
     source_filters=(

@@ -1,0 +1,584 @@
+"""`p2c migrate`: a one-off load of history from export files, a chunk at a time.
+
+for each flow whose source the export folder holds, in dependency order:
+    reference data and inputs: from the export folder where it holds them, else the system
+    snapshot the target (what it already holds: a re-run or a resume finds its own writes)
+    for each chunk of the export file (a resumed migration skips the committed ones):
+        read → window (--since / --until) → prepare → keys an earlier chunk had are rejects
+        → compare with the target → load
+        commit the chunk's rejects, changes, failed writes, counts and checkpoint together
+
+A kill at any moment loses at most the chunk in flight; the target may already hold some of
+its records, and the resumed chunk finds them unchanged, so none is written twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+
+from p2c_etl.config import Settings, SystemName
+from p2c_etl.connectors.base import Connector
+from p2c_etl.connectors.files import FilesConnector
+from p2c_etl.contracts import ContractSet
+from p2c_etl.diff import KIND
+from p2c_etl.errors import ConfigError, P2CError, StageError
+from p2c_etl.exports import ExportChunk, count_records, find_export, read_chunks, read_whole
+from p2c_etl.extract import target_name
+from p2c_etl.flow import Context, Flow
+from p2c_etl.ids import stable_id
+from p2c_etl.keys import record_key
+from p2c_etl.load import outcome, record_results, send
+from p2c_etl.pipeline import (
+    Clock,
+    Progress,
+    _finish,
+    _open,
+    connector_for,
+    new_run_id,
+    select_flows,
+    utc_now,
+)
+from p2c_etl.resources import contracts_dir
+from p2c_etl.runlock import RunLock
+from p2c_etl.stages import (
+    Compared,
+    Prepared,
+    change_rows,
+    compare_frames,
+    prepare_frame,
+    save_prepared,
+    with_planned,
+)
+from p2c_etl.summary import FlowCounts, RunSummary
+from p2c_etl.transform import KEY, LINE, ROW, filters_expr
+from p2c_etl.warehouse import Warehouse, table_name
+
+DEFAULT_CHUNK_ROWS = 100_000
+RK = "__rk"
+Tick = Callable[[int], None]
+Bars = Callable[[str, int], AbstractContextManager[Tick]]
+
+
+def no_bars(flow: str, total: int) -> AbstractContextManager[Tick]:
+    return nullcontext(lambda _: None)
+
+
+@dataclass(frozen=True)
+class MigrateOptions:
+    source: Path
+    flows: tuple[str, ...] = ()
+    since: date | None = None
+    until: date | None = None
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    dry_run: bool = False
+    resume: str | None = None
+
+
+def run_migrate(
+    settings: Settings,
+    options: MigrateOptions,
+    *,
+    clock: Clock = utc_now,
+    progress: Progress = lambda _: None,
+    bars: Bars = no_bars,
+) -> RunSummary:
+    """Migrate the export folder into the configured systems; a stage failure ends the
+    migration as `failed` (resumable), not raised."""
+    contracts = ContractSet.load(contracts_dir())
+    started = clock()
+    run_id = options.resume or new_run_id(started)
+    with RunLock(settings.warehouse_path, f"p2c migrate {run_id}"):
+        with _open(settings) as wh:
+            wh.fail_stale_runs()
+            options = _begin(wh, settings, contracts, options, run_id, started)
+        flows = _flows(settings, contracts, options)
+        systems: tuple[SystemName, ...] = ("crm", "erp")
+        connectors = {name: _connector(settings, name, contracts) for name in systems}
+        try:
+            return _migrate(
+                settings, contracts, options, run_id, flows, connectors, clock, progress, bars
+            )
+        finally:
+            for connector in connectors.values():
+                connector.close()
+
+
+def _begin(
+    wh: Warehouse,
+    settings: Settings,
+    contracts: ContractSet,
+    options: MigrateOptions,
+    run_id: str,
+    at: datetime,
+) -> MigrateOptions:
+    """Start the ledger entry, or reopen the one a resume names (with its stored options)."""
+    if options.chunk_rows < 1:
+        raise ConfigError("--chunk-rows must be at least 1")
+    if options.resume is None:
+        if not options.source.is_dir():
+            raise ConfigError(f"export folder {options.source} does not exist")
+        flows = _flows(settings, contracts, options)
+        wh.start_run(run_id, "migrate", options.dry_run, [f.name for f in flows], at)
+        wh.con.execute(
+            "INSERT INTO migrations VALUES (?, ?, ?, ?, ?)",
+            [
+                run_id,
+                str(options.source.resolve()),
+                options.chunk_rows,
+                options.since,
+                options.until,
+            ],
+        )
+        return options
+    run = wh.run(run_id)
+    stored = wh.query("SELECT * FROM migrations WHERE run_id = ?", [run_id])
+    if run is None or run["mode"] != "migrate" or stored.height == 0:
+        raise ConfigError(f"there is no migration {run_id} to resume (see p2c history)")
+    if run["status"] not in ("failed", "running"):
+        raise ConfigError(f"migration {run_id} ended {run['status']}; there is nothing to resume")
+    row = stored.row(0, named=True)
+    wh.con.execute(
+        "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL WHERE run_id = ?",
+        [run_id],
+    )
+    return MigrateOptions(
+        source=Path(row["source"]),
+        flows=tuple(run["flows"]),
+        since=row["since"],
+        until=row["until"],
+        chunk_rows=int(row["chunk_rows"]),
+        dry_run=bool(run["dry_run"]),
+        resume=run_id,
+    )
+
+
+def _flows(settings: Settings, contracts: ContractSet, options: MigrateOptions) -> list[Flow]:
+    """The flows asked for (each must have its export), else every enabled flow whose
+    source entity set the export folder holds."""
+    chosen = select_flows(settings, contracts, options.flows or None)
+    if options.flows:
+        for flow in chosen:
+            if find_export(options.source, flow.source.entity) is None:
+                raise ConfigError(
+                    f"flow {flow.name}: {options.source} has no export of "
+                    f"{flow.source.entity} ({flow.source.entity}.parquet, .csv or .jsonl)"
+                )
+        return chosen
+    found = [f for f in chosen if find_export(options.source, f.source.entity) is not None]
+    if not found:
+        raise ConfigError(
+            f"{options.source} holds no export for any flow (expected files such as "
+            f"accounts.csv or CustomersV2.parquet; see p2c flows)"
+        )
+    return found
+
+
+def _connector(settings: Settings, name: SystemName, contracts: ContractSet) -> Connector:
+    """The configured system; a files system keeps large entity sets as folders of parts,
+    so that each chunk adds a part instead of rewriting the whole entity set."""
+    system = settings.system(name)
+    if system.kind == "files":
+        assert system.path is not None
+        return FilesConnector(name, system.path, contracts, new_layout="folder")
+    return connector_for(system, contracts)
+
+
+def _migrate(
+    settings: Settings,
+    contracts: ContractSet,
+    options: MigrateOptions,
+    run_id: str,
+    flows: list[Flow],
+    connectors: dict[SystemName, Connector],
+    clock: Clock,
+    progress: Progress,
+    bars: Bars,
+) -> RunSummary:
+    context: Context = {"company": settings.company, "rounding": settings.rounding}
+    verb = "resuming" if options.resume else "migrating"
+    progress(
+        f"migrate {run_id}: {verb} {len(flows)} flows from {options.source}, "
+        f"{options.chunk_rows:,} records a chunk" + (" (dry run)" if options.dry_run else "")
+    )
+    counts: list[FlowCounts] = []
+    error: str | None = None
+    try:
+        for i, flow in enumerate(flows):
+            with _open(settings) as wh:
+                job = _FlowJob(wh, run_id, flow, options, contracts, connectors, context, clock)
+                counts.append(job.run(flows[:i], progress, bars))
+    except P2CError as exc:
+        error = str(exc)
+    except BaseException:
+        with _open(settings) as wh:
+            wh.finish_run(run_id, "failed", clock(), error="interrupted by an unexpected error")
+        raise
+    with _open(settings) as wh:
+        return _finish(
+            wh, settings, flows, run_id, "migrate", options.dry_run, error, counts, clock
+        )
+
+
+@dataclass
+class _Timer:
+    seconds: float = 0.0
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *_: object) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+
+class _FlowJob:
+    """One flow of a migration: its reference data, target snapshot and chunks."""
+
+    def __init__(
+        self,
+        wh: Warehouse,
+        run_id: str,
+        flow: Flow,
+        options: MigrateOptions,
+        contracts: ContractSet,
+        connectors: dict[SystemName, Connector],
+        context: Context,
+        clock: Clock,
+    ) -> None:
+        self.wh, self.run_id, self.flow, self.options = wh, run_id, flow, options
+        self.contracts, self.connectors, self.context, self.clock = (
+            contracts,
+            connectors,
+            context,
+            clock,
+        )
+        path = find_export(options.source, flow.source.entity)
+        if path is None:
+            raise ConfigError(f"flow {flow.name}: the export of {flow.source.entity} is gone")
+        self.path = path
+        self.window = bool(options.since or options.until) and flow.dated_by is not None
+        self.keys_table = table_name("stage", run_id, flow.name, "keys")
+        self.planned_table = table_name("stage", run_id, flow.name, "planned")
+
+    def run(self, earlier: Sequence[Flow], progress: Progress, bars: Bars) -> FlowCounts:
+        flow, stage = self.flow, "extract"
+        try:
+            done = self._committed()
+            progress(f"{flow.name}: {self.path.name} → {flow.target}")
+            self.refs, self.inputs = self._reference_data(earlier)
+            self._snapshot_target()
+            stage = "migrate"
+            columns = [*flow.source_columns]
+            if self.window and flow.dated_by not in columns:
+                columns.append(flow.dated_by or "")
+            contract = self.contracts.get(flow.source.system, flow.source.entity)
+            total = count_records(self.path)
+            chunks = read_chunks(self.path, contract, columns, self.options.chunk_rows)
+            with bars(flow.name, total) as tick:
+                for chunk, read_seconds in _timed(chunks):
+                    if chunk.index not in done:
+                        self._chunk(chunk, read_seconds)
+                    tick(chunk.records)
+        except P2CError as exc:
+            raise StageError(stage, flow.name, self.run_id, exc) from exc
+        counts = next((c for c in self.wh.counts(self.run_id) if c.flow == flow.name), None)
+        counts = counts or FlowCounts(flow.name)
+        self.wh.save_counts(self.run_id, counts)
+        progress(
+            f"{flow.name}: {counts.source_rows:,} records, {counts.filtered_out:,} outside the "
+            f"window or filtered out, {counts.rejected:,} rejected, {counts.inserted:,} inserted, "
+            f"{counts.updated:,} updated, {counts.unchanged:,} unchanged, {counts.failed:,} failed"
+        )
+        return counts
+
+    def _committed(self) -> set[int]:
+        rows = self.wh.query(
+            "SELECT chunk FROM migrate_chunks WHERE run_id = ? AND flow = ?",
+            [self.run_id, self.flow.name],
+        )
+        return set(rows["chunk"].to_list())
+
+    # --- before the chunks -------------------------------------------------------------
+
+    def _reference_data(
+        self, earlier: Sequence[Flow]
+    ) -> tuple[dict[tuple[str, str], pl.DataFrame], dict[str, pl.DataFrame]]:
+        flow = self.flow
+        refs: dict[tuple[str, str], pl.DataFrame] = {}
+        for lookup in flow.lookups:
+            key = (lookup.system, lookup.entity)
+            columns = sorted(
+                {c for lk in flow.lookups if (lk.system, lk.entity) == key for c in lk.columns}
+            )
+            refs[key] = self._entity(lookup.system, lookup.entity, columns)
+        inputs: dict[str, pl.DataFrame] = {}
+        for item in flow.inputs:
+            frame = self._entity(item.system, item.entity, list(item.columns))
+            inputs[item.name] = frame.filter(filters_expr(item.filters, self.context))
+        if self.options.dry_run:
+            for before in earlier:
+                planned = table_name("stage", self.run_id, before.name, "planned")
+                if self._exists(planned):
+                    rows = self.wh.read_table(planned)
+                    refs, inputs = with_planned(refs, inputs, before, rows)
+        return refs, inputs
+
+    def _entity(self, system: SystemName, entity: str, columns: list[str]) -> pl.DataFrame:
+        """An entity set's columns: from the export folder when it holds the entity set and
+        stands for that system (the flow's source system), else from the system itself."""
+        path = find_export(self.options.source, entity)
+        if system == self.flow.source.system and path is not None:
+            return read_whole(path, self.contracts.get(system, entity), columns)
+        return self.connectors[system].snapshot(
+            entity, columns, missing_ok=system == self.flow.target.system
+        )
+
+    def _snapshot_target(self) -> None:
+        """What the target holds now, with each record's key, for the chunks to look up."""
+        flow = self.flow
+        columns = list(
+            dict.fromkeys(
+                [
+                    *flow.target_columns,
+                    *([flow.target_id] if flow.target_id else []),
+                    *(f.column for f in flow.target_filters),
+                ]
+            )
+        )
+        scope = filters_expr(flow.target_filters, self.context)
+        pages = self.connectors[flow.target.system].pages(
+            flow.target.entity, columns, missing_ok=True
+        )
+        self.wh.save_snapshot_pages(
+            self.run_id,
+            target_name(flow),
+            flow.target.system,
+            flow.target.entity,
+            (p.filter(scope).with_columns(record_key(flow.keys).alias(RK)) for p in pages),
+            self.clock(),
+        )
+        self.target_table = table_name("snap", self.run_id, target_name(flow))
+        self.wh.con.execute(f'CREATE TABLE IF NOT EXISTS "{self.keys_table}" (record_key VARCHAR)')
+        if self.options.dry_run:
+            self.wh.con.execute(f'DROP TABLE IF EXISTS "{self.planned_table}"')
+
+    # --- one chunk ---------------------------------------------------------------------
+
+    def _chunk(self, chunk: ExportChunk, read_seconds: float) -> None:
+        flow = self.flow
+        prepare, compare, load = _Timer(), _Timer(), _Timer()
+        with prepare:
+            frame, outside = self._in_window(chunk.frame)
+            if self.window and flow.dated_by not in flow.source_columns:
+                frame = frame.drop(flow.dated_by or "")
+            prepared = prepare_frame(
+                self.run_id, flow, frame, self.refs, self.inputs, self.contracts, self.context
+            )
+            valid, again = self._first_time(prepared.valid)
+        with compare:
+            target = self._target_rows(valid)
+            empty_claims = valid.select(list(flow.keys)).clear()
+            compared = compare_frames(self.run_id, flow, valid, target, empty_claims)
+            changes = change_rows(self.run_id, flow, compared.result)
+        results: pl.DataFrame | None = None
+        with load:
+            if not self.options.dry_run:
+                writes = changes.filter(pl.col(KIND).is_in(["insert", "update"]))
+                connector = self.connectors[flow.target.system]
+                results = send(flow, connector, compared.staged, writes, target)
+        timings = (read_seconds, prepare.seconds, compare.seconds, load.seconds)
+        self._commit(chunk, prepared, again, compared, changes, results, outside, timings)
+
+    def _in_window(self, frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+        """Records created in [since, until] (whole days, UTC); a record with no date is
+        outside any window."""
+        if not self.window:
+            return frame, 0
+        column = pl.col(self.flow.dated_by or "")
+        day = column.dt.date() if frame.schema[self.flow.dated_by or ""] != pl.Date else column
+        keep = day.is_not_null()
+        if self.options.since:
+            keep &= day >= self.options.since
+        if self.options.until:
+            keep &= day <= self.options.until
+        kept = frame.filter(keep)
+        return kept, frame.height - kept.height
+
+    def _first_time(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Split off rows whose target key an earlier chunk of this migration already had:
+        the first record wins, later ones are `duplicate_key` rejects."""
+        keyed = valid.with_columns(record_key(self.flow.keys).alias(RK))
+        self.wh.con.register("__chunk_keys", keyed.select(RK).to_arrow())
+        try:
+            seen = self.wh.query(
+                f'SELECT DISTINCT k.record_key FROM "{self.keys_table}" k '
+                f"JOIN __chunk_keys c ON k.record_key = c.{RK}"
+            )
+        finally:
+            self.wh.con.unregister("__chunk_keys")
+        again = keyed.join(seen, left_on=RK, right_on="record_key", how="inner")
+        return keyed.join(seen, left_on=RK, right_on="record_key", how="anti").drop(RK), again
+
+    def _target_rows(self, valid: pl.DataFrame) -> pl.DataFrame:
+        keys = valid.select(record_key(self.flow.keys).alias(RK))
+        self.wh.con.register("__chunk_keys", keys.to_arrow())
+        try:
+            return self.wh.query(
+                f'SELECT t.* EXCLUDE ({RK}) FROM "{self.target_table}" t '
+                f"SEMI JOIN __chunk_keys c ON t.{RK} = c.{RK}"
+            )
+        finally:
+            self.wh.con.unregister("__chunk_keys")
+
+    def _commit(
+        self,
+        chunk: ExportChunk,
+        prepared: Prepared,
+        again: pl.DataFrame,
+        compared: Compared,
+        changes: pl.DataFrame,
+        results: pl.DataFrame | None,
+        outside: int,
+        timings: tuple[float, float, float, float],
+    ) -> None:
+        """The chunk's rejects, changes, failed writes, keys, counts, timings and checkpoint,
+        in one transaction."""
+        flow, wh, run_id = self.flow, self.wh, self.run_id
+        file = str(self.path)
+        lines = prepared.rejects  # already carries source_line
+        read_bad = chunk.bad.select(
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(flow.name).alias("flow"),
+            pl.lit(None, pl.String).alias("record_key"),
+            pl.lit(None, pl.Int64).alias("source_row"),
+            "field",
+            "reason",
+            "value",
+            "message",
+            pl.lit(None, pl.String).alias("row_json"),
+            pl.col(LINE).alias("source_line"),
+        )
+        duplicates = again.select(
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(flow.name).alias("flow"),
+            pl.col(KEY).alias("record_key"),
+            pl.lit(None, pl.Int64).alias("source_row"),
+            pl.lit(",".join(flow.keys)).alias("field"),
+            pl.lit("duplicate_key").alias("reason"),
+            pl.col(RK).alias("value"),
+            pl.lit(
+                "an earlier record of the export has this key and was migrated; this one is not"
+            ).alias("message"),
+            pl.lit(None, pl.String).alias("row_json"),
+            pl.lit(None, pl.Int64).alias("source_line"),
+        )
+        doubled = compared.rejects.with_columns(pl.lit(None, pl.Int64).alias("source_line"))
+        rejects = pl.concat(
+            [
+                lines.with_columns(pl.lit(None, pl.Int64).alias("source_row")),
+                read_bad,
+                duplicates,
+                doubled,
+            ],
+            how="diagonal_relaxed",
+        ).with_columns(pl.lit(file).alias("source_file"))
+        if results is None:
+            info = compared.info
+            inserted, updated, failed = info.inserts, info.updates, 0
+        else:
+            done = outcome(results)
+            inserted, updated, failed = done.inserted, done.updated, done.failed
+        rejected = (
+            chunk.bad[LINE].n_unique()
+            + prepared.info.rejected
+            + again.height
+            + compared.rejects.height
+        )
+        line_of = chunk.frame[LINE]
+        with wh.transaction():
+            save_prepared(wh, replace(prepared, rejects=rejects))
+            # Inserts keep no copy of the record: the export and the target hold it.
+            wh.append(
+                "changes",
+                changes.with_columns(
+                    pl.when(pl.col(KIND) == "insert")
+                    .then(None)
+                    .otherwise("after_json")
+                    .alias("after_json")
+                ),
+            )
+            if results is not None:
+                record_results(wh, run_id, flow, results, None, pl.DataFrame(), self.clock())
+            keys = compared.staged.select(record_key(flow.keys).alias("record_key"))
+            wh.append(f'"{self.keys_table}"', keys)
+            if self.options.dry_run:
+                self._plan(compared)
+            wh.con.execute(
+                "INSERT INTO migrate_chunks VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    run_id,
+                    flow.name,
+                    chunk.index,
+                    chunk.first,
+                    chunk.records,
+                    line_of.min() if line_of.len() else None,
+                    line_of.max() if line_of.len() else None,
+                    outside + prepared.info.filtered_out,
+                    rejected,
+                    inserted,
+                    updated,
+                    compared.info.unchanged,
+                    failed,
+                    *timings,
+                    self.clock(),
+                ],
+            )
+            wh.con.execute(
+                "INSERT OR REPLACE INTO run_flows SELECT run_id, flow, sum(records), "
+                "sum(filtered_out), sum(rejected), sum(inserted), sum(updated), sum(unchanged), "
+                "0, sum(failed) FROM migrate_chunks WHERE run_id = ? AND flow = ? GROUP BY ALL",
+                [run_id, flow.name],
+            )
+
+    def _plan(self, compared: Compared) -> None:
+        """A dry run remembers the records it would insert, for later flows' lookups."""
+        flow = self.flow
+        inserts = compared.result.changes.filter(pl.col(KIND) == "insert").select(list(flow.keys))
+        rows = compared.staged.drop(ROW, KEY).join(
+            inserts, on=list(flow.keys), how="semi", nulls_equal=True
+        )
+        if flow.target_id:
+            rows = rows.with_columns(
+                record_key(flow.keys)
+                .map_elements(lambda key: stable_id(flow, key), return_dtype=pl.String)
+                .alias(flow.target_id)
+            )
+        if rows.height == 0:
+            return
+        if self._exists(self.planned_table):
+            self.wh.append(f'"{self.planned_table}"', rows)
+        else:
+            self.wh.write_table(self.planned_table, rows)
+
+    def _exists(self, table: str) -> bool:
+        found = self.wh.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table]
+        ).fetchall()
+        return bool(found[0][0])
+
+
+def _timed(chunks: Iterator[ExportChunk]) -> Iterator[tuple[ExportChunk, float]]:
+    """Each chunk with the seconds it took to read."""
+    while True:
+        start = time.perf_counter()
+        chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk, time.perf_counter() - start
