@@ -297,12 +297,20 @@ def test_kill_9_at_random_moments_then_resume_ends_as_an_uninterrupted_migration
         assert proc.wait(timeout=60) == -signal.SIGKILL
         run_id, chunks = _progress(killed)
         points.append(chunks)
-    assert run_id, f"no migration started (seed {seed})"
+    assert run_id and points, f"no migration was killed (seed {seed})"
     final = _migrate_process(killed, "--resume", run_id)
     out, err = final.communicate(timeout=300)
     assert final.returncode == 1, err.decode()
     summary = json.loads(out)
     assert summary["run_id"] == run_id and summary["status"] == "partial"
+    with duckdb.connect(str(whole / "wh.duckdb"), read_only=True) as con:
+        whole_counts = con.execute(
+            "SELECT flow, source_rows, rejected FROM run_flows ORDER BY flow"
+        ).fetchall()
+    assert [
+        (f["flow"], f["source_rows"], f["rejected"])
+        for f in sorted(summary["flows"], key=lambda f: f["flow"])
+    ] == whole_counts
 
     got = target_rows(killed, contracts)
     for entity, frame in expected.items():

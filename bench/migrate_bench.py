@@ -1,0 +1,151 @@
+"""`p2c migrate` at scale: exports of accounts, contacts, quotes and quote lines into files.
+
+    python bench/migrate_bench.py [--accounts 1000000] [--chunk-rows 100000] [--format parquet]
+
+Generates an export folder (N accounts, N contacts, N quotes and 2N quote lines: 5N rows)
+from the demo company's records, with new ids, then migrates it into an empty files ERP in
+one process, and prints rows/s per flow and overall, and the peak memory of the process
+(target: under 4 GiB at 20M rows). The default (N = 1M) is 5M rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from p2c_etl.config import load_settings
+from p2c_etl.migrate import MigrateOptions, run_migrate
+from p2c_etl.resources import demo_fixtures_dir
+
+FLOWS = ("accounts", "contacts", "quote_headers", "quote_lines")
+TARGETS = ("CustomersV2", "CDSContactPersons", "CDSSalesQuotationHeaders", "CDSSalesQuotationLines")
+
+
+def _guid(prefix: int, i: pl.Expr) -> pl.Expr:
+    return pl.format(f"{prefix:08d}-0000-4000-8000-{{}}", i.cast(pl.String).str.zfill(12))
+
+
+def _template(entity: str, keep: pl.Expr) -> dict[str, object]:
+    """A demo record that migrates cleanly, to copy."""
+    demo = pl.read_ndjson(demo_fixtures_dir() / "crm" / f"{entity}.jsonl", infer_schema_length=None)
+    return demo.filter(keep).row(0, named=True)
+
+
+def _copies(template: dict[str, object], n: int, **changes: pl.Expr) -> pl.DataFrame:
+    base = pl.DataFrame([template], infer_schema_length=None)
+    frame = pl.DataFrame({"i": pl.int_range(n, eager=True)})
+    return frame.select(
+        *[
+            (changes[c] if c in changes else pl.lit(base[c][0], base.schema[c])).alias(c)
+            for c in base.columns
+        ]
+    )
+
+
+def build(root: Path, n: int, fmt: str) -> Path:
+    """The export folder, and a p2c.toml whose CRM holds the reference data and whose ERP
+    holds products but no customers, contacts or quotes."""
+    demo = demo_fixtures_dir()
+    for system in ("crm", "erp"):
+        shutil.copytree(demo / system, root / system)
+    for entity in TARGETS:
+        for old in (root / "erp").glob(f"{entity}.*"):
+            old.unlink()
+    export = root / "export"
+    export.mkdir()
+    i = pl.col("i")
+    account = _template("accounts", pl.col("address1_country") == "USA")
+    contact = _template("contacts", pl.col("_parentcustomerid_value").is_not_null())
+    quote = _template("quotes", pl.col("statecode") == 1)
+    line = _template("quotedetails", pl.col("_quoteid_value") == quote["quoteid"])
+    frames = {
+        "accounts": _copies(
+            account,
+            n,
+            accountid=_guid(1, i),
+            accountnumber=pl.format("ACC-{}", i.cast(pl.String).str.zfill(8)),
+            name=pl.format("Customer {} Ltd", i),
+        ),
+        "contacts": _copies(
+            contact,
+            n,
+            contactid=_guid(2, i),
+            msdynce_contactnumber=pl.format("CON-{}", i.cast(pl.String).str.zfill(8)),
+            lastname=pl.format("Person {}", i),
+            _parentcustomerid_value=_guid(1, i),
+        ),
+        "quotes": _copies(
+            quote,
+            n,
+            quoteid=_guid(3, i),
+            quotenumber=pl.format("QUO-{}", i.cast(pl.String).str.zfill(8)),
+            _customerid_value=_guid(1, i),
+        ),
+        "quotedetails": _copies(
+            line,
+            2 * n,
+            quotedetailid=_guid(4, i),
+            _quoteid_value=_guid(3, i // 2),
+            sequencenumber=(i % 2 + 1).cast(pl.Int64),
+        ),
+    }
+    for entity, frame in frames.items():
+        path = export / f"{entity}.{fmt}"
+        if fmt == "parquet":
+            frame.write_parquet(path)
+        elif fmt == "csv":
+            frame.write_csv(path)
+        else:
+            frame.write_ndjson(path)
+    (root / "p2c.toml").write_text(
+        '[warehouse]\npath = "p2c.duckdb"\n[systems.crm]\nkind = "files"\npath = "crm"\n'
+        '[systems.erp]\nkind = "files"\npath = "erp"\n[report]\ndir = "reports"\n',
+        encoding="utf-8",
+    )
+    return export
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--format", choices=["parquet", "csv", "jsonl"], default="parquet")
+    parser.add_argument("--keep", type=Path, help="Build in this folder and keep it.")
+    args = parser.parse_args(argv)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="p2c-migrate-bench-"))
+    try:
+        started = time.perf_counter()
+        export = build(root, args.accounts, args.format)
+        rows = 5 * args.accounts
+        print(f"exports: {rows:,} rows as {args.format} in {time.perf_counter() - started:.1f} s")
+        settings = load_settings(root / "p2c.toml")
+        started = time.perf_counter()
+        summary = run_migrate(
+            settings,
+            MigrateOptions(export, FLOWS, chunk_rows=args.chunk_rows),
+            progress=lambda line: print(f"  {line}", file=sys.stderr),
+        )
+        seconds = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+        print(f"migration {summary.run_id}: {summary.status}")
+        for c in summary.flows:
+            print(
+                f"  {c.flow:<14} {c.source_rows:>11,} rows  {c.inserted:>11,} inserted  "
+                f"{c.rejected:>7,} rejected  {c.failed:>5,} failed"
+            )
+        print(f"wall: {seconds:.1f} s for {rows:,} rows = {rows / seconds:,.0f} rows/s")
+        print(f"peak memory (RSS) of the process: {peak:.2f} GiB (target < 4 GiB)")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
