@@ -193,9 +193,9 @@ def document_flags(lines_input: Input, parent: str, id_column: str) -> Derive:
     """A header's `p2c_externalproductsonly`, computed from its lines."""
 
     def function(source: pl.DataFrame, inputs: Inputs, context: Context) -> pl.DataFrame:
-        flags = external_products_only(
-            inputs[lines_input.name], inputs[PRODUCTS_INPUT.name], parent
-        )
+        headers_here = source[id_column].drop_nulls().implode()
+        lines = inputs[lines_input.name].filter(pl.col(parent).is_in(headers_here))
+        flags = external_products_only(lines, inputs[PRODUCTS_INPUT.name], parent)
         out = source.join(
             flags, left_on=id_column, right_on=parent, how="left", maintain_order="left"
         )
