@@ -364,7 +364,9 @@ class _FlowJob:
             self.clock(),
         )
         self.target_table = table_name("snap", self.run_id, target_name(flow))
-        self.wh.con.execute(f'CREATE TABLE IF NOT EXISTS "{self.keys_table}" (record_key VARCHAR)')
+        self.wh.con.execute(
+            f'CREATE TABLE IF NOT EXISTS "{self.keys_table}" (record_key VARCHAR, line BIGINT)'
+        )
         if self.options.dry_run:
             self.wh.con.execute(f'DROP TABLE IF EXISTS "{self.planned_table}"')
 
@@ -378,9 +380,16 @@ class _FlowJob:
             if self.window and flow.dated_by not in flow.source_columns:
                 frame = frame.drop(flow.dated_by or "")
             prepared = prepare_frame(
-                self.run_id, flow, frame, self.refs, self.inputs, self.contracts, self.context
+                self.run_id,
+                flow,
+                frame,
+                self.refs,
+                self.inputs,
+                self.contracts,
+                self.context,
+                first_wins=True,
             )
-            valid, again = self._first_time(prepared.valid)
+            valid, again = self._first_time(prepared.valid, prepared.lines)
         with compare:
             target = self._target_rows(valid)
             empty_claims = valid.select(list(flow.keys)).clear()
@@ -410,20 +419,25 @@ class _FlowJob:
         kept = frame.filter(keep)
         return kept, frame.height - kept.height
 
-    def _first_time(self, valid: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def _first_time(
+        self, valid: pl.DataFrame, lines: pl.DataFrame
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split off rows whose target key an earlier chunk of this migration already had:
         the first record wins, later ones are `duplicate_key` rejects."""
-        keyed = valid.with_columns(record_key(self.flow.keys).alias(RK))
+        keyed = valid.with_columns(record_key(self.flow.keys).alias(RK)).join(
+            lines, on=ROW, how="left"
+        )
         self.wh.con.register("__chunk_keys", keyed.select(RK).to_arrow())
         try:
             seen = self.wh.query(
-                f'SELECT DISTINCT k.record_key FROM "{self.keys_table}" k '
-                f"JOIN __chunk_keys c ON k.record_key = c.{RK}"
+                f'SELECT k.record_key, min(k.line) AS first_line FROM "{self.keys_table}" k '
+                f"JOIN __chunk_keys c ON k.record_key = c.{RK} GROUP BY k.record_key"
             )
         finally:
             self.wh.con.unregister("__chunk_keys")
         again = keyed.join(seen, left_on=RK, right_on="record_key", how="inner")
-        return keyed.join(seen, left_on=RK, right_on="record_key", how="anti").drop(RK), again
+        first = keyed.join(seen, left_on=RK, right_on="record_key", how="anti")
+        return first.drop(RK, LINE), again
 
     def _target_rows(self, valid: pl.DataFrame) -> pl.DataFrame:
         keys = valid.select(record_key(self.flow.keys).alias(RK))
@@ -472,11 +486,14 @@ class _FlowJob:
             pl.lit(",".join(flow.keys)).alias("field"),
             pl.lit("duplicate_key").alias("reason"),
             pl.col(RK).alias("value"),
-            pl.lit(
-                "an earlier record of the export has this key and was migrated; this one is not"
+            pl.format(
+                "the record at {} has the same key and was taken; this one is not",
+                pl.when(pl.col("first_line").is_not_null())
+                .then(pl.format("line {}", pl.col("first_line")))
+                .otherwise(pl.lit("an earlier chunk")),
             ).alias("message"),
             pl.lit(None, pl.String).alias("row_json"),
-            pl.lit(None, pl.Int64).alias("source_line"),
+            pl.col(LINE).alias("source_line"),
         )
         doubled = compared.rejects.with_columns(pl.lit(None, pl.Int64).alias("source_line"))
         rejects = pl.concat(
@@ -515,7 +532,9 @@ class _FlowJob:
             )
             if results is not None:
                 record_results(wh, run_id, flow, results, None, pl.DataFrame(), self.clock())
-            keys = compared.staged.select(record_key(flow.keys).alias("record_key"))
+            keys = compared.staged.join(prepared.lines, on=ROW, how="left").select(
+                record_key(flow.keys).alias("record_key"), pl.col(LINE).alias("line")
+            )
             wh.append(f'"{self.keys_table}"', keys)
             if self.options.dry_run:
                 self._plan(compared)

@@ -16,7 +16,15 @@ from p2c_etl.extract import inputs, references, source_name, target_name
 from p2c_etl.flow import Context, Flow, Inputs
 from p2c_etl.ids import stable_id
 from p2c_etl.keys import record_key
-from p2c_etl.transform import KEY, LINE, ROW, References, transform
+from p2c_etl.transform import (
+    KEY,
+    LINE,
+    REJECT_SCHEMA,
+    ROW,
+    References,
+    empty_rejects,
+    transform,
+)
 from p2c_etl.validate import validate
 from p2c_etl.warehouse import Warehouse, table_name
 
@@ -82,6 +90,9 @@ class Prepared:
     rejects: pl.DataFrame
     unmapped: pl.DataFrame
     info: PrepareInfo
+    lines: pl.DataFrame
+    """`__row` → `__line`: where each source row starts in its export (null outside a
+    migration)."""
 
 
 def prepare_frame(
@@ -92,11 +103,24 @@ def prepare_frame(
     extra: Inputs,
     contracts: ContractSet,
     context: Context,
+    first_wins: bool = False,
 ) -> Prepared:
-    """Map `source` onto the target and validate it against the target's contract."""
+    """Map `source` onto the target and validate it against the target's contract.
+
+    Two source records with one target key are both rejected; with `first_wins` (a
+    migration, which streams and cannot take back what it wrote) the first one in the
+    source goes on and the later ones are rejected, naming where the first one is.
+    """
     mapped = transform(flow, source, refs, context, extra)
-    checked = validate(mapped.staged, contracts.get(flow.target.system, flow.target.entity))
-    rejects = pl.concat([mapped.rejects, checked.rejects], how="vertical")
+    lines = mapped.source.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
+        (pl.col(LINE) if LINE in mapped.source.columns else pl.lit(None, pl.Int64)).alias(LINE),
+    )
+    staged, later = mapped.staged, empty_rejects()
+    if first_wins:
+        staged, later = _first_of_each_key(flow, staged, lines)
+    checked = validate(staged, contracts.get(flow.target.system, flow.target.entity))
+    rejects = pl.concat([mapped.rejects, later, checked.rejects], how="vertical")
     unmapped = mapped.unmapped.select(
         pl.lit(run_id).alias("run_id"),
         pl.lit(flow.name).alias("flow"),
@@ -114,7 +138,35 @@ def prepare_frame(
             rejected=rejects[ROW].n_unique(),
             staged=checked.valid.height,
         ),
+        lines=lines,
     )
+
+
+def _first_of_each_key(
+    flow: Flow, staged: pl.DataFrame, lines: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the first row of each target key, `duplicate_key` rejects for the later ones)."""
+    keys = list(flow.keys)
+    first = pl.struct(keys).is_first_distinct()
+    later = (
+        staged.with_columns(pl.col(ROW).first().over(keys, order_by=ROW).alias("__first"))
+        .filter(~first)
+        .join(lines.rename({ROW: "__first", LINE: "__first_line"}), on="__first", how="left")
+    )
+    where = pl.when(pl.col("__first_line").is_not_null()).then(
+        pl.format("line {}", pl.col("__first_line"))
+    )
+    rejects = later.select(
+        ROW,
+        pl.lit(",".join(keys)).alias("field"),
+        pl.lit("duplicate_key").alias("reason"),
+        record_key(keys).alias("value"),
+        pl.format(
+            "the record at {} has the same key and was taken; this one is not",
+            where.otherwise(pl.format("source row {}", pl.col("__first"))),
+        ).alias("message"),
+    ).cast(REJECT_SCHEMA)
+    return staged.filter(first), rejects
 
 
 def save_prepared(wh: Warehouse, prepared: Prepared) -> None:

@@ -84,6 +84,9 @@ CREATE TABLE IF NOT EXISTS last_written (
     flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (flow, record_key));
 """
+MEMORY_LIMIT = "1GB"
+"""DuckDB's own memory (its default is 80% of the machine): beyond it, it spills to disk
+beside the warehouse. Runs hand frames to polars, so DuckDB needs little."""
 _COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]
 
 
@@ -109,7 +112,7 @@ class Warehouse:
         deadline, pause = time.monotonic() + wait, 0.05
         while True:
             try:
-                return cls(duckdb.connect(str(path)))
+                return cls(duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT}))
             except duckdb.Error as exc:
                 if "Could not set lock" not in str(exc):
                     raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None

@@ -14,15 +14,19 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pytest
 from click.testing import CliRunner
 
 from p2c_etl.cli import main
-from p2c_etl.config import load_settings
+from p2c_etl.config import SANDBOX_SECRET_ENV, http_config_text, load_settings
 from p2c_etl.connectors.files import FilesConnector
 from p2c_etl.contracts import ContractSet
+from p2c_etl.flows import flow_names
 from p2c_etl.migrate import MigrateOptions, run_migrate
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox import Sandbox
 
+SECRET = "migrate-secret"
 CRM_FLOWS = ("accounts", "contacts", "contact_customers", "quote_headers", "quote_lines")
 ERP_TARGETS = (
     "CustomersV2",
@@ -126,6 +130,27 @@ def test_since_and_until_select_records_by_their_creation_day(tmp_path: Path) ->
     assert counts.source_rows == accounts.height
     assert counts.filtered_out >= accounts.height - in_february
     assert counts.inserted <= in_february
+
+
+@pytest.mark.parametrize("chunk_rows", [3, 1000])
+def test_of_two_records_with_one_key_the_first_is_migrated_whatever_the_chunks(
+    tmp_path: Path, contracts: ContractSet, chunk_rows: int
+) -> None:
+    """The demo export has ACC-01006-CONTOS on lines 6 and 37 (JSON Lines)."""
+    export = make_migration(tmp_path, {"accounts": "jsonl"})
+    settings = load_settings(tmp_path / "p2c.toml")
+    summary = run_migrate(settings, MigrateOptions(export, ("accounts",), chunk_rows=chunk_rows))
+    with duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True) as con:
+        rejects = con.execute(
+            "SELECT source_line, message FROM rejects WHERE run_id = ? "
+            "AND reason = 'duplicate_key'",
+            [summary.run_id],
+        ).fetchall()
+    assert rejects == [(37, "the record at line 6 has the same key and was taken; this one is not")]
+    customers = target_rows(tmp_path, contracts)["CustomersV2"]
+    first = _demo("accounts").row(5, named=True)
+    taken = customers.filter(pl.col("CustomerAccount") == "ACC-01006-CONTOS")
+    assert taken["OrganizationName"].to_list() == [first["name"]]
 
 
 # --- malformed exports -------------------------------------------------------------------
@@ -316,3 +341,41 @@ def test_kill_9_at_random_moments_then_resume_ends_as_an_uninterrupted_migration
     for entity, frame in expected.items():
         assert got[entity].equals(frame), f"{entity} differs (kill seed {seed}, at {points})"
     print(f"killed after {points} committed chunks (seed {seed})")
+
+
+# --- over HTTP ---------------------------------------------------------------------------
+
+
+def test_a_migration_over_http_through_a_429_storm_writes_each_record_once(
+    tmp_path: Path,
+) -> None:
+    files, http = tmp_path / "files", tmp_path / "http"
+    export = make_migration(files)
+    make_migration(http)
+    by_files = run_migrate(
+        load_settings(files / "p2c.toml"), MigrateOptions(export, CRM_FLOWS, chunk_rows=10)
+    )
+    with Sandbox(http / "crm", http / "erp", client_secret=SECRET) as sandbox:
+        sandbox.faults.throttle_requests = 4
+        sandbox.faults.throttle_window = 1.0
+        sandbox.faults.error_rate = 0.05
+        sandbox.faults.seed = 11
+        config = http / "p2c.toml"
+        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        summary = run_migrate(settings, MigrateOptions(export, CRM_FLOWS, chunk_rows=10))
+        statuses = {code for system in sandbox.stats().values() for code in system["status"]}
+        assert {"429", "503"} <= statuses  # the storm did happen
+        customers = sandbox.records("erp", "CustomersV2")
+        again = run_migrate(settings, MigrateOptions(export, CRM_FLOWS, chunk_rows=10))
+    assert summary.status == "partial", summary.error
+    assert [(c.flow, c.source_rows, c.rejected, c.inserted) for c in summary.flows] == [
+        (c.flow, c.source_rows, c.rejected, c.inserted) for c in by_files.flows
+    ]
+    keys = [r["CustomerAccount"] for r in customers]
+    assert (
+        len(keys)
+        == len(set(keys))
+        == sum(c.inserted for c in summary.flows if c.flow in ("accounts", "contact_customers"))
+    )
+    assert sum(c.written for c in again.flows) == 0
