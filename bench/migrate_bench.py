@@ -11,6 +11,7 @@ one process, and prints rows/s per flow and overall, and the peak memory of the 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import sys
@@ -139,6 +140,15 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"  {c.flow:<14} {c.source_rows:>11,} rows  {c.inserted:>11,} inserted  "
                 f"{c.rejected:>7,} rejected  {c.failed:>5,} failed"
+            )
+        chunks = json.loads(Path(summary.report_json or "").read_text())["chunks"]
+        stages = ("read", "prepare", "compare", "load")
+        for flow in FLOWS:
+            mine = [c for c in chunks if c["flow"] == flow]
+            spent = {stage: sum(c[stage] for c in mine) for stage in stages}
+            print(
+                f"  {flow:<14} {len(mine)} chunks, seconds: "
+                + ", ".join(f"{stage} {spent[stage]:.1f}" for stage in stages)
             )
         print(f"wall: {seconds:.1f} s for {rows:,} rows = {rows / seconds:,.0f} rows/s")
         print(f"peak memory (RSS) of the process: {peak:.2f} GiB (target < 4 GiB)")

@@ -57,7 +57,7 @@ from p2c_etl.stages import (
     with_planned,
 )
 from p2c_etl.summary import FlowCounts, RunSummary
-from p2c_etl.transform import KEY, LINE, ROW, filters_expr
+from p2c_etl.transform import KEY, LINE, ROW, filters_expr, reference_mappings
 from p2c_etl.warehouse import Warehouse, table_name
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -272,6 +272,7 @@ class _FlowJob:
             done = self._committed()
             progress(f"{flow.name}: {self.path.name} → {flow.target}")
             self.refs, self.inputs = self._reference_data(earlier)
+            self.mappings = reference_mappings(flow, self.refs, self.context)
             self._snapshot_target()
             stage = "migrate"
             columns = [*flow.source_columns]
@@ -388,6 +389,7 @@ class _FlowJob:
                 self.contracts,
                 self.context,
                 first_wins=True,
+                mappings=self.mappings,
             )
             valid, again = self._first_time(prepared.valid, prepared.lines)
         with compare:

@@ -21,6 +21,7 @@ from p2c_etl.transform import (
     LINE,
     REJECT_SCHEMA,
     ROW,
+    Mappings,
     References,
     empty_rejects,
     transform,
@@ -104,6 +105,7 @@ def prepare_frame(
     contracts: ContractSet,
     context: Context,
     first_wins: bool = False,
+    mappings: Mappings | None = None,
 ) -> Prepared:
     """Map `source` onto the target and validate it against the target's contract.
 
@@ -111,7 +113,7 @@ def prepare_frame(
     migration, which streams and cannot take back what it wrote) the first one in the
     source goes on and the later ones are rejected, naming where the first one is.
     """
-    mapped = transform(flow, source, refs, context, extra)
+    mapped = transform(flow, source, refs, context, extra, mappings)
     lines = mapped.source.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
         (pl.col(LINE) if LINE in mapped.source.columns else pl.lit(None, pl.Int64)).alias(LINE),

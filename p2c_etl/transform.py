@@ -52,6 +52,9 @@ REJECT_SCHEMA = pl.Schema(
 )
 UNMAPPED_SCHEMA = pl.Schema({"field": pl.String(), "value": pl.String(), "count": pl.UInt32()})
 References = Mapping[tuple[str, str], pl.DataFrame]
+Mappings = Mapping[Lookup, pl.DataFrame]
+"""Lookup → its `reference_mapping`, made once when many frames are mapped (a migration's
+chunks) instead of once per frame."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def transform(
     refs: References,
     context: Context,
     inputs: Inputs | None = None,
+    mappings: Mappings | None = None,
 ) -> Transformed:
     """Map `source` (a snapshot of `flow.source`) onto the target columns of `flow`."""
     derived = derive(flow, source, inputs or {}, context)
@@ -109,7 +113,9 @@ def transform(
     problems: list[_Problem] = []
     unmapped: list[_Problem] = []
     for field in flow.fields:
-        expr, field_problems, field_unmapped = _field(field, refs, context, flow.unmapped)
+        expr, field_problems, field_unmapped = _field(
+            field, refs, context, flow.unmapped, mappings or {}
+        )
         columns[field.target] = expr.alias(field.target)
         problems.extend(field_problems)
         unmapped.extend(field_unmapped)
@@ -187,7 +193,7 @@ def _normalized(expr: pl.Expr) -> pl.Expr:
 
 
 def _field(
-    field: Field, refs: References, context: Context, policy: UnmappedPolicy
+    field: Field, refs: References, context: Context, policy: UnmappedPolicy, mappings: Mappings
 ) -> tuple[pl.Expr, list[_Problem], list[_Problem]]:
     problems: list[_Problem] = []
     unmapped: list[_Problem] = []
@@ -204,7 +210,7 @@ def _field(
         else:
             value = pl.when(_normalized(value).is_null()).then(fill).otherwise(value)
     if field.lookups:
-        value, problem = _lookup(field, value, refs, context)
+        value, problem = _lookup(field, value, refs, context, mappings)
         problems.append(problem)
     return value, problems, unmapped
 
@@ -233,13 +239,15 @@ def _value_map(field: Field, original: pl.Expr, policy: UnmappedPolicy) -> tuple
 
 
 def _lookup(
-    field: Field, value: pl.Expr, refs: References, context: Context
+    field: Field, value: pl.Expr, refs: References, context: Context, mappings: Mappings
 ) -> tuple[pl.Expr, _Problem]:
     key = _normalized(value)
     resolved: pl.Expr = pl.lit(None, dtype=pl.String)
     for lookup in field.lookups:
-        mapping = reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
-        found = key.replace_strict(mapping, default=None, return_dtype=pl.String)
+        mapping = mappings.get(lookup)
+        if mapping is None:
+            mapping = reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
+        found = key.replace_strict(mapping["k"], mapping["v"], default=None, return_dtype=pl.String)
         resolved = pl.coalesce(resolved, found)
     first = field.lookups[0]
     where = " or ".join(f"{lk.system}.{lk.entity}" for lk in field.lookups)
@@ -255,9 +263,19 @@ def _lookup(
     )
 
 
-def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> dict[str, str]:
-    """Normalized `match` → `returns` within the lookup's scope; a key that names two
-    different records is left out (so it is reported as missing, never guessed)."""
+def reference_mappings(
+    flow: Flow, refs: References, context: Context
+) -> dict[Lookup, pl.DataFrame]:
+    return {
+        lookup: reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
+        for lookup in flow.lookups
+    }
+
+
+def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> pl.DataFrame:
+    """Normalized `match` (`k`) → `returns` (`v`) within the lookup's scope; a key that
+    names two different records is left out (so it is reported as missing, never guessed).
+    A frame, not a dict: a reference of millions of records never becomes Python objects."""
     pairs = (
         ref.filter(filters_expr(lookup.filters, context))
         .select(
@@ -267,5 +285,4 @@ def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> di
         .drop_nulls()
         .unique()
     )
-    ambiguous = set(pairs.group_by("k").len().filter(pl.col("len") > 1)["k"].to_list())
-    return {k: v for k, v in pairs.iter_rows() if k not in ambiguous}
+    return pairs.filter(pl.len().over("k") == 1)
