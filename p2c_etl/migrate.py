@@ -271,9 +271,14 @@ class _FlowJob:
         try:
             done = self._committed()
             progress(f"{flow.name}: {self.path.name} → {flow.target}")
-            self.refs, self.inputs = self._reference_data(earlier)
-            self.mappings = reference_mappings(flow, self.refs, self.context)
+            refs, self.inputs = self._reference_data(earlier)
+            # Lookups need only their mappings, made once: the reference frames can go.
+            self.mappings = reference_mappings(flow, refs, self.context)
+            self.refs: dict[tuple[str, str], pl.DataFrame] = {}
+            del refs
             self._snapshot_target()
+            if self.options.dry_run and not done:  # a resumed dry run keeps what it planned
+                self.wh.con.execute(f'DROP TABLE IF EXISTS "{self.planned_table}"')
             stage = "migrate"
             columns = [*flow.source_columns]
             if self.window and flow.dated_by not in columns:
@@ -368,8 +373,6 @@ class _FlowJob:
         self.wh.con.execute(
             f'CREATE TABLE IF NOT EXISTS "{self.keys_table}" (record_key VARCHAR, line BIGINT)'
         )
-        if self.options.dry_run:
-            self.wh.con.execute(f'DROP TABLE IF EXISTS "{self.planned_table}"')
 
     # --- one chunk ---------------------------------------------------------------------
 

@@ -114,7 +114,7 @@ def transform(
     unmapped: list[_Problem] = []
     for field in flow.fields:
         expr, field_problems, field_unmapped = _field(
-            field, refs, context, flow.unmapped, mappings or {}
+            field, refs, context, flow.unmapped, mappings or {}, kept
         )
         columns[field.target] = expr.alias(field.target)
         problems.extend(field_problems)
@@ -193,7 +193,12 @@ def _normalized(expr: pl.Expr) -> pl.Expr:
 
 
 def _field(
-    field: Field, refs: References, context: Context, policy: UnmappedPolicy, mappings: Mappings
+    field: Field,
+    refs: References,
+    context: Context,
+    policy: UnmappedPolicy,
+    mappings: Mappings,
+    frame: pl.DataFrame,
 ) -> tuple[pl.Expr, list[_Problem], list[_Problem]]:
     problems: list[_Problem] = []
     unmapped: list[_Problem] = []
@@ -210,7 +215,7 @@ def _field(
         else:
             value = pl.when(_normalized(value).is_null()).then(fill).otherwise(value)
     if field.lookups:
-        value, problem = _lookup(field, value, refs, context, mappings)
+        value, problem = _lookup(field, value, refs, context, mappings, frame)
         problems.append(problem)
     return value, problems, unmapped
 
@@ -239,14 +244,23 @@ def _value_map(field: Field, original: pl.Expr, policy: UnmappedPolicy) -> tuple
 
 
 def _lookup(
-    field: Field, value: pl.Expr, refs: References, context: Context, mappings: Mappings
+    field: Field,
+    value: pl.Expr,
+    refs: References,
+    context: Context,
+    mappings: Mappings,
+    frame: pl.DataFrame,
 ) -> tuple[pl.Expr, _Problem]:
     key = _normalized(value)
+    # Only the reference entries `frame` asks for: replacing through a mapping of millions
+    # costs far more than picking the few thousand a chunk needs first.
+    wanted = frame.select(key.alias("k"))["k"].drop_nulls().unique().implode()
     resolved: pl.Expr = pl.lit(None, dtype=pl.String)
     for lookup in field.lookups:
         mapping = mappings.get(lookup)
         if mapping is None:
             mapping = reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
+        mapping = mapping.filter(pl.col("k").is_in(wanted))
         found = key.replace_strict(mapping["k"], mapping["v"], default=None, return_dtype=pl.String)
         resolved = pl.coalesce(resolved, found)
     first = field.lookups[0]

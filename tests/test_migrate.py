@@ -105,6 +105,24 @@ def test_a_migration_writes_each_record_once_and_a_rerun_writes_nothing(
     assert target_rows(tmp_path, contracts)["CustomersV2"].equals(rows["CustomersV2"])
 
 
+def test_a_dry_run_writes_nothing_and_counts_what_a_real_migration_writes(
+    tmp_path: Path,
+) -> None:
+    dry_root, real_root = tmp_path / "dry", tmp_path / "real"
+    dry_export, real_export = make_migration(dry_root), make_migration(real_root)
+    dry = run_migrate(
+        load_settings(dry_root / "p2c.toml"),
+        MigrateOptions(dry_export, CRM_FLOWS, chunk_rows=9, dry_run=True),
+    )
+    real = run_migrate(
+        load_settings(real_root / "p2c.toml"), MigrateOptions(real_export, CRM_FLOWS, chunk_rows=9)
+    )
+    assert dry.dry_run and not any((dry_root / "erp" / e).exists() for e in ERP_TARGETS)
+    assert [(c.flow, c.rejected, c.inserted) for c in dry.flows] == [
+        (c.flow, c.rejected, c.inserted) for c in real.flows
+    ]
+
+
 def test_the_report_shows_each_chunk_with_its_timings(tmp_path: Path) -> None:
     export = make_migration(tmp_path)
     settings = load_settings(tmp_path / "p2c.toml")
@@ -379,3 +397,29 @@ def test_a_migration_over_http_through_a_429_storm_writes_each_record_once(
         == sum(c.inserted for c in summary.flows if c.flow in ("accounts", "contact_customers"))
     )
     assert sum(c.written for c in again.flows) == 0
+
+
+def test_the_cli_prints_one_json_summary_and_exits_1_on_rejects(tmp_path: Path) -> None:
+    export = make_migration(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        [
+            "migrate",
+            "--config",
+            str(tmp_path / "p2c.toml"),
+            "--from",
+            str(export),
+            "--flows",
+            "accounts",
+            "--chunk-rows",
+            "8",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "migrate" and summary["status"] == "partial"
+    assert [f["flow"] for f in summary["flows"]] == ["accounts"]
+    assert Path(summary["report"]["html"]).is_file()
+    history = CliRunner().invoke(main, ["history", "--config", str(tmp_path / "p2c.toml")])
+    assert summary["run_id"] in history.output and "migrate" in history.output

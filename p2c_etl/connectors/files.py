@@ -181,6 +181,8 @@ class FilesConnector:
         dtypes = contract.dtypes(contract.columns)
         keys = list(batch.keys)
         parts = _parts(folder)
+        # Keep the keys of this entity set's parts only: a migration moves on to the next.
+        self._keys = {k: v for k, v in self._keys.items() if Path(k[0]).parent == folder}
         known = {part: self._part_keys(part, keys, dtypes) for part in parts}
         results: list[pl.DataFrame] = []
         for update in batch.updates:
