@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS last_written (
     flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (flow, record_key));
 """
-MEMORY_LIMIT = "1GB"
+MEMORY_LIMIT = "512MB"
 """DuckDB's own memory (its default is 80% of the machine): beyond it, it spills to disk
 beside the warehouse. Runs hand frames to polars, so DuckDB needs little."""
 _COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]

@@ -139,3 +139,58 @@ def test_a_failed_write_leaves_the_old_file_whole(
         connector(tmp_path, contracts).upsert("products", batch)
     assert (tmp_path / "products.jsonl").read_bytes() == before
     assert list(tmp_path.iterdir()) == [tmp_path / "products.jsonl"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
+def test_an_entity_set_kept_as_a_folder_of_parts_reads_and_writes_as_one(
+    tmp_path: Path, contracts: ContractSet, fmt: str
+) -> None:
+    conn = FilesConnector("crm", tmp_path, contracts, new_file_format=fmt, new_layout="folder")
+    price = pl.Decimal(19, 4)
+
+    def products(numbers: list[str], prices: list[str]) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "productid": [f"00000000-0000-0000-0000-{n[1:]:0>12}" for n in numbers],
+                "productnumber": numbers,
+                "name": [f"Name {n}" for n in numbers],
+                "price": [Decimal(p) for p in prices],
+            },
+            schema_overrides={"price": price},
+        )
+
+    first = conn.upsert(
+        "products", WriteBatch(("productnumber",), products(["P1", "P2"], ["1", "2"]))
+    )
+    second = conn.upsert(
+        "products",
+        WriteBatch(
+            ("productnumber",),
+            products(["P3", "P1"], ["3", "9"]),
+            updates=(
+                pl.DataFrame(
+                    {"productnumber": ["P2", "P8"], "price": [Decimal("2.5"), Decimal("8")]},
+                    schema_overrides={"price": price},
+                ),
+            ),
+        ),
+    )
+    assert first["status"].to_list() == ["ok", "ok"]
+    assert sorted(second.select("record_key", "op", "status").rows()) == [
+        ("P1", "insert", "failed"),  # it exists, in the first part
+        ("P2", "update", "ok"),
+        ("P3", "insert", "ok"),
+        ("P8", "update", "failed"),
+    ]
+    assert conn.path("products") == tmp_path / "products"
+    parts = sorted(p.name for p in (tmp_path / "products").iterdir())
+    assert len(parts) == 2 and all(p.endswith(f".{fmt}") for p in parts)
+    rows = conn.snapshot("products", ["productnumber", "price"]).sort("productnumber")
+    assert rows.rows() == [("P1", Decimal("1")), ("P2", Decimal("2.5")), ("P3", Decimal("3"))]
+    pages = list(conn.pages("products", ["productnumber"]))
+    assert [p.height for p in pages] == [2, 1]
+    # A fresh connector (another run) knows nothing in memory and still refuses P3 twice.
+    again = FilesConnector("crm", tmp_path, contracts).upsert(
+        "products", WriteBatch(("productnumber",), products(["P3"], ["3"]))
+    )
+    assert again["status"].to_list() == ["failed"]

@@ -54,7 +54,7 @@ class FilesConnector:
         self.contracts = contracts
         self.new_file_format = new_file_format
         self.new_layout = new_layout
-        self._keys: dict[tuple[str, int, int], pl.Series] = {}  # part → its record keys
+        self._keys: dict[tuple[str, int, int], pl.Series] = {}  # part → its key hashes
         if not root.is_dir():
             raise ConnectorError(f"{system}: folder {root} does not exist")
 
@@ -176,20 +176,23 @@ class FilesConnector:
         return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
 
     def _upsert_parts(self, entity: str, folder: Path, batch: WriteBatch) -> pl.DataFrame:
-        """Updates rewrite the parts that hold their records; inserts become one new part."""
+        """Updates rewrite the parts that hold their records; inserts become one new part.
+
+        Which part holds which key is known from a 64-bit hash of each part's keys, kept in
+        memory (8 bytes a record); a hash that matches is confirmed on the part's keys."""
         contract = self.contracts.get(self.system, entity)
         dtypes = contract.dtypes(contract.columns)
         keys = list(batch.keys)
         parts = _parts(folder)
-        # Keep the keys of this entity set's parts only: a migration moves on to the next.
+        # Keep the hashes of this entity set's parts only: a migration moves on to the next.
         self._keys = {k: v for k, v in self._keys.items() if Path(k[0]).parent == folder}
-        known = {part: self._part_keys(part, keys, dtypes) for part in parts}
+        hashes = {part: self._part_hashes(part, keys, dtypes) for part in parts}
         results: list[pl.DataFrame] = []
         for update in batch.updates:
             update_keys = update.select(record_key(keys).alias("record_key"))["record_key"]
             found = pl.Series([False] * len(update_keys))
-            for part, present in known.items():
-                here = update_keys.is_in(present.implode())
+            for part in parts:
+                here = self._held(part, update_keys, hashes[part], keys, dtypes)
                 if not here.any():
                     continue
                 found = found | here
@@ -202,12 +205,16 @@ class FilesConnector:
                 )
                 self._write(current, part)
                 self._keys.pop(_stamp(part), None)
-                known[part] = self._part_keys(part, keys, dtypes)
+                hashes[part] = self._part_hashes(part, keys, dtypes)
             results.append(_results(update_keys, found, "update", "no record with this key"))
         if batch.inserts.height:
             insert_keys = batch.inserts.select(record_key(keys).alias("record_key"))["record_key"]
-            present = pl.concat([pl.Series([], dtype=pl.String), *known.values()])
-            new = ~insert_keys.is_in(present.implode()) & ~insert_keys.is_duplicated()
+            taken = pl.Series([False] * len(insert_keys))
+            every = pl.concat([pl.Series([], dtype=pl.UInt64), *hashes.values()])
+            if _hashed(insert_keys).is_in(every.implode()).any():
+                for part in parts:  # rare: a key that exists, or a hash collision
+                    taken = taken | self._held(part, insert_keys, hashes[part], keys, dtypes)
+            new = ~taken & ~insert_keys.is_duplicated()
             # Every part holds every column of the contract, so parts read as one table.
             full = pl.DataFrame(schema=dtypes)
             inserts = pl.concat(
@@ -217,16 +224,34 @@ class FilesConnector:
                 suffix = parts[0].suffix if parts else f".{self.new_file_format}"
                 part = folder / f"part-{time.time_ns():020d}{suffix}"
                 self._write(inserts, part)
-                self._keys[_stamp(part)] = insert_keys.filter(new)
+                self._keys[_stamp(part)] = _hashed(insert_keys.filter(new))
             results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
         return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
 
-    def _part_keys(self, part: Path, keys: list[str], dtypes: dict[str, pl.DataType]) -> pl.Series:
-        """The record keys a part holds, read once per version of the part."""
+    def _held(
+        self,
+        part: Path,
+        wanted: pl.Series,
+        hashes: pl.Series,
+        keys: list[str],
+        dtypes: dict[str, pl.DataType],
+    ) -> pl.Series:
+        """Which of the `wanted` record keys `part` holds."""
+        maybe = _hashed(wanted).is_in(hashes.implode())
+        if not maybe.any():
+            return maybe
+        frame = self._typed(part, keys, {k: dtypes[k] for k in keys})
+        held = frame.select(record_key(keys).alias("record_key"))["record_key"]
+        return wanted.is_in(held.implode())
+
+    def _part_hashes(
+        self, part: Path, keys: list[str], dtypes: dict[str, pl.DataType]
+    ) -> pl.Series:
+        """The hashes of the record keys a part holds, read once per version of the part."""
         stamp = _stamp(part)
         if stamp not in self._keys:
             frame = self._typed(part, keys, {k: dtypes[k] for k in keys})
-            self._keys[stamp] = frame.select(record_key(keys).alias("record_key"))["record_key"]
+            self._keys[stamp] = _hashed(frame.select(record_key(keys))[:, 0])
         return self._keys[stamp]
 
     def _write(self, frame: pl.DataFrame, path: Path) -> None:
@@ -234,6 +259,10 @@ class FilesConnector:
             write_atomic(frame, path)
         except OSError as exc:
             raise ConnectorError(f"{path}: cannot write: {exc}") from exc
+
+
+def _hashed(keys: pl.Series) -> pl.Series:
+    return keys.hash(seed=0)
 
 
 def _stamp(part: Path) -> tuple[str, int, int]:
