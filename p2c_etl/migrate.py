@@ -31,7 +31,7 @@ from p2c_etl.diff import KIND
 from p2c_etl.errors import ConfigError, P2CError, StageError
 from p2c_etl.exports import ExportChunk, count_records, find_export, read_chunks, read_whole
 from p2c_etl.extract import target_name
-from p2c_etl.flow import Context, Flow
+from p2c_etl.flow import Context, Flow, Lookup
 from p2c_etl.ids import stable_id
 from p2c_etl.keys import record_key
 from p2c_etl.load import outcome, record_results, send
@@ -57,7 +57,7 @@ from p2c_etl.stages import (
     with_planned,
 )
 from p2c_etl.summary import FlowCounts, RunSummary
-from p2c_etl.transform import KEY, LINE, ROW, filters_expr, reference_mappings
+from p2c_etl.transform import KEY, LINE, ROW, filters_expr, reference_mapping
 from p2c_etl.warehouse import Warehouse, table_name
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -271,11 +271,9 @@ class _FlowJob:
         try:
             done = self._committed()
             progress(f"{flow.name}: {self.path.name} → {flow.target}")
-            refs, self.inputs = self._reference_data(earlier)
-            # Lookups need only their mappings, made once: the reference frames can go.
-            self.mappings = reference_mappings(flow, refs, self.context)
+            # Lookups need only their mappings, made once: no reference frame stays.
+            self.mappings, self.inputs = self._reference_data(earlier)
             self.refs: dict[tuple[str, str], pl.DataFrame] = {}
-            del refs
             self._snapshot_target()
             if self.options.dry_run and not done:  # a resumed dry run keeps what it planned
                 self.wh.con.execute(f'DROP TABLE IF EXISTS "{self.planned_table}"')
@@ -314,26 +312,35 @@ class _FlowJob:
 
     def _reference_data(
         self, earlier: Sequence[Flow]
-    ) -> tuple[dict[tuple[str, str], pl.DataFrame], dict[str, pl.DataFrame]]:
+    ) -> tuple[dict[Lookup, pl.DataFrame], dict[str, pl.DataFrame]]:
+        """The mapping of every lookup (each reference entity set is read, mapped and let go
+        before the next: only the mappings stay) and the inputs of the derivations."""
         flow = self.flow
-        refs: dict[tuple[str, str], pl.DataFrame] = {}
-        for lookup in flow.lookups:
-            key = (lookup.system, lookup.entity)
-            columns = sorted(
-                {c for lk in flow.lookups if (lk.system, lk.entity) == key for c in lk.columns}
-            )
-            refs[key] = self._entity(lookup.system, lookup.entity, columns)
+        planned = []
+        if self.options.dry_run:  # what earlier flows would have inserted counts as there
+            for before in earlier:
+                table = table_name("stage", self.run_id, before.name, "planned")
+                if self._exists(table):
+                    planned.append((before, self.wh.read_table(table)))
+        mappings: dict[Lookup, pl.DataFrame] = {}
+        for system, entity in dict.fromkeys((lk.system, lk.entity) for lk in flow.lookups):
+            mine = [lk for lk in flow.lookups if (lk.system, lk.entity) == (system, entity)]
+            columns = sorted({c for lk in mine for c in lk.columns})
+            refs: dict[tuple[str, str], pl.DataFrame] = {
+                (system, entity): self._entity(system, entity, columns)
+            }
+            for before, rows in planned:
+                refs, _ = with_planned(refs, {}, before, rows)
+            for lookup in mine:
+                mappings[lookup] = reference_mapping(lookup, refs[(system, entity)], self.context)
+            del refs
         inputs: dict[str, pl.DataFrame] = {}
         for item in flow.inputs:
             frame = self._entity(item.system, item.entity, list(item.columns))
             inputs[item.name] = frame.filter(filters_expr(item.filters, self.context))
-        if self.options.dry_run:
-            for before in earlier:
-                planned = table_name("stage", self.run_id, before.name, "planned")
-                if self._exists(planned):
-                    rows = self.wh.read_table(planned)
-                    refs, inputs = with_planned(refs, inputs, before, rows)
-        return refs, inputs
+        for before, rows in planned:
+            _, inputs = with_planned({}, inputs, before, rows)
+        return mappings, inputs
 
     def _entity(self, system: SystemName, entity: str, columns: list[str]) -> pl.DataFrame:
         """An entity set's columns: from the export folder when it holds the entity set and

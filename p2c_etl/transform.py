@@ -277,15 +277,6 @@ def _lookup(
     )
 
 
-def reference_mappings(
-    flow: Flow, refs: References, context: Context
-) -> dict[Lookup, pl.DataFrame]:
-    return {
-        lookup: reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
-        for lookup in flow.lookups
-    }
-
-
 def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> pl.DataFrame:
     """Normalized `match` (`k`) → `returns` (`v`) within the lookup's scope; a key that
     names two different records is left out (so it is reported as missing, never guessed).
