@@ -114,7 +114,7 @@ def transform(
     unmapped: list[_Problem] = []
     for field in flow.fields:
         expr, field_problems, field_unmapped = _field(
-            field, refs, context, flow.unmapped, mappings or {}, kept
+            field, refs, context, flow.unmapped, mappings or {}, frame
         )
         columns[field.target] = expr.alias(field.target)
         problems.extend(field_problems)
@@ -252,8 +252,9 @@ def _lookup(
     frame: pl.DataFrame,
 ) -> tuple[pl.Expr, _Problem]:
     key = _normalized(value)
-    # Only the reference entries `frame` asks for: replacing through a mapping of millions
-    # costs far more than picking the few thousand a chunk needs first.
+    # Only the reference entries `frame` asks for (every row: filtered-out rows still claim
+    # their keys): replacing through a mapping of millions costs far more than picking the
+    # few thousand a chunk needs first.
     wanted = frame.select(key.alias("k"))["k"].drop_nulls().unique().implode()
     resolved: pl.Expr = pl.lit(None, dtype=pl.String)
     for lookup in field.lookups:
