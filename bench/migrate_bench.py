@@ -132,7 +132,7 @@ class RssSampler:
             self.flow = first
 
     def _run(self) -> None:
-        while not self._stop.wait(0.05):
+        while not self._stop.wait(0.2):
             status = Path("/proc/self/status").read_text()
             kib = int(next(x for x in status.splitlines() if x.startswith("VmRSS")).split()[1])
             self.peaks[self.flow] = max(self.peaks.get(self.flow, 0.0), kib / 1024**2)

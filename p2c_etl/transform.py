@@ -105,8 +105,10 @@ def transform(
 ) -> Transformed:
     """Map `source` (a snapshot of `flow.source`) onto the target columns of `flow`."""
     derived = derive(flow, source, inputs or {}, context)
-    frame = derived.with_row_index(ROW).with_columns(
-        pl.col(ROW).cast(pl.Int64), record_key(flow.source_keys).alias(KEY)
+    frame = (
+        derived.with_row_index(ROW)
+        .with_columns(pl.col(ROW).cast(pl.Int64), record_key(flow.source_keys).alias(KEY))
+        .rechunk()
     )
     kept = frame.filter(filters_expr(flow.source_filters, context))
     columns: dict[str, pl.Expr] = {}
