@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/diff_bench.py
 	$(BIN)/python bench/http_bench.py
+	$(BIN)/python bench/migrate_bench.py
 
 clean:
 	rm -rf $(VENV) p2c-demo build dist .pytest_cache .mypy_cache .ruff_cache
