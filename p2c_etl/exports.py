@@ -42,6 +42,7 @@ BAD_SCHEMA = pl.Schema(
 )
 _FORMATS = ("parquet", "csv", "jsonl")
 _BLOCK = 1 << 22  # bytes per CSV parse block and per line-count read
+_NL, _BLANK = "__breaks", "__blank"
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class ExportChunk:
 
     @property
     def records(self) -> int:
-        return self.frame.height + self.bad.height
+        return self.frame.height + self.bad[LINE].n_unique()
 
 
 def find_export(folder: Path, entity: str) -> Path | None:
@@ -186,7 +187,14 @@ def _parquet_batches(
         raise ConfigError(f"{path}: not a readable Parquet file: {exc}") from None
     _missing(path, parquet.schema_arrow.names, columns)
     start = 1
-    for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+    batches = parquet.iter_batches(batch_size=rows, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as exc:
+            raise ConfigError(f"{path}: row {start} on: cannot read: {_first_line(exc)}") from None
+        if batch is None:
+            return
         frame = pl.from_arrow(batch)
         assert isinstance(frame, pl.DataFrame)
         lines = pl.int_range(start, start + frame.height, dtype=pl.Int64, eager=True)
@@ -222,29 +230,33 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame,
     """
     names, delimiter = _csv_header(path)
     _missing(path, names, columns)
+    with path.open("rb") as handle:
+        handle.readline()
+        if not handle.read(1):
+            return  # a header row and no record
     invalid: list[tuple[int, str]] = []
 
     def skip(row: pacsv.InvalidRow) -> str:
         invalid.append((row.number or 0, row.text))
         return "skip"
 
-    reader = pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(
-            use_threads=False, block_size=_BLOCK, column_names=names, skip_rows=1
-        ),
-        parse_options=pacsv.ParseOptions(
-            delimiter=delimiter,
-            newlines_in_values=True,
-            ignore_empty_lines=False,
-            invalid_row_handler=skip,
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.binary() for n in names}, strings_can_be_null=False
-        ),
-    )
-    state = _CsvLines(len(names), delimiter)
     try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(
+                use_threads=False, block_size=_BLOCK, column_names=names, skip_rows=1
+            ),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter,
+                newlines_in_values=True,
+                ignore_empty_lines=False,
+                invalid_row_handler=skip,
+            ),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.binary() for n in names}, strings_can_be_null=False
+            ),
+        )
+        state = _CsvLines(len(names), delimiter)
         for batch in reader:
             raw = pl.from_arrow(batch)
             assert isinstance(raw, pl.DataFrame)
@@ -260,7 +272,14 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame,
     except pa.ArrowInvalid as exc:
         raise ConfigError(f"{path}: cannot read as CSV: {_first_line(exc)}") from None
     if invalid:
-        empty = pl.DataFrame(schema={**{c: pl.String() for c in names}, ROW: pl.Int64()})
+        empty = pl.DataFrame(
+            schema={
+                **{c: pl.String() for c in names},
+                ROW: pl.Int64(),
+                _NL: pl.Int64(),
+                _BLANK: pl.Boolean(),
+            }
+        )
         frame, bad = state.number(empty, invalid, final=True)
         yield frame.select(*columns, LINE), bad
 
@@ -274,12 +293,17 @@ def _decoded(raw: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.Data
     frame = raw.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
     bad: list[dict[str, object]] = []
     casts = []
+    breaks = pl.Series(_NL, [0] * raw.height, dtype=pl.Int64)  # line breaks in the raw bytes
     for name in names:
         try:
-            casts.append(pl.Series(name, raw[name].cast(pl.String)))
+            text = raw[name].cast(pl.String)
+            casts.append(pl.Series(name, text))
+            breaks = breaks + text.str.count_matches("\n").fill_null(0).cast(pl.Int64)
         except pl.exceptions.PolarsError:
             values = []
+            counts = []
             for i, value in enumerate(raw[name].to_list()):
+                counts.append(value.count(b"\n"))
                 try:
                     values.append(value.decode("utf-8"))
                 except UnicodeDecodeError:
@@ -294,8 +318,13 @@ def _decoded(raw: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.Data
                         }
                     )
             casts.append(pl.Series(name, values, pl.String))
+            breaks = breaks + pl.Series(counts, dtype=pl.Int64)
+    # A line with no values at all (an empty line) is no record; judged on the bytes, so a
+    # record whose only values are not UTF-8 is still a record (and a reject).
+    blank = raw.select(pl.all_horizontal([pl.col(n) == b"" for n in names]).alias(_BLANK))
     schema = {ROW: pl.Int64(), **{k: v for k, v in BAD_SCHEMA.items() if k != LINE}}
-    return frame.with_columns(casts), pl.DataFrame(bad, schema=schema)
+    decoded = frame.with_columns(*casts, breaks, blank[_BLANK])
+    return decoded, pl.DataFrame(bad, schema=schema)
 
 
 class _CsvLines:
@@ -310,16 +339,7 @@ class _CsvLines:
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """`frame` (parsed rows) with `__line`, blank lines dropped; and the malformed
         records that come before the last parsed one (all of them when `final`)."""
-        names = [c for c in frame.columns if c != ROW]
-        spans = frame.select(
-            (
-                pl.sum_horizontal([pl.col(n).fill_null("").str.count_matches("\n") for n in names])
-                + 1
-            )
-            .cast(pl.Int64)
-            .alias("span"),
-            pl.all_horizontal([pl.col(n).fill_null("") == "" for n in names]).alias("blank"),
-        )
+        spans = frame.select((pl.col(_NL) + 1).alias("span"), pl.col(_BLANK).alias("blank"))
         # The k-th parsed row is record `record + k`, pushed back by each malformed record
         # numbered at or before it.
         numbers = pl.int_range(self.record, self.record + frame.height, dtype=pl.Int64, eager=True)
@@ -341,7 +361,7 @@ class _CsvLines:
         bad_lines = (
             self.line + all_spans.gather(numbers.search_sorted(marks)) + bad_before.head(len(mine))
         )
-        out = frame.with_columns(lines.alias(LINE), spans["blank"]).filter(~pl.col("blank"))
+        out = frame.with_columns(lines.alias(LINE)).filter(~pl.col(_BLANK)).drop(_NL)
         bad = pl.DataFrame(
             [
                 {**_bad_csv(text, self.fields, self.delimiter), LINE: at}
@@ -352,7 +372,7 @@ class _CsvLines:
         consumed = frame.height + len(mine)
         self.record += consumed
         self.line += int(spans["span"].sum()) + int(weights.sum())
-        return out.drop("blank"), bad
+        return out.drop(_BLANK), bad
 
 
 def _bad_csv(text: str, fields: int, delimiter: str) -> dict[str, object]:
@@ -401,8 +421,9 @@ def _jsonl_block(
     """Parse a block of lines at once; only when that fails, line by line, to name the bad
     lines."""
     try:
+        b"".join(lines).decode("utf-8")  # pyarrow's JSON reader does not check UTF-8
         return _jsonl_frame(lines, numbers, schema), _empty_bad()
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
     good: list[bytes] = []
     good_numbers: list[int] = []

@@ -203,8 +203,8 @@ class FilesConnector:
                     how="left",
                     include_nulls=True,
                 )
-                self._write(current, part)
                 self._keys.pop(_stamp(part), None)
+                self._write(current, part)
                 hashes[part] = self._part_hashes(part, keys, dtypes)
             results.append(_results(update_keys, found, "update", "no record with this key"))
         if batch.inserts.height:
@@ -222,7 +222,7 @@ class FilesConnector:
             )
             if inserts.height:
                 suffix = parts[0].suffix if parts else f".{self.new_file_format}"
-                part = folder / f"part-{time.time_ns():020d}{suffix}"
+                part = _new_part(folder, suffix)
                 self._write(inserts, part)
                 self._keys[_stamp(part)] = _hashed(insert_keys.filter(new))
             results.append(_results(insert_keys, new, "insert", "a record with this key exists"))
@@ -259,6 +259,16 @@ class FilesConnector:
             write_atomic(frame, path)
         except OSError as exc:
             raise ConnectorError(f"{path}: cannot write: {exc}") from exc
+
+
+def _new_part(folder: Path, suffix: str) -> Path:
+    """A part name that sorts after every earlier one and names no existing file."""
+    stamp = time.time_ns()
+    while True:
+        part = folder / f"part-{stamp:020d}{suffix}"
+        if not part.exists():
+            return part
+        stamp += 1
 
 
 def _hashed(keys: pl.Series) -> pl.Series:
