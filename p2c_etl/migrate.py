@@ -14,8 +14,9 @@ its records, and the resumed chunk finds them unchanged, so none is written twic
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime
@@ -127,13 +128,17 @@ def _begin(
         flows = _flows(settings, contracts, options)
         wh.start_run(run_id, "migrate", options.dry_run, [f.name for f in flows], at)
         wh.con.execute(
-            "INSERT INTO migrations VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO migrations (run_id, source, chunk_rows, since, until, exports) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             [
                 run_id,
                 str(options.source.resolve()),
                 options.chunk_rows,
                 options.since,
                 options.until,
+                json.dumps(
+                    _fingerprints(find_export(options.source, f.source.entity) for f in flows)
+                ),
             ],
         )
         return options
@@ -144,6 +149,16 @@ def _begin(
     if run["status"] not in ("failed", "running"):
         raise ConfigError(f"migration {run_id} ended {run['status']}; there is nothing to resume")
     row = stored.row(0, named=True)
+    source = Path(row["source"])
+    then = json.loads(row["exports"] or "{}")
+    now = _fingerprints(source / name for name in then)
+    changed = sorted(name for name in then if now.get(name) != then[name])
+    if changed:
+        raise ConfigError(
+            f"migration {run_id}: {', '.join(changed)} in {source} changed since it started; "
+            "resuming would skip or repeat records. Run the migration again without --resume: "
+            "what it already wrote is found unchanged and not written twice"
+        )
     wh.con.execute(
         "UPDATE runs SET status = 'running', ended_at = NULL, error = NULL WHERE run_id = ?",
         [run_id],
@@ -157,6 +172,17 @@ def _begin(
         dry_run=bool(run["dry_run"]),
         resume=run_id,
     )
+
+
+def _fingerprints(paths: Iterable[Path | None]) -> dict[str, list[int]]:
+    """Size and modification time of each export a migration reads: a resume must read the
+    same files, or its chunks would not be the ones it committed."""
+    out: dict[str, list[int]] = {}
+    for path in paths:
+        if path is not None and path.is_file():
+            stat = path.stat()
+            out[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return out
 
 
 def _flows(settings: Settings, contracts: ContractSet, options: MigrateOptions) -> list[Flow]:

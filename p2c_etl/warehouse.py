@@ -72,6 +72,7 @@ ALTER TABLE rejects ADD COLUMN IF NOT EXISTS source_line BIGINT;
 CREATE TABLE IF NOT EXISTS migrations (
     run_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, chunk_rows BIGINT NOT NULL,
     since DATE, until DATE);
+ALTER TABLE migrations ADD COLUMN IF NOT EXISTS exports VARCHAR;
 CREATE TABLE IF NOT EXISTS migrate_chunks (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, chunk BIGINT NOT NULL,
     first_record BIGINT NOT NULL, records BIGINT NOT NULL, first_line BIGINT, last_line BIGINT,

@@ -423,3 +423,27 @@ def test_the_cli_prints_one_json_summary_and_exits_1_on_rejects(tmp_path: Path) 
     assert Path(summary["report"]["html"]).is_file()
     history = CliRunner().invoke(main, ["history", "--config", str(tmp_path / "p2c.toml")])
     assert summary["run_id"] in history.output and "migrate" in history.output
+
+
+def test_resuming_after_the_export_changed_is_refused(tmp_path: Path) -> None:
+    export = make_migration(tmp_path)
+    settings = load_settings(tmp_path / "p2c.toml")
+    first = run_migrate(settings, MigrateOptions(export, ("accounts",), chunk_rows=10))
+    with duckdb.connect(str(tmp_path / "wh.duckdb")) as con:  # as if it had been killed
+        con.execute("UPDATE runs SET status = 'failed' WHERE run_id = ?", [first.run_id])
+    with (export / "accounts.csv").open("a", encoding="utf-8") as handle:
+        handle.write("\n")
+    result = CliRunner().invoke(
+        main,
+        [
+            "migrate",
+            "--config",
+            str(tmp_path / "p2c.toml"),
+            "--from",
+            str(export),
+            "--resume",
+            first.run_id,
+        ],
+    )
+    assert result.exit_code == 2
+    assert "accounts.csv" in result.output and "changed since it started" in result.output
