@@ -257,6 +257,7 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame,
             ),
         )
         state = _CsvLines(len(names), delimiter)
+        held: tuple[pl.DataFrame, pl.DataFrame] | None = None  # one batch behind: see below
         for batch in reader:
             raw = pl.from_arrow(batch)
             assert isinstance(raw, pl.DataFrame)
@@ -264,13 +265,27 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame,
             frame, bad = state.number(text, invalid)
             undecoded = undecoded.join(frame.select(ROW, LINE), on=ROW)
             frame = frame.join(undecoded.select(ROW), on=ROW, how="anti")
-            yield (
-                frame.select(*columns, LINE),
-                pl.concat([bad, undecoded.select(BAD_SCHEMA.names())]),
-            )
+            if held is not None:
+                yield held
+            held = (frame, pl.concat([bad, undecoded.select(BAD_SCHEMA.names())]))
             invalid = [i for i in invalid if i[0] >= state.record]
     except pa.ArrowInvalid as exc:
         raise ConfigError(f"{path}: cannot read as CSV: {_first_line(exc)}") from None
+    if held is not None:
+        frame, bad = held
+        # A quote left open runs to the end of the file; when the fields still add up, that
+        # is one long last record. An odd number of quotes in the file gives it away.
+        if not invalid and frame.height and frame[_NL][-1] > 0 and _quotes(path) % 2:
+            last = frame.tail(1)
+            record = delimiter.join(str(v or "") for v in last.select(names).row(0))
+            broken = {**_bad_csv(record, len(names), delimiter), LINE: last[LINE][0]}
+            broken["reason"] = "broken_quoting"
+            broken["message"] = (
+                "broken quoting: a quote opened in this record is never closed, so the "
+                "record runs to the end of the file"
+            )
+            frame, bad = frame.head(-1), pl.concat([bad, pl.DataFrame([broken], schema=BAD_SCHEMA)])
+        yield frame.select(*columns, LINE), bad
     if invalid:
         empty = pl.DataFrame(
             schema={
@@ -282,6 +297,14 @@ def _csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame,
         )
         frame, bad = state.number(empty, invalid, final=True)
         yield frame.select(*columns, LINE), bad
+
+
+def _quotes(path: Path) -> int:
+    count = 0
+    with path.open("rb") as handle:
+        while block := handle.read(_BLOCK):
+            count += block.count(b'"')
+    return count
 
 
 def _first_line(exc: BaseException) -> str:
@@ -361,7 +384,7 @@ class _CsvLines:
         bad_lines = (
             self.line + all_spans.gather(numbers.search_sorted(marks)) + bad_before.head(len(mine))
         )
-        out = frame.with_columns(lines.alias(LINE)).filter(~pl.col(_BLANK)).drop(_NL)
+        out = frame.with_columns(lines.alias(LINE)).filter(~pl.col(_BLANK))
         bad = pl.DataFrame(
             [
                 {**_bad_csv(text, self.fields, self.delimiter), LINE: at}

@@ -89,3 +89,24 @@ def test_parquet_rows_are_numbered_and_a_missing_column_is_a_clear_error(
     pl.DataFrame({"accountid": [f"{ID}01"]}).write_parquet(path)
     with pytest.raises(ConfigError, match="missing columns accountnumber"):
         _read(path, contracts)
+
+
+def test_a_quote_left_open_to_the_end_of_the_file_is_a_reject(
+    tmp_path: Path, contracts: ContractSet
+) -> None:
+    path = tmp_path / "accounts.csv"
+    path.write_text(
+        "accountid,accountnumber,statecode,numberofemployees\n"
+        f"{ID}01,A1,0,1\n"
+        f'{ID}02,"A2,0,1\n'  # the quote never closes: the fields still add up at the end
+        f"{ID}03,A3,0,1\n"
+    )
+    good, bad = _read(path, contracts)
+    assert good == [("A1", 2)]
+    assert bad == [(3, "broken_quoting")]
+    # A value over several lines with its quotes closed is no such case.
+    path.write_text(
+        "accountid,accountnumber,statecode,numberofemployees\n"
+        f'{ID}01,"A1\nsecond line",0,1\n{ID}02,A2,0,1\n'
+    )
+    assert _read(path, contracts) == ([("A1\nsecond line", 2), ("A2", 4)], [])
