@@ -70,11 +70,6 @@ def find_export(folder: Path, entity: str) -> Path | None:
     return found[0] if found else None
 
 
-def where(path: Path, line: int) -> str:
-    """`accounts.csv line 12` (a Parquet file has rows, not lines)."""
-    return f"{path.name} {'row' if path.suffix == '.parquet' else 'line'} {line}"
-
-
 def count_records(path: Path) -> int:
     """How many records the file holds, for progress (CSV: lines after the header, which
     over-counts a value that spans lines; JSON Lines: non-blank lines)."""

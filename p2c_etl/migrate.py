@@ -41,6 +41,7 @@ from p2c_etl.pipeline import (
     Progress,
     _finish,
     _open,
+    closing_all,
     connector_for,
     new_run_id,
     select_flows,
@@ -102,13 +103,10 @@ def run_migrate(
         flows = _flows(settings, contracts, options)
         systems: tuple[SystemName, ...] = ("crm", "erp")
         connectors = {name: _connector(settings, name, contracts) for name in systems}
-        try:
+        with closing_all(connectors):
             return _migrate(
                 settings, contracts, options, run_id, flows, connectors, clock, progress, bars
             )
-        finally:
-            for connector in connectors.values():
-                connector.close()
 
 
 def _begin(
@@ -299,7 +297,6 @@ class _FlowJob:
             progress(f"{flow.name}: {self.path.name} → {flow.target}")
             # Lookups need only their mappings, made once: no reference frame stays.
             self.mappings, self.inputs = self._reference_data(earlier)
-            self.refs: dict[tuple[str, str], pl.DataFrame] = {}
             self._snapshot_target()
             if self.options.dry_run and not done:  # a resumed dry run keeps what it planned
                 self.wh.con.execute(f'DROP TABLE IF EXISTS "{self.planned_table}"')
@@ -420,7 +417,7 @@ class _FlowJob:
                 self.run_id,
                 flow,
                 frame,
-                self.refs,
+                {},  # every lookup is in `self.mappings`
                 self.inputs,
                 self.contracts,
                 self.context,
@@ -429,7 +426,8 @@ class _FlowJob:
             )
             valid, again = self._first_time(prepared.valid, prepared.lines)
         with compare:
-            target = self._target_rows(valid)
+            target = self._target_rows(valid[RK])
+            valid = valid.drop(RK)
             empty_claims = valid.select(list(flow.keys)).clear()
             compared = compare_frames(self.run_id, flow, valid, target, empty_claims)
             changes = change_rows(self.run_id, flow, compared.result)
@@ -465,26 +463,27 @@ class _FlowJob:
         keyed = valid.with_columns(record_key(self.flow.keys).alias(RK)).join(
             lines, on=ROW, how="left"
         )
-        self.wh.con.register("__chunk_keys", keyed.select(RK).to_arrow())
-        try:
-            seen = self.wh.query(
-                f'SELECT k.record_key, min(k.line) AS first_line FROM "{self.keys_table}" k '
-                f"JOIN __chunk_keys c ON k.record_key = c.{RK} GROUP BY k.record_key"
-            )
-        finally:
-            self.wh.con.unregister("__chunk_keys")
+        seen = self._with_keys(
+            keyed[RK],
+            f'SELECT k.record_key, min(k.line) AS first_line FROM "{self.keys_table}" k '
+            f"JOIN __chunk_keys c ON k.record_key = c.{RK} GROUP BY k.record_key",
+        )
         again = keyed.join(seen, left_on=RK, right_on="record_key", how="inner")
         first = keyed.join(seen, left_on=RK, right_on="record_key", how="anti")
-        return first.drop(RK, LINE), again
+        return first.drop(LINE), again  # keeps its record keys (`__rk`) for the target
 
-    def _target_rows(self, valid: pl.DataFrame) -> pl.DataFrame:
-        keys = valid.select(record_key(self.flow.keys).alias(RK))
-        self.wh.con.register("__chunk_keys", keys.to_arrow())
+    def _target_rows(self, keys: pl.Series) -> pl.DataFrame:
+        return self._with_keys(
+            keys,
+            f'SELECT t.* EXCLUDE ({RK}) FROM "{self.target_table}" t '
+            f"SEMI JOIN __chunk_keys c ON t.{RK} = c.{RK}",
+        )
+
+    def _with_keys(self, keys: pl.Series, sql: str) -> pl.DataFrame:
+        """`sql` run with the chunk's record `keys` as the table `__chunk_keys` (`__rk`)."""
+        self.wh.con.register("__chunk_keys", keys.alias(RK).to_frame().to_arrow())
         try:
-            return self.wh.query(
-                f'SELECT t.* EXCLUDE ({RK}) FROM "{self.target_table}" t '
-                f"SEMI JOIN __chunk_keys c ON t.{RK} = c.{RK}"
-            )
+            return self.wh.query(sql)
         finally:
             self.wh.con.unregister("__chunk_keys")
 

@@ -8,7 +8,7 @@ then the report, then the ledger entry is closed.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -98,6 +98,16 @@ def connector_for(system: SystemSettings, contracts: ContractSet) -> Connector:
     return FilesConnector(system.name, system.path, contracts)
 
 
+@contextmanager
+def closing_all(connectors: Mapping[SystemName, Connector]) -> Iterator[None]:
+    """Close every connector when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        for connector in connectors.values():
+            connector.close()
+
+
 def run_batch(
     settings: Settings,
     *,
@@ -112,13 +122,10 @@ def run_batch(
     contracts = ContractSet.load(contracts_dir())
     selected = select_flows(settings, contracts, flows)
     connectors = connectors_for(settings, contracts)
-    try:
+    with closing_all(connectors):
         return _run(
             settings, contracts, selected, connectors, mode, dry_run, run_id, clock, progress
         )
-    finally:
-        for connector in connectors.values():
-            connector.close()
 
 
 def _run(
@@ -283,7 +290,7 @@ def run_reconcile(
     rec_id = reconciliation_id or "rec-" + new_run_id(at)
     context = {"company": settings.company, "rounding": settings.rounding}
     tolerances = settings_tolerances(settings)
-    try:
+    with closing_all(connectors):
         # No run lock, and the warehouse a flow at a time: a reconciliation goes beside a run.
         with _open(settings) as wh:
             wh.start_run(rec_id, "reconcile", True, [f.name for f in selected], at)
@@ -364,9 +371,6 @@ def run_reconcile(
                 clock(),
                 report=(str(paths["html"]), str(paths["json"])),
             )
-    finally:
-        for connector in connectors.values():
-            connector.close()
     return ReconcileSummary(data, {k: str(v) for k, v in paths.items()})
 
 
@@ -406,39 +410,39 @@ def run_retry(
     connectors = connectors_for(settings, contracts)
     started = clock()
     run_id = new_run_id(started)
-    try:
-        with RunLock(settings.warehouse_path, f"p2c retry {run_id}"), _open(settings) as wh:
-            source = failed_run or _latest_failed(wh)
-            flows = _failed_flows(wh, source, settings, contracts)
-            wh.start_run(run_id, "retry", False, [f.name for f in flows], started)
-            progress(f"retry {run_id}: the failed writes of run {source}")
-            for flow in flows:
-                retried, info = retry_flow(
-                    wh, source, run_id, flow, connectors[flow.target.system], clock
-                )
-                counts = FlowCounts(
-                    flow.name,
-                    source_rows=retried,
-                    inserted=info.inserted,
-                    updated=info.updated,
-                    failed=info.failed,
-                )
-                wh.save_counts(run_id, counts)
-                progress(
-                    f"{flow.name}: {retried} retried, {info.inserted} inserted, "
-                    f"{info.updated} updated, {info.failed} failed"
-                )
-            status: RunStatus = "partial" if any(c.failed for c in wh.counts(run_id)) else "ok"
-            wh.finish_run(run_id, status, clock())
-            run = wh.run(run_id)
-            assert run is not None
-            data = build_report_data(wh, run, flows, settings.company, clock().isoformat())
-            html, js = write_report(data, settings.report_dir)
-            wh.finish_run(run_id, status, clock(), report=(str(html), str(js)))
-            return RunSummary(run_id, "retry", status, False, wh.counts(run_id), str(html), str(js))
-    finally:
-        for connector in connectors.values():
-            connector.close()
+    with (
+        closing_all(connectors),
+        RunLock(settings.warehouse_path, f"p2c retry {run_id}"),
+        _open(settings) as wh,
+    ):
+        source = failed_run or _latest_failed(wh)
+        flows = _failed_flows(wh, source, settings, contracts)
+        wh.start_run(run_id, "retry", False, [f.name for f in flows], started)
+        progress(f"retry {run_id}: the failed writes of run {source}")
+        for flow in flows:
+            retried, info = retry_flow(
+                wh, source, run_id, flow, connectors[flow.target.system], clock
+            )
+            counts = FlowCounts(
+                flow.name,
+                source_rows=retried,
+                inserted=info.inserted,
+                updated=info.updated,
+                failed=info.failed,
+            )
+            wh.save_counts(run_id, counts)
+            progress(
+                f"{flow.name}: {retried} retried, {info.inserted} inserted, "
+                f"{info.updated} updated, {info.failed} failed"
+            )
+        status: RunStatus = "partial" if any(c.failed for c in wh.counts(run_id)) else "ok"
+        wh.finish_run(run_id, status, clock())
+        run = wh.run(run_id)
+        assert run is not None
+        data = build_report_data(wh, run, flows, settings.company, clock().isoformat())
+        html, js = write_report(data, settings.report_dir)
+        wh.finish_run(run_id, status, clock(), report=(str(html), str(js)))
+        return RunSummary(run_id, "retry", status, False, wh.counts(run_id), str(html), str(js))
 
 
 def _latest_failed(wh: Warehouse) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from p2c_etl.cli import main
 from p2c_etl.config import SANDBOX_SECRET_ENV, http_config_text, load_settings
@@ -67,6 +67,12 @@ def make_migration(root: Path, formats: dict[str, str] | None = None) -> Path:
         encoding="utf-8",
     )
     return export
+
+
+def migrate_cli(root: Path, source: Path, *args: str) -> Result:
+    """`p2c migrate` through the command line, with the p2c.toml of `root`."""
+    config = str(root / "p2c.toml")
+    return CliRunner().invoke(main, ["migrate", "--config", config, "--from", str(source), *args])
 
 
 def target_rows(root: Path, contracts: ContractSet) -> dict[str, pl.DataFrame]:
@@ -270,9 +276,7 @@ def test_an_export_folder_without_any_flow_is_a_clear_error(tmp_path: Path) -> N
     make_migration(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
-    result = CliRunner().invoke(
-        main, ["migrate", "--config", str(tmp_path / "p2c.toml"), "--from", str(empty)]
-    )
+    result = migrate_cli(tmp_path, empty)
     assert result.exit_code == 2
     assert "holds no export for any flow" in result.output
 
@@ -401,21 +405,7 @@ def test_a_migration_over_http_through_a_429_storm_writes_each_record_once(
 
 def test_the_cli_prints_one_json_summary_and_exits_1_on_rejects(tmp_path: Path) -> None:
     export = make_migration(tmp_path)
-    result = CliRunner().invoke(
-        main,
-        [
-            "migrate",
-            "--config",
-            str(tmp_path / "p2c.toml"),
-            "--from",
-            str(export),
-            "--flows",
-            "accounts",
-            "--chunk-rows",
-            "8",
-            "--json",
-        ],
-    )
+    result = migrate_cli(tmp_path, export, "--flows", "accounts", "--chunk-rows", "8", "--json")
     assert result.exit_code == 1, result.output
     summary = json.loads(result.stdout)
     assert summary["mode"] == "migrate" and summary["status"] == "partial"
@@ -433,17 +423,6 @@ def test_resuming_after_the_export_changed_is_refused(tmp_path: Path) -> None:
         con.execute("UPDATE runs SET status = 'failed' WHERE run_id = ?", [first.run_id])
     with (export / "accounts.csv").open("a", encoding="utf-8") as handle:
         handle.write("\n")
-    result = CliRunner().invoke(
-        main,
-        [
-            "migrate",
-            "--config",
-            str(tmp_path / "p2c.toml"),
-            "--from",
-            str(export),
-            "--resume",
-            first.run_id,
-        ],
-    )
+    result = migrate_cli(tmp_path, export, "--resume", first.run_id)
     assert result.exit_code == 2
     assert "accounts.csv" in result.output and "changed since it started" in result.output
