@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/diff_bench.py

@@ -22,7 +22,7 @@ from datetime import date
 
 import polars as pl
 
-from p2c_etl.diff import diff
+from p2c_etl.stages.diff import diff
 
 DEC = pl.Decimal(19, 4)
 

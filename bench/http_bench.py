@@ -30,11 +30,12 @@ from pathlib import Path
 import httpx
 import polars as pl
 
-from p2c_etl.config import SANDBOX_SECRET_ENV, demo_config_text, http_config_text, load_settings
+from p2c_etl.config import SANDBOX_SECRET_ENV, load_settings
 from p2c_etl.flows import flow_names
-from p2c_etl.pipeline import run_batch
+from p2c_etl.jobs.demo import demo_config_text, http_config_text
+from p2c_etl.jobs.run import run_batch
+from p2c_etl.model.summary import RunSummary
 from p2c_etl.resources import demo_fixtures_dir
-from p2c_etl.summary import RunSummary
 
 FLOWS = ["products", "accounts"]
 SECRET = "bench-secret"

@@ -25,7 +25,8 @@ from pathlib import Path
 import polars as pl
 
 from p2c_etl.config import load_settings
-from p2c_etl.migrate import MigrateOptions, run_migrate
+from p2c_etl.jobs.migrate.job import run_migrate
+from p2c_etl.jobs.migrate.options import MigrateOptions
 from p2c_etl.resources import demo_fixtures_dir
 
 FLOWS = ("accounts", "contacts", "quote_headers", "quote_lines")

@@ -1,5 +1,5 @@
 """`python -m p2c_etl` is `p2c`."""
 
-from p2c_etl.cli import main
+from p2c_etl.cli.main import main
 
 main()

@@ -21,6 +21,10 @@ with a one-line message naming the file and the key.
 
     [flows.accounts]
     enabled = true               # default
+
+The bottom layer, with `errors` and `resources`: imports `errors` only. The one module that
+reads the environment (secrets are named by variable in p2c.toml). About 400 lines because it
+is the whole schema of p2c.toml, read top to bottom, each section beside its checks.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ class AlertSettings:
 
 @dataclass(frozen=True)
 class FlowSettings:
-    """Per-flow overrides from `[flows.<name>]` (applied by `p2c_etl.overrides`)."""
+    """Per-flow overrides from `[flows.<name>]` (applied by `p2c_etl.model.overrides`)."""
 
     enabled: bool = True
     fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -403,29 +407,3 @@ SANDBOX_SECRET_ENV = "P2C_SANDBOX_SECRET"
 def sandbox_secret() -> str:
     """The client secret `p2c sandbox serve` accepts: $P2C_SANDBOX_SECRET, else its default."""
     return os.environ.get(SANDBOX_SECRET_ENV) or "sandbox-secret"
-
-
-def http_config_text(crm_url: str, erp_url: str, token_url: str, company: str = "usmf") -> str:
-    """The p2c.toml of `p2c demo --http`: both systems served by the sandbox."""
-    auth = (
-        f'token_url = "{token_url}"\ntenant = "sandbox"\nclient_id = "p2c-sandbox"\n'
-        f'secret_env = "{SANDBOX_SECRET_ENV}"\n'
-    )
-    return (
-        "# Written by `p2c demo --http`: the sandbox's addresses change with every run.\n"
-        '[warehouse]\npath = "p2c.duckdb"\n\n'
-        f'[systems.crm]\nkind = "dataverse"\nurl = "{crm_url}"\n{auth}\n'
-        f'[systems.erp]\nkind = "finops"\nurl = "{erp_url}"\ncompany = "{company}"\n{auth}\n'
-        '[report]\ndir = "reports"\n'
-    )
-
-
-def demo_config_text(company: str = "usmf") -> str:
-    """The p2c.toml that `p2c demo` writes beside the copied demo data."""
-    return (
-        "# Written by `p2c demo`. Paths are relative to this file.\n"
-        '[warehouse]\npath = "p2c.duckdb"\n\n'
-        '[systems.crm]\nkind = "files"\npath = "crm"\n\n'
-        f'[systems.erp]\nkind = "files"\npath = "erp"\ncompany = "{company}"\n\n'
-        '[report]\ndir = "reports"\n'
-    )

@@ -9,7 +9,7 @@
      └── LockedError         wait: another p2c-etl command holds the warehouse (exit 3)
 
 Problems with single records are never exceptions: they become reject rows or failed
-load results with a reason code, and the run goes on (see `p2c_etl.validate`).
+load results with a reason code, and the run goes on (see `p2c_etl.stages.validate`).
 Any other exception is a bug and keeps its traceback.
 """
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from p2c_etl.config import Settings, demo_config_text, load_settings
-from p2c_etl.contracts import ContractSet
+from p2c_etl.config import Settings, load_settings
+from p2c_etl.jobs.demo import demo_config_text
+from p2c_etl.model.contracts import ContractSet
 from p2c_etl.resources import contracts_dir, demo_fixtures_dir
 
 

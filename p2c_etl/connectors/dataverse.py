@@ -37,9 +37,9 @@ from p2c_etl.connectors.odata import (
     parse_batch,
 )
 from p2c_etl.connectors.session import http_client
-from p2c_etl.contracts import Contract, ContractSet
 from p2c_etl.errors import ConnectorError
-from p2c_etl.keys import record_key
+from p2c_etl.model.contracts import Contract, ContractSet
+from p2c_etl.model.keys import record_key
 
 API = "/api/data/v9.2/"
 BULK_SIZE = 1000

@@ -26,12 +26,12 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from p2c_etl.casting import typed_frame
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
-from p2c_etl.contracts import ContractSet
 from p2c_etl.errors import ConnectorError
-from p2c_etl.keys import record_key
+from p2c_etl.model.casting import typed_frame
+from p2c_etl.model.contracts import ContractSet
+from p2c_etl.model.keys import record_key
 
 FileFormat = Literal["parquet", "csv", "jsonl"]
 FORMATS: tuple[FileFormat, ...] = get_args(FileFormat)

@@ -36,7 +36,7 @@ from p2c_etl.connectors.odata import (
     quote_key,
 )
 from p2c_etl.connectors.session import http_client
-from p2c_etl.contracts import ContractSet
+from p2c_etl.model.contracts import ContractSet
 
 BATCH_SIZE = 1000
 HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}

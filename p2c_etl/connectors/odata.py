@@ -30,9 +30,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from p2c_etl.casting import typed_frame
 from p2c_etl.errors import AuthError, ConnectorError
-from p2c_etl.keys import record_key
+from p2c_etl.model.casting import typed_frame
+from p2c_etl.model.keys import record_key
 
 Action = Literal["retry", "skip", "stop"]
 _RETRY_STATUS = {429, 500, 502, 503, 504}

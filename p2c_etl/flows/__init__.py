@@ -1,8 +1,10 @@
-"""Every flow p2c-etl knows, in declaration order (the run order is the dependency order)."""
+"""The Prospect to cash flows as declarations, one module per template, with the value maps
+the templates ship with (`valuemaps`) and the derived facts their plug-ins computed
+(`derived`). `ALL_FLOWS` holds them in declaration order (the run order is the dependency
+order). Imports `model` (and `config`, `errors`) only."""
 
 from __future__ import annotations
 
-from p2c_etl.flow import Flow
 from p2c_etl.flows.accounts import ACCOUNTS
 from p2c_etl.flows.contacts import CONTACT_CUSTOMERS, CONTACTS
 from p2c_etl.flows.invoices import INVOICE_HEADERS_FLOW, INVOICE_LINES_FLOW
@@ -14,6 +16,7 @@ from p2c_etl.flows.orders import (
 )
 from p2c_etl.flows.products import PRODUCTS
 from p2c_etl.flows.quotes import QUOTE_HEADERS_FLOW, QUOTE_LINES_FLOW
+from p2c_etl.model.flow import Flow
 
 ALL_FLOWS: tuple[Flow, ...] = (
     PRODUCTS,

@@ -14,9 +14,9 @@ contact_customers flow.
 
 from __future__ import annotations
 
-from p2c_etl.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
 from p2c_etl.flows.derived import ACCOUNT_NUMBER
-from p2c_etl.valuemaps import COUNTRY_TO_ISO3, COUNTRY_TO_ISO3_BLANK_USA
+from p2c_etl.flows.valuemaps import COUNTRY_TO_ISO3, COUNTRY_TO_ISO3_BLANK_USA
+from p2c_etl.model.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
 
 ISO_BY_CURRENCY_ID = Lookup(
     "crm", "transactioncurrencies", match="transactioncurrencyid", returns="isocurrencycode"

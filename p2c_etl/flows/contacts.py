@@ -12,10 +12,10 @@ parent's customer record, which must exist in F&O (written by the accounts flow)
 
 from __future__ import annotations
 
-from p2c_etl.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
 from p2c_etl.flows.accounts import ISO_BY_CURRENCY_ID
 from p2c_etl.flows.derived import CONTACT_NUMBER, CONTACT_ROUTING
-from p2c_etl.valuemaps import COUNTRY_TO_ISO3_BLANK_USA, GENDER_TO_FNO, MARITAL_STATUS_TO_FNO
+from p2c_etl.flows.valuemaps import COUNTRY_TO_ISO3_BLANK_USA, GENDER_TO_FNO, MARITAL_STATUS_TO_FNO
+from p2c_etl.model.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
 
 COMPANY = Filter("dataAreaId", "eq", FromContext("company"))
 CUSTOMER_IN_ERP = Lookup(

@@ -12,8 +12,8 @@ import hashlib
 
 import polars as pl
 
-from p2c_etl.flow import Context, Derive, Input, Inputs
-from p2c_etl.money import Rounding, divide
+from p2c_etl.model.flow import Context, Derive, Input, Inputs
+from p2c_etl.model.money import Rounding, divide
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 

@@ -10,16 +10,11 @@ Invoiced happens in order_headers_back, from the same F&O invoice headers.
 
 from __future__ import annotations
 
-from p2c_etl.flow import EntityRef, Field, Flow, Lookup
 from p2c_etl.flows.contacts import COMPANY
-from p2c_etl.flows.orders import (
-    ORDER_IN_CRM,
-    PRODUCT_IN_CRM,
-    document_back_fields,
-    sales_address,
-)
+from p2c_etl.flows.orders import ORDER_IN_CRM, PRODUCT_IN_CRM, document_back_fields, sales_address
 from p2c_etl.flows.products import UOM_BY_NAME
-from p2c_etl.valuemaps import FNO_UNIT_TO_SALES_UNIT
+from p2c_etl.flows.valuemaps import FNO_UNIT_TO_SALES_UNIT
+from p2c_etl.model.flow import EntityRef, Field, Flow, Lookup
 
 INVOICE_IN_CRM = Lookup(
     "crm", "invoices", match="invoicenumber", returns="invoiceid", label="invoice"

@@ -24,18 +24,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from p2c_etl.flow import (
-    Context,
-    Derive,
-    EntityRef,
-    Field,
-    Filter,
-    Flow,
-    FromContext,
-    Input,
-    Inputs,
-    Lookup,
-)
 from p2c_etl.flows.contacts import COMPANY, CUSTOMER_IN_ERP
 from p2c_etl.flows.derived import (
     CUSTOMER_NUMBER,
@@ -46,12 +34,24 @@ from p2c_etl.flows.derived import (
 )
 from p2c_etl.flows.products import CURRENCY_BY_ISO, UOM_BY_NAME
 from p2c_etl.flows.quotes import DOCUMENT_DEPENDENCIES, DOCUMENT_OUT_FIELDS, PRODUCT_IN_ERP
-from p2c_etl.valuemaps import (
+from p2c_etl.flows.valuemaps import (
     FNO_COUNTRY_TO_SALES,
     FNO_PROCESSING_STATUS_TO_SALES,
     FNO_UNIT_TO_SALES_UNIT,
     PRICE_LIST_BY_CURRENCY,
     SALES_UNIT_TO_FNO_UNIT,
+)
+from p2c_etl.model.flow import (
+    Context,
+    Derive,
+    EntityRef,
+    Field,
+    Filter,
+    Flow,
+    FromContext,
+    Input,
+    Inputs,
+    Lookup,
 )
 
 ACTIVE = 647390000

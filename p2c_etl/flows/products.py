@@ -9,12 +9,12 @@ Only products of the configured company are taken; stopped products are filtered
 
 from __future__ import annotations
 
-from p2c_etl.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
-from p2c_etl.valuemaps import (
+from p2c_etl.flows.valuemaps import (
     FNO_NOYES_TO_BOOL,
     FNO_PRODUCT_TYPE_TO_SALES,
     FNO_UNIT_TO_SALES_UNIT,
 )
+from p2c_etl.model.flow import EntityRef, Field, Filter, Flow, FromContext, Lookup
 
 UOM_BY_NAME = Lookup("crm", "uoms", match="name", returns="uomid")
 UOM_SCHEDULE_BY_NAME = Lookup("crm", "uomschedules", match="name", returns="uomscheduleid")

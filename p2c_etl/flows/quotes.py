@@ -14,11 +14,11 @@ ISO column holds alpha-3 here, like the accounts flow) [I].
 
 from __future__ import annotations
 
-from p2c_etl.flow import EntityRef, Field, Filter, Flow, FromContext, Input, Lookup
 from p2c_etl.flows.accounts import ISO_BY_CURRENCY_ID
 from p2c_etl.flows.contacts import COMPANY, CUSTOMER_IN_ERP
 from p2c_etl.flows.derived import CUSTOMER_NUMBER, DISCOUNT_SPLIT, document_flags, line_facts
-from p2c_etl.valuemaps import COUNTRY_TO_ISO3_BLANK_USA, SALES_UNIT_TO_FNO_UNIT
+from p2c_etl.flows.valuemaps import COUNTRY_TO_ISO3_BLANK_USA, SALES_UNIT_TO_FNO_UNIT
+from p2c_etl.model.flow import EntityRef, Field, Filter, Flow, FromContext, Input, Lookup
 
 PRODUCT_IN_ERP = Lookup(
     "erp",

@@ -6,6 +6,9 @@ OData queries and paging, upserts, alternate and composite keys, `@odata.bind` l
 `UpsertMultiple` / `CreateMultiple`, `$batch` with change sets, `EntityDefinitions` and
 `$metadata`, with switchable `Faults` (throttling, 5xx, slow pages, refused records).
 `serve()` runs them until interrupted, for `p2c sandbox serve`.
+
+Imports `model` and `connectors` (the files layout it is seeded from), `config` and `errors`;
+never `stages`, `jobs` or `cli`.
 """
 
 from p2c_etl.sandbox.faults import Faults

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from xml.sax.saxutils import quoteattr
 
-from p2c_etl.contracts import ColumnSpec
+from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.store import Table
 
 _EDM = {

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from p2c_etl.contracts import GUID_PATTERN
+from p2c_etl.model.contracts import GUID_PATTERN
 from p2c_etl.sandbox.entitydefs import logical_name
 from p2c_etl.sandbox.faults import Faults
 from p2c_etl.sandbox.protocol import (

@@ -15,7 +15,7 @@ import json
 import uuid
 from typing import Any
 
-from p2c_etl.contracts import ColumnSpec
+from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.odata_filter import compile_filter
 from p2c_etl.sandbox.protocol import (
     BAD_QUERY,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from p2c_etl.contracts import ColumnSpec
+from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.literals import Token, tokenize
 from p2c_etl.sandbox.protocol import BAD_QUERY, ODataError
 from p2c_etl.sandbox.values import folded, literal_for

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from p2c_etl.contracts import ColumnSpec
+from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.jsonout import DateText, dumps
 from p2c_etl.sandbox.odata_filter import Predicate, compile_filter
 from p2c_etl.sandbox.protocol import BAD_QUERY, ApiRequest, ApiResponse, ODataError, json_response

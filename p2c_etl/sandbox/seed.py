@@ -20,8 +20,8 @@ import polars as pl
 
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.files import FilesConnector
-from p2c_etl.contracts import Contract, ContractSet
 from p2c_etl.errors import ConnectorError, ContractError
+from p2c_etl.model.contracts import Contract, ContractSet
 from p2c_etl.sandbox.store import Journal, Store, Table
 
 

@@ -25,7 +25,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from p2c_etl.config import SystemName
-from p2c_etl.contracts import ContractSet
+from p2c_etl.model.contracts import ContractSet
 from p2c_etl.resources import contracts_dir
 from p2c_etl.sandbox.app import Admin, ServerParts, Service, build_app
 from p2c_etl.sandbox.auth import TokenIssuer

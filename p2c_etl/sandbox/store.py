@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from p2c_etl.contracts import Contract
+from p2c_etl.model.contracts import Contract
 from p2c_etl.sandbox.values import folded
 
 Key = tuple[Any, ...]

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from p2c_etl.contracts import GUID_PATTERN, ColumnSpec
+from p2c_etl.model.contracts import GUID_PATTERN, ColumnSpec
 
 _GUID = re.compile(GUID_PATTERN)
 _WIDE = Context(prec=80)

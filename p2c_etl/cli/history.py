@@ -1,0 +1,51 @@
+"""`p2c history` (recent runs) and `p2c prune` (drop old snapshots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from p2c_etl.cli.output import config_option, errors_exit, settings_from, table
+from p2c_etl.jobs.history import prune_runs, recent_runs
+
+
+@click.command()
+@config_option
+@click.option(
+    "--keep-days",
+    type=click.IntRange(min=0),
+    required=True,
+    help="Keep the snapshots of runs of the last N days.",
+)
+@errors_exit
+def prune(config_path: Path, keep_days: int) -> None:
+    """Remove old snapshots; the runs ledger and every reconciliation are kept."""
+    runs, tables = prune_runs(settings_from(config_path), keep_days)
+    click.echo(f"Pruned {runs} runs older than {keep_days} days: {tables} snapshot tables dropped.")
+
+
+@click.command()
+@config_option
+@click.option("--limit", default=20, show_default=True, help="How many runs to list.")
+@errors_exit
+def history(config_path: Path, limit: int) -> None:
+    """List recent runs, newest first."""
+    runs = recent_runs(settings_from(config_path), limit)
+    if runs is None:
+        click.echo("No runs yet.")
+        return
+    rows = [
+        (
+            r["run_id"],
+            r["mode"] + (" (dry)" if r["dry_run"] else ""),
+            r["status"],
+            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+            str(r["written"]),
+            str(r["rejected"]),
+            str(r["failed"]),
+            r["report_html"] or "",
+        )
+        for r in runs.iter_rows(named=True)
+    ]
+    table(("run", "mode", "status", "started", "written", "rejected", "failed", "report"), rows)

@@ -1,0 +1,192 @@
+"""Reconciliation of records (`p2c reconcile`): do the CRM and the ERP agree, and where not?
+
+Read-only: it extracts, maps, validates and compares exactly as a run does (the stages are the
+same), and never loads. Each difference is classified with the warehouse's record of what
+p2c-etl last wrote:
+
+    pending        the source changed since the last write (the next run will carry it)
+    drift          the target was edited by hand since the last write
+    conflict       both
+    never synced   p2c-etl never wrote this record
+    not synced     only in the source (new, or rejected: the reason says why)
+    only in target only in the target
+
+Tolerances per column are configurable. Money is `jobs.reconcile.money`; the job that runs
+both and stores the verdict is `jobs.reconcile.job`; the evidence is `jobs.reconcile.report`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from p2c_etl.config import SystemName
+from p2c_etl.connectors.base import Connector
+from p2c_etl.model.contracts import ContractSet
+from p2c_etl.model.flow import Context, Flow
+from p2c_etl.stages.compare import compare_flow
+from p2c_etl.stages.diff import CHANGED, KIND
+from p2c_etl.stages.extract import extract_flow
+from p2c_etl.stages.prepare import prepare_flow
+from p2c_etl.warehouse.store import Warehouse
+
+Classification = Literal[
+    "pending", "drift", "conflict", "never synced", "not synced", "rejected", "only in target"
+]
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    field: str
+    source: str | None
+    target: str | None
+    last_written: str | None
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    flow: str
+    record_key: str
+    classification: Classification
+    detail: str
+    fields: tuple[FieldDiff, ...] = ()
+
+
+@dataclass(frozen=True)
+class FlowAgreement:
+    flow: str
+    source: str
+    target: str
+    compared: int
+    agree: int
+    by_class: tuple[tuple[str, int], ...]
+
+
+def reconcile_records(
+    session: Callable[[], AbstractContextManager[Warehouse]],
+    run_id: str,
+    flows: Sequence[Flow],
+    connectors: Mapping[SystemName, Connector],
+    contracts: ContractSet,
+    context: Context,
+    clock: Callable[[], Any],
+    tolerances: Mapping[str, Decimal],
+) -> tuple[list[FlowAgreement], list[Discrepancy]]:
+    agreements: list[FlowAgreement] = []
+    found: list[Discrepancy] = []
+    for flow in flows:
+        with session() as wh:  # a flow at a time, so a nightly run can work in between
+            extract_flow(wh, run_id, flow, connectors, context, clock)
+            prepared = prepare_flow(wh, run_id, flow, contracts, context)
+            compared = compare_flow(wh, run_id, flow)
+            mine = _flow_discrepancies(wh, run_id, flow, tolerances)
+        found.extend(mine)
+        compared_records = prepared.staged + compared.target_only + prepared.rejected
+        classes: dict[str, int] = {}
+        for item in mine:
+            classes[item.classification] = classes.get(item.classification, 0) + 1
+        agreements.append(
+            FlowAgreement(
+                flow=flow.name,
+                source=str(flow.source),
+                target=str(flow.target),
+                compared=compared_records,
+                agree=compared_records - len(mine),
+                by_class=tuple(sorted(classes.items())),
+            )
+        )
+    return agreements, found
+
+
+def _flow_discrepancies(
+    wh: Warehouse, run_id: str, flow: Flow, tolerances: Mapping[str, Decimal]
+) -> list[Discrepancy]:
+    changes = wh.for_flow("changes", run_id, flow.name)
+    last = {
+        row["record_key"]: json.loads(row["values_json"])
+        for row in wh.query(
+            "SELECT record_key, values_json FROM last_written WHERE flow = ?", [flow.name]
+        ).iter_rows(named=True)
+    }
+    found: list[Discrepancy] = []
+    for row in changes.iter_rows(named=True):
+        key = row["record_key"]
+        if row[KIND] == "insert":
+            found.append(Discrepancy(flow.name, key, "not synced", "only in the source"))
+        elif row[KIND] == "target_only":
+            found.append(Discrepancy(flow.name, key, "only in target", "no source record"))
+        else:
+            item = _mismatch(flow.name, key, row, last.get(key), tolerances)
+            if item is not None:
+                found.append(item)
+    for reject in (
+        wh.for_flow("rejects", run_id, flow.name)
+        .unique("source_row", keep="first", maintain_order=True)
+        .iter_rows(named=True)
+    ):
+        found.append(
+            Discrepancy(
+                flow.name,
+                reject["record_key"] or "(no key)",
+                "rejected",
+                f"{reject['reason']}: {reject['message']}",
+            )
+        )
+    return found
+
+
+def _mismatch(
+    flow: str,
+    key: str,
+    row: dict[str, Any],
+    last: dict[str, Any] | None,
+    tolerances: Mapping[str, Decimal],
+) -> Discrepancy | None:
+    after = json.loads(row["after_json"] or "{}")
+    before = json.loads(row["before_json"] or "{}")
+    diffs = [
+        FieldDiff(
+            f,
+            _text(after.get(f)),
+            _text(before.get(f)),
+            _text(last.get(f)) if last is not None else None,
+        )
+        for f in row[CHANGED]
+        if not _within(tolerances.get(f), after.get(f), before.get(f))
+    ]
+    if not diffs:
+        return None
+    if last is None:
+        return Discrepancy(
+            flow, key, "never synced", "differs; p2c-etl never wrote it", tuple(diffs)
+        )
+    source_moved = any(d.source != d.last_written for d in diffs)
+    target_moved = any(d.target != d.last_written for d in diffs)
+    if source_moved and target_moved:
+        kind: Classification = "conflict"
+        detail = "changed in the source and edited in the target since the last write"
+    elif target_moved:
+        kind, detail = "drift", "edited in the target since the last write"
+    else:
+        kind, detail = "pending", "changed in the source since the last write"
+    return Discrepancy(flow, key, kind, detail, tuple(diffs))
+
+
+def _within(tolerance: Decimal | None, a: Any, b: Any) -> bool:
+    if tolerance is None or a is None or b is None:
+        return False
+    try:
+        return abs(Decimal(str(a)) - Decimal(str(b))) <= tolerance
+    except ArithmeticError:
+        return False
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)

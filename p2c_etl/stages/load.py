@@ -1,0 +1,191 @@
+"""Load: upsert only what changed. Inserts carry every mapped column; updates only the changed
+ones, grouped by the set of columns that changed. Every record gets a result row, and what
+was written is remembered per record for drift detection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from p2c_etl.connectors.base import RESULT_SCHEMA, Connector, WriteBatch
+from p2c_etl.model.flow import Flow
+from p2c_etl.model.ids import stable_id
+from p2c_etl.model.keys import record_key
+from p2c_etl.model.rejects import KEY, ROW
+from p2c_etl.stages.diff import CHANGED, KIND
+from p2c_etl.stages.extract import target_name
+from p2c_etl.stages.prepare import staged_table
+from p2c_etl.warehouse.store import Warehouse
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    inserted: int
+    updated: int
+    failed: int
+
+
+def build_batch(
+    flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame, target: pl.DataFrame | None = None
+) -> WriteBatch:
+    """Turn the changes of a flow into one write batch for its target. Updates of a target
+    with a primary id carry the record's id from the `target` snapshot."""
+    rows = staged.drop(ROW, KEY, strict=False).with_columns(record_key(flow.keys).alias("__rk"))
+    ids: list[str] = []
+    if flow.target_id and target is not None:
+        known = target.select(record_key(flow.keys).alias("__rk"), flow.target_id)
+        rows = rows.join(known.unique("__rk"), on="__rk", how="left")
+        ids = [flow.target_id]
+    insert_keys = changes.filter(pl.col(KIND) == "insert").select(
+        pl.col("record_key").alias("__rk")
+    )
+    inserts = rows.join(insert_keys, on="__rk", how="semi")
+    if flow.target_id:
+        inserts = inserts.with_columns(
+            pl.col("__rk")
+            .map_elements(lambda k: stable_id(flow, k), return_dtype=pl.String)
+            .alias(flow.target_id)
+        )
+    updates = []
+    by_fields = changes.filter(pl.col(KIND) == "update").group_by(CHANGED, maintain_order=True)
+    for (fields,), group in by_fields:
+        keys = group.select(pl.col("record_key").alias("__rk"))
+        frame = rows.join(keys, on="__rk", how="semi").select(*flow.keys, *ids, *fields)
+        updates.append(frame)
+    return WriteBatch(keys=flow.keys, inserts=inserts.drop("__rk"), updates=tuple(updates))
+
+
+def load_flow(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    connector: Connector,
+    now: Callable[[], datetime],
+) -> LoadInfo:
+    """Write the run's inserts and updates of `flow` to its target; record every result.
+
+    What the target now holds is remembered per record: what was written, and, for records
+    found already in step, the values they agree on (so a later hand edit shows as drift).
+    """
+    all_changes = wh.for_flow("changes", run_id, flow.name)
+    staged = wh.read_table(staged_table(run_id, flow))
+    values = _values(flow, staged)
+    in_step = _newly_in_step(wh, flow, values.join(all_changes, on="record_key", how="anti"))
+    changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
+    return _write(wh, run_id, run_id, flow, connector, staged, changes, values, in_step, now)
+
+
+def retry_flow(
+    wh: Warehouse,
+    failed_run: str,
+    run_id: str,
+    flow: Flow,
+    connector: Connector,
+    now: Callable[[], datetime],
+) -> tuple[int, LoadInfo]:
+    """Send again the records of `flow` whose write failed in `failed_run` (rejects are not
+    failures: they need a fix in the data first). Returns (records retried, outcome)."""
+    failed = wh.for_flow("load_results", failed_run, flow.name).filter(pl.col("status") == "failed")
+    changes = (
+        wh.for_flow("changes", failed_run, flow.name)
+        .join(failed.select("record_key").unique(), on="record_key", how="semi")
+        .filter(pl.col(KIND).is_in(["insert", "update"]))
+    )
+    staged = wh.read_table(staged_table(failed_run, flow))
+    empty = pl.DataFrame(schema={"record_key": pl.String, "values_json": pl.String})
+    info = _write(
+        wh, failed_run, run_id, flow, connector, staged, changes, _values(flow, staged), empty, now
+    )
+    return changes.height, info
+
+
+def _values(flow: Flow, staged: pl.DataFrame) -> pl.DataFrame:
+    return staged.drop(ROW, KEY).select(
+        record_key(flow.keys).alias("record_key"),
+        pl.struct(flow.target_columns).struct.json_encode().alias("values_json"),
+    )
+
+
+def _write(
+    wh: Warehouse,
+    source_run: str,
+    run_id: str,
+    flow: Flow,
+    connector: Connector,
+    staged: pl.DataFrame,
+    changes: pl.DataFrame,
+    values: pl.DataFrame,
+    in_step: pl.DataFrame,
+    now: Callable[[], datetime],
+) -> LoadInfo:
+    results = send(flow, connector, staged, changes, wh.snapshot(source_run, target_name(flow)))
+    with wh.transaction():
+        record_results(wh, run_id, flow, results, values, in_step, now())
+    return outcome(results)
+
+
+def send(
+    flow: Flow,
+    connector: Connector,
+    staged: pl.DataFrame,
+    changes: pl.DataFrame,
+    target: pl.DataFrame,
+) -> pl.DataFrame:
+    """Write `changes` (inserts and updates) to the flow's target; one result row each."""
+    if changes.height == 0:
+        return pl.DataFrame(schema=RESULT_SCHEMA)
+    return connector.upsert(flow.target.entity, build_batch(flow, staged, changes, target))
+
+
+def record_results(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    results: pl.DataFrame,
+    values: pl.DataFrame | None,
+    in_step: pl.DataFrame,
+    written_at: datetime,
+) -> None:
+    """Store the results and remember what the target now holds (inside the caller's
+    transaction). With `values` None only failures are stored, and nothing is remembered."""
+    if values is None:
+        results = results.filter(pl.col("status") == "failed")
+    wh.append(
+        "load_results",
+        results.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")),
+    )
+    if values is None:
+        return
+    ok = results.filter(pl.col("status") == "ok").join(values, on="record_key", how="left")
+    ok = pl.concat([ok.select("record_key", "values_json"), in_step])
+    wh.remember_written(
+        ok.select(
+            pl.lit(flow.name).alias("flow"),
+            "record_key",
+            "values_json",
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(written_at).alias("written_at"),
+        )
+    )
+
+
+def outcome(results: pl.DataFrame) -> LoadInfo:
+    return LoadInfo(
+        inserted=_count(results, "insert", "ok"),
+        updated=_count(results, "update", "ok"),
+        failed=int((results["status"] == "failed").sum()),
+    )
+
+
+def _newly_in_step(wh: Warehouse, flow: Flow, unchanged: pl.DataFrame) -> pl.DataFrame:
+    """Unchanged records whose remembered values are missing or different."""
+    known = wh.query("SELECT record_key, values_json FROM last_written WHERE flow = ?", [flow.name])
+    return unchanged.join(known, on=["record_key", "values_json"], how="anti")
+
+
+def _count(results: pl.DataFrame, op: str, status: str) -> int:
+    return int(((results["op"] == op) & (results["status"] == status)).sum())

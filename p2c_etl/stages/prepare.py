@@ -1,0 +1,225 @@
+"""Prepare: transform and validate a flow's source, read from the warehouse by run id; the
+mapped rows, their rejects and unmapped values are committed together, and a typed info record
+is returned. The pure parts are `stages.transform` and `stages.validate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from p2c_etl.model.contracts import ContractSet
+from p2c_etl.model.flow import Context, Flow, Inputs
+from p2c_etl.model.ids import stable_id
+from p2c_etl.model.keys import record_key
+from p2c_etl.model.rejects import KEY, LINE, REJECT_SCHEMA, ROW, empty_rejects
+from p2c_etl.stages.diff import KIND
+from p2c_etl.stages.extract import inputs, references, source_name
+from p2c_etl.stages.transform import Mappings, References, transform
+from p2c_etl.stages.validate import validate
+from p2c_etl.warehouse.store import Warehouse, table_name
+
+
+@dataclass(frozen=True)
+class PrepareInfo:
+    source_rows: int
+    filtered_out: int
+    rejected: int
+    staged: int
+
+
+def staged_table(run_id: str, flow: Flow) -> str:
+    return table_name("stage", run_id, flow.name)
+
+
+def claimed_table(run_id: str, flow: Flow) -> str:
+    return table_name("claimed", run_id, flow.name)
+
+
+def prepare_flow(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    contracts: ContractSet,
+    context: Context,
+    planned: Sequence[Flow] = (),
+) -> PrepareInfo:
+    """Map and validate the source snapshot; store good rows, rejects and claimed keys.
+
+    `planned` are the flows of a dry run that ran before this one: the records they would
+    have inserted count as existing, so references resolve as they would in a real run.
+    """
+    refs = references(wh, run_id, flow)
+    extra = inputs(wh, run_id, flow)
+    for earlier in planned:
+        refs, extra = with_planned(refs, extra, earlier, planned_inserts(wh, run_id, earlier))
+    source = wh.snapshot(run_id, source_name(flow))
+    prepared = prepare_frame(run_id, flow, source, refs, extra, contracts, context)
+    with wh.transaction():
+        wh.write_table(staged_table(run_id, flow), prepared.valid)
+        wh.write_table(claimed_table(run_id, flow), prepared.claimed)
+        save_prepared(wh, prepared)
+    return prepared.info
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preparing a source frame gives: valid rows, claimed keys, reject and unmapped
+    rows ready for the warehouse, and the counts."""
+
+    valid: pl.DataFrame
+    claimed: pl.DataFrame
+    rejects: pl.DataFrame
+    unmapped: pl.DataFrame
+    info: PrepareInfo
+    lines: pl.DataFrame
+    """`__row` → `__line`: where each source row starts in its export (null outside a
+    migration)."""
+
+
+def prepare_frame(
+    run_id: str,
+    flow: Flow,
+    source: pl.DataFrame,
+    refs: References,
+    extra: Inputs,
+    contracts: ContractSet,
+    context: Context,
+    first_wins: bool = False,
+    mappings: Mappings | None = None,
+) -> Prepared:
+    """Map `source` onto the target and validate it against the target's contract.
+
+    Two source records with one target key are both rejected; with `first_wins` (a
+    migration, which streams and cannot take back what it wrote) the first one in the
+    source goes on and the later ones are rejected, naming where the first one is.
+    """
+    mapped = transform(flow, source, refs, context, extra, mappings)
+    lines = mapped.source.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
+        (pl.col(LINE) if LINE in mapped.source.columns else pl.lit(None, pl.Int64)).alias(LINE),
+    )
+    staged, later = mapped.staged, empty_rejects()
+    if first_wins:
+        staged, later = _first_of_each_key(flow, staged, lines)
+    checked = validate(staged, contracts.get(flow.target.system, flow.target.entity))
+    rejects = pl.concat([mapped.rejects, later, checked.rejects], how="vertical")
+    unmapped = mapped.unmapped.select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(flow.name).alias("flow"),
+        pl.all(),
+        pl.lit(flow.unmapped).alias("policy"),
+    )
+    return Prepared(
+        valid=checked.valid,
+        claimed=mapped.claimed,
+        rejects=_reject_rows(run_id, flow, mapped.source, rejects),
+        unmapped=unmapped,
+        info=PrepareInfo(
+            source_rows=mapped.source.height,
+            filtered_out=mapped.filtered_out,
+            rejected=rejects[ROW].n_unique(),
+            staged=checked.valid.height,
+        ),
+        lines=lines,
+    )
+
+
+def _first_of_each_key(
+    flow: Flow, staged: pl.DataFrame, lines: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(the first row of each target key, `duplicate_key` rejects for the later ones)."""
+    keys = list(flow.keys)
+    first = pl.struct(keys).is_first_distinct()
+    later = (
+        staged.with_columns(pl.col(ROW).first().over(keys, order_by=ROW).alias("__first"))
+        .filter(~first)
+        .join(lines.rename({ROW: "__first", LINE: "__first_line"}), on="__first", how="left")
+    )
+    where = pl.when(pl.col("__first_line").is_not_null()).then(
+        pl.format("line {}", pl.col("__first_line"))
+    )
+    rejects = later.select(
+        ROW,
+        pl.lit(",".join(keys)).alias("field"),
+        pl.lit("duplicate_key").alias("reason"),
+        record_key(keys).alias("value"),
+        pl.format(
+            "the record at {} has the same key and was taken; this one is not",
+            where.otherwise(pl.format("source row {}", pl.col("__first"))),
+        ).alias("message"),
+    ).cast(REJECT_SCHEMA)
+    return staged.filter(first), rejects
+
+
+def save_prepared(wh: Warehouse, prepared: Prepared) -> None:
+    wh.append("rejects", prepared.rejects)
+    wh.append("unmapped_values", prepared.unmapped)
+
+
+def with_planned(
+    refs: References, extra: Inputs, earlier: Flow, rows: pl.DataFrame
+) -> tuple[dict[tuple[str, str], pl.DataFrame], dict[str, pl.DataFrame]]:
+    """References and inputs as they would be once `earlier` had inserted `rows`."""
+    target = (earlier.target.system, earlier.target.entity)
+    name = f"{target[0]}.{target[1]}"
+    return (
+        {k: _union(v, rows) if k == target else v for k, v in refs.items()},
+        {k: _union(v, rows) if k == name else v for k, v in extra.items()},
+    )
+
+
+def _union(snapshot: pl.DataFrame, planned: pl.DataFrame) -> pl.DataFrame:
+    columns = [c for c in snapshot.columns if c in planned.columns]
+    rows = planned.select(columns).cast({c: snapshot.schema[c] for c in columns})
+    return pl.concat([snapshot, rows], how="diagonal")
+
+
+def planned_inserts(wh: Warehouse, run_id: str, flow: Flow) -> pl.DataFrame:
+    """The rows `flow` inserts (or would insert) in this run, with their generated ids."""
+    staged = wh.read_table(staged_table(run_id, flow))
+    inserts = wh.for_flow("changes", run_id, flow.name).filter(pl.col(KIND) == "insert")
+    rows = staged.drop(ROW, KEY).with_columns(record_key(flow.keys).alias("record_key"))
+    rows = rows.join(inserts.select("record_key"), on="record_key", how="semi")
+    if flow.target_id:
+        rows = rows.with_columns(
+            pl.col("record_key")
+            .map_elements(lambda key: stable_id(flow, key), return_dtype=pl.String)
+            .alias(flow.target_id)
+        )
+    return rows.drop("record_key")
+
+
+def _reject_rows(
+    run_id: str, flow: Flow, source: pl.DataFrame, rejects: pl.DataFrame
+) -> pl.DataFrame:
+    rejected = (
+        source.with_row_index(ROW)
+        .with_columns(pl.col(ROW).cast(pl.Int64))
+        .join(rejects.select(ROW).unique(), on=ROW, how="semi")
+    )  # only the rejected rows are encoded: a source of a million rows has a few
+    columns = [c for c in source.columns if c != LINE]
+    rows = rejected.select(
+        ROW,
+        record_key(flow.source_keys).alias("record_key"),
+        pl.struct(columns).struct.json_encode().alias("row_json"),
+        (pl.col(LINE) if LINE in source.columns else pl.lit(None, pl.Int64)).alias("source_line"),
+    )
+    return (
+        rejects.join(rows, on=ROW, how="left")
+        .select(
+            pl.lit(run_id).alias("run_id"),
+            pl.lit(flow.name).alias("flow"),
+            "record_key",
+            pl.col(ROW).alias("source_row"),
+            "field",
+            "reason",
+            "value",
+            "message",
+            "row_json",
+            "source_line",
+        )
+        .sort("source_row", "field")
+    )

@@ -1,0 +1,230 @@
+"""Run report: compute a frozen `ReportData` from the warehouse, then render it last.
+
+The JSON twin is `ReportData` as JSON; the HTML is a Jinja template with autoescaping on
+(every value from a CRM is untrusted) and inline CSS, so the file opens from disk anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import polars as pl
+
+from p2c_etl.model.flow import Flow
+from p2c_etl.model.summary import FlowCounts
+from p2c_etl.resources import templates_dir
+from p2c_etl.warehouse.store import Warehouse
+
+SAMPLE_CHANGES = 25
+_KIND_ORDER = {"update": 0, "insert": 1, "target_only": 2}
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: str | None
+    after: str | None
+
+
+@dataclass(frozen=True)
+class ChangeSample:
+    record_key: str
+    kind: str
+    fields: tuple[FieldChange, ...]
+
+
+@dataclass(frozen=True)
+class RejectRow:
+    record_key: str | None
+    reason: str
+    field: str | None
+    message: str
+    line: int | None = None
+    """Where the record starts in its export file (a migration)."""
+
+
+@dataclass(frozen=True)
+class UnmappedValue:
+    field: str
+    value: str | None
+    count: int
+    policy: str
+
+
+@dataclass(frozen=True)
+class FlowReport:
+    flow: str
+    description: str
+    source: str
+    target: str
+    counts: FlowCounts
+    changed_fields: tuple[tuple[str, int], ...]
+    samples: tuple[ChangeSample, ...]
+    rejects: tuple[RejectRow, ...]
+    reject_reasons: tuple[tuple[str, int], ...]
+    unmapped: tuple[UnmappedValue, ...]
+
+
+@dataclass(frozen=True)
+class ChunkTiming:
+    """One chunk of a migration: where it lay in its export, and where its time went."""
+
+    flow: str
+    chunk: int
+    records: int
+    first_line: int | None
+    last_line: int | None
+    read: float
+    prepare: float
+    compare: float
+    load: float
+
+    @property
+    def seconds(self) -> float:
+        return self.read + self.prepare + self.compare + self.load
+
+
+@dataclass(frozen=True)
+class ReportData:
+    run_id: str
+    mode: str
+    status: str
+    dry_run: bool
+    company: str
+    started_at: str
+    ended_at: str
+    flows: tuple[FlowReport, ...]
+    chunks: tuple[ChunkTiming, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for chunk, timing in zip(data["chunks"], self.chunks, strict=True):
+            chunk["seconds"] = timing.seconds
+        return data
+
+
+def build_report_data(
+    wh: Warehouse, run: dict[str, Any], flows: Sequence[Flow], company: str, ended_at: str
+) -> ReportData:
+    run_id = run["run_id"]
+    counts = {c.flow: c for c in wh.counts(run_id)}
+    return ReportData(
+        run_id=run_id,
+        mode=run["mode"],
+        status=run["status"],
+        dry_run=run["dry_run"],
+        company=company,
+        started_at=run["started_at"].astimezone(UTC).isoformat(),
+        ended_at=ended_at,
+        flows=tuple(
+            _flow_report(wh, run_id, flow, counts.get(flow.name, FlowCounts(flow.name)))
+            for flow in flows
+        ),
+        chunks=_chunks(wh, run_id),
+    )
+
+
+def _chunks(wh: Warehouse, run_id: str) -> tuple[ChunkTiming, ...]:
+    rows = wh.query(
+        "SELECT flow, chunk, records, first_line, last_line, read_seconds AS read, "
+        "prepare_seconds AS prepare, compare_seconds AS compare, load_seconds AS load "
+        "FROM migrate_chunks WHERE run_id = ? "
+        "ORDER BY list_position((SELECT flows FROM runs WHERE run_id = ?), flow), chunk",
+        [run_id, run_id],
+    )
+    return tuple(ChunkTiming(**row) for row in rows.iter_rows(named=True))
+
+
+def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> FlowReport:
+    changes = wh.for_flow("changes", run_id, flow.name)
+    rejects = wh.for_flow("rejects", run_id, flow.name).sort(
+        "source_row", "source_line", "field", nulls_last=True
+    )
+    field_counts = (
+        changes.select(pl.col("changed_fields").explode().drop_nulls().alias("f"))
+        .group_by("f")
+        .len()
+        .sort(["len", "f"], descending=[True, False])
+    )
+    order = pl.col("kind").replace_strict(_KIND_ORDER, return_dtype=pl.Int8)
+    samples = changes.sort(order, "record_key")
+    return FlowReport(
+        flow=flow.name,
+        description=flow.description,
+        source=str(flow.source),
+        target=str(flow.target),
+        counts=counts,
+        changed_fields=tuple(field_counts.iter_rows()),
+        samples=tuple(_sample(row) for row in samples.head(SAMPLE_CHANGES).iter_rows(named=True)),
+        rejects=tuple(
+            RejectRow(r["record_key"], r["reason"], r["field"], r["message"], r["source_line"])
+            for r in rejects.iter_rows(named=True)
+        ),
+        reject_reasons=tuple(
+            rejects.group_by("reason")
+            .len()
+            .sort(["len", "reason"], descending=[True, False])
+            .iter_rows()
+        ),
+        unmapped=tuple(
+            UnmappedValue(r["field"], r["value"], r["count"], r["policy"])
+            for r in wh.for_flow("unmapped_values", run_id, flow.name)
+            .sort("field", "value")
+            .iter_rows(named=True)
+        ),
+    )
+
+
+def _sample(row: dict[str, Any]) -> ChangeSample:
+    before = json.loads(row["before_json"]) if row["before_json"] else {}
+    after = json.loads(row["after_json"]) if row["after_json"] else {}
+    if row["kind"] == "update":
+        names = row["changed_fields"]
+    else:  # a whole record: its non-empty fields
+        names = [name for name, value in (after or before).items() if value not in (None, "")]
+    return ChangeSample(
+        record_key=row["record_key"],
+        kind=row["kind"],
+        fields=tuple(FieldChange(n, _text(before.get(n)), _text(after.get(n))) for n in names),
+    )
+
+
+def _text(value: Any) -> str | None:
+    """JSON values as users read them: text as is, numbers and flags as JSON writes them."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def render_html(data: ReportData) -> str:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    return env.get_template("run.html").render(report=data)
+
+
+def write_report(data: ReportData, out_dir: Path) -> tuple[Path, Path]:
+    """Write `<run_id>.html` and `<run_id>.json` into `out_dir`; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    html_path = out_dir / f"{data.run_id}.html"
+    json_path = out_dir / f"{data.run_id}.json"
+    write_text(json_path, json.dumps(data.as_json(), indent=2) + "\n")
+    write_text(html_path, render_html(data))
+    return html_path, json_path
+
+
+def write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)

@@ -1,0 +1,319 @@
+"""The DuckDB warehouse: where stages hand over, and what every run leaves behind.
+
+    runs            the ledger: run id, mode, start, end, status, report paths
+    run_flows       per-flow counts of each run
+    snapshots       catalog of snapshot tables (source, target and reference data per run)
+    staged          catalog of validated, mapped rows per run and flow
+    rejects         flow, record key, reason code, value, message, the source row as JSON
+                    (and, for a migration, the export file and the line the record starts on)
+    unmapped_values per flow and field, each value no value map knew, with its count
+    changes         flow, record key, kind, changed fields, before / after as JSON
+    load_results    per record: op, status, message
+    last_written    per flow and record: the values p2c-etl last wrote (for drift detection)
+    reconciliations every reconciliation: when, verdict, counts, where its evidence is
+    migrations      per migration: the export folder, chunk size and date window
+    migrate_chunks  per migration, flow and chunk: counts and timings; a chunk's row commits
+                    with its rejects, changes and load results, so it is the checkpoint
+
+Snapshot and staged rows live in one table each per run (`snap_<run>_<flow>_<role>`), so a
+later stage, a re-run of one stage or a report can read exactly what an earlier one saw.
+Each stage's writes are committed together.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from p2c_etl.errors import ConnectorError, LockedError
+from p2c_etl.model.summary import FlowCounts, RunMode, RunStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, mode VARCHAR NOT NULL, dry_run BOOLEAN NOT NULL,
+    flows VARCHAR[] NOT NULL, started_at TIMESTAMPTZ NOT NULL, ended_at TIMESTAMPTZ,
+    status VARCHAR NOT NULL, report_html VARCHAR, report_json VARCHAR, error VARCHAR);
+CREATE TABLE IF NOT EXISTS run_flows (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, source_rows BIGINT, filtered_out BIGINT,
+    rejected BIGINT, inserted BIGINT, updated BIGINT, unchanged BIGINT, target_only BIGINT,
+    failed BIGINT, PRIMARY KEY (run_id, flow));
+CREATE TABLE IF NOT EXISTS snapshots (
+    run_id VARCHAR NOT NULL, name VARCHAR NOT NULL, system VARCHAR NOT NULL,
+    entity VARCHAR NOT NULL, table_name VARCHAR NOT NULL, row_count BIGINT NOT NULL,
+    taken_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, name));
+CREATE TABLE IF NOT EXISTS rejects (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR, source_row BIGINT,
+    field VARCHAR, reason VARCHAR NOT NULL, value VARCHAR, message VARCHAR NOT NULL,
+    row_json VARCHAR);
+CREATE TABLE IF NOT EXISTS unmapped_values (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, field VARCHAR NOT NULL, value VARCHAR,
+    count BIGINT NOT NULL, policy VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, changed_fields VARCHAR[], before_json VARCHAR, after_json VARCHAR);
+CREATE TABLE IF NOT EXISTS load_results (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
+    op VARCHAR NOT NULL, status VARCHAR NOT NULL, message VARCHAR);
+CREATE TABLE IF NOT EXISTS reconciliations (
+    reconciliation_id VARCHAR PRIMARY KEY, made_at TIMESTAMPTZ NOT NULL, status VARCHAR NOT NULL,
+    agree BIGINT NOT NULL, total BIGINT NOT NULL, verdicts VARCHAR[] NOT NULL,
+    report_html VARCHAR, report_json VARCHAR);
+ALTER TABLE rejects ADD COLUMN IF NOT EXISTS source_file VARCHAR;
+ALTER TABLE rejects ADD COLUMN IF NOT EXISTS source_line BIGINT;
+CREATE TABLE IF NOT EXISTS migrations (
+    run_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, chunk_rows BIGINT NOT NULL,
+    since DATE, until DATE);
+ALTER TABLE migrations ADD COLUMN IF NOT EXISTS exports VARCHAR;
+CREATE TABLE IF NOT EXISTS migrate_chunks (
+    run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, chunk BIGINT NOT NULL,
+    first_record BIGINT NOT NULL, records BIGINT NOT NULL, first_line BIGINT, last_line BIGINT,
+    filtered_out BIGINT NOT NULL, rejected BIGINT NOT NULL, inserted BIGINT NOT NULL,
+    updated BIGINT NOT NULL, unchanged BIGINT NOT NULL, failed BIGINT NOT NULL,
+    read_seconds DOUBLE NOT NULL, prepare_seconds DOUBLE NOT NULL,
+    compare_seconds DOUBLE NOT NULL, load_seconds DOUBLE NOT NULL,
+    committed_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, flow, chunk));
+CREATE TABLE IF NOT EXISTS last_written (
+    flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (flow, record_key));
+"""
+MEMORY_LIMIT = "512MB"
+"""DuckDB's own memory (its default is 80% of the machine): beyond it, it spills to disk
+beside the warehouse. Runs hand frames to polars, so DuckDB needs little."""
+_COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]
+
+
+def table_name(*parts: str) -> str:
+    """A safe DuckDB identifier from run id, flow and role."""
+    return "_".join(re.sub(r"[^0-9A-Za-z]+", "_", p) for p in parts).lower()
+
+
+class Warehouse:
+    """One DuckDB file; open it with `Warehouse.open(path)` for a stage and close it after,
+    so that a run and a reconciliation can take turns."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.con.execute(_SCHEMA)
+
+    @classmethod
+    def open(cls, path: Path, wait: float = 900.0) -> Warehouse:
+        """Open the warehouse. DuckDB lets one process in at a time: when another p2c-etl
+        command is inside (a run's stage beside a reconciliation), wait up to `wait` seconds
+        for it to step out."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline, pause = time.monotonic() + wait, 0.05
+        while True:
+            try:
+                return cls(duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT}))
+            except duckdb.Error as exc:
+                if "Could not set lock" not in str(exc):
+                    raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None
+                if time.monotonic() >= deadline:
+                    pid = re.search(r"\(PID (\d+)\)", str(exc))
+                    who = f"process {pid[1]}" if pid else "another process"
+                    raise LockedError(
+                        f"warehouse {path} stayed busy ({who}) for {wait:.0f} s"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def fail_stale_runs(self) -> int:
+        """Runs left `running` by a killed process: failed. Call only while holding the run
+        lock, when no other run can be alive."""
+        rows = self.con.execute(
+            "UPDATE runs SET status = 'failed', ended_at = now(), error = 'interrupted: its "
+            "process ended before the run finished' WHERE status = 'running' "
+            "AND mode <> 'reconcile'"
+        ).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # --- frames in and out -------------------------------------------------------------
+
+    def write_table(self, name: str, frame: pl.DataFrame) -> None:
+        self.con.register("__frame", frame.to_arrow())
+        try:
+            self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM __frame')
+        finally:
+            self.con.unregister("__frame")
+
+    def append(self, table: str, frame: pl.DataFrame) -> None:
+        if frame.height == 0:
+            return
+        self.con.register("__frame", frame.to_arrow())
+        try:
+            columns = ", ".join(f'"{c}"' for c in frame.columns)
+            self.con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM __frame")
+        finally:
+            self.con.unregister("__frame")
+
+    def read_table(self, name: str) -> pl.DataFrame:
+        return self.query(f'SELECT * FROM "{name}"')
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        frame: pl.DataFrame = self.con.sql(sql, params=list(params)).pl()
+        return frame
+
+    # --- the ledger ------------------------------------------------------------------
+
+    def start_run(
+        self, run_id: str, mode: RunMode, dry_run: bool, flows: Sequence[str], at: datetime
+    ) -> None:
+        self.con.execute(
+            "INSERT INTO runs (run_id, mode, dry_run, flows, started_at, status) "
+            "VALUES (?, ?, ?, ?, ?, 'running')",
+            [run_id, mode, dry_run, list(flows), at],
+        )
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        at: datetime,
+        report: tuple[str | None, str | None] = (None, None),
+        error: str | None = None,
+    ) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, ended_at = ?, report_html = ?, report_json = ?, "
+            "error = ? WHERE run_id = ?",
+            [status, at, report[0], report[1], error, run_id],
+        )
+
+    def save_counts(self, run_id: str, counts: FlowCounts) -> None:
+        values = [getattr(counts, c) for c in _COUNT_COLUMNS]
+        self.con.execute(
+            f"INSERT OR REPLACE INTO run_flows (run_id, flow, {', '.join(_COUNT_COLUMNS)}) "
+            f"VALUES (?, ?, {', '.join('?' * len(values))})",
+            [run_id, counts.flow, *values],
+        )
+
+    def counts(self, run_id: str) -> tuple[FlowCounts, ...]:
+        rows = self.query(
+            f"SELECT flow, {', '.join(_COUNT_COLUMNS)} FROM run_flows WHERE run_id = ? "
+            "ORDER BY list_position((SELECT flows FROM runs WHERE run_id = ?), flow)",
+            [run_id, run_id],
+        )
+        return tuple(FlowCounts(**row) for row in rows.iter_rows(named=True))
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        return rows.row(0, named=True) if rows.height else None
+
+    def recent_runs(self, limit: int) -> pl.DataFrame:
+        return self.query(
+            "SELECT r.run_id, r.mode, r.dry_run, r.status, r.started_at, r.ended_at, "
+            "coalesce(sum(f.inserted + f.updated), 0) AS written, "
+            "coalesce(sum(f.rejected), 0) AS rejected, coalesce(sum(f.failed), 0) AS failed, "
+            "r.report_html FROM runs r LEFT JOIN run_flows f USING (run_id) "
+            "GROUP BY ALL ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?",
+            [limit],
+        )
+
+    # --- snapshots and stage outputs ---------------------------------------------------
+
+    def save_snapshot(
+        self, run_id: str, name: str, system: str, entity: str, frame: pl.DataFrame, at: datetime
+    ) -> str:
+        table = table_name("snap", run_id, name)
+        with self.transaction():
+            self.write_table(table, frame)
+            self.con.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, name, system, entity, table, frame.height, at],
+            )
+        return table
+
+    def save_snapshot_pages(
+        self,
+        run_id: str,
+        name: str,
+        system: str,
+        entity: str,
+        pages: Iterable[pl.DataFrame],
+        at: datetime,
+    ) -> int:
+        """Store a snapshot page by page (memory stays bounded by a page); returns its rows."""
+        table = table_name("snap", run_id, name)
+        rows = 0
+        with self.transaction():
+            for i, page in enumerate(pages):
+                if i == 0:
+                    self.write_table(table, page)
+                else:
+                    self.append(f'"{table}"', page)
+                rows += page.height
+            self.con.execute(
+                "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [run_id, name, system, entity, table, rows, at],
+            )
+        return rows
+
+    def snapshot(self, run_id: str, name: str) -> pl.DataFrame:
+        rows = self.con.execute(
+            "SELECT table_name FROM snapshots WHERE run_id = ? AND name = ?", [run_id, name]
+        ).fetchall()
+        if not rows:
+            raise KeyError(f"run {run_id} has no snapshot {name!r}")
+        return self.read_table(str(rows[0][0]))
+
+    def remember_written(self, frame: pl.DataFrame) -> None:
+        """Upsert (flow, record_key) → values_json, run_id, written_at."""
+        if frame.height == 0:
+            return
+        self.con.register("__frame", frame.to_arrow())
+        try:
+            self.con.execute(
+                "INSERT OR REPLACE INTO last_written "
+                "SELECT flow, record_key, values_json, run_id, written_at FROM __frame"
+            )
+        finally:
+            self.con.unregister("__frame")
+
+    def for_flow(self, table: str, run_id: str, flow: str) -> pl.DataFrame:
+        return self.query(
+            f"SELECT * EXCLUDE (run_id, flow) FROM {table} WHERE run_id = ? AND flow = ?",
+            [run_id, flow],
+        )
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    def prune(self, before: datetime) -> tuple[int, int]:
+        """Drop the snapshot and stage tables of runs started before `before`; the ledger,
+        rejects, changes, load results, last-written values and reconciliations stay.
+        Returns (runs pruned, tables dropped)."""
+        runs = self.query("SELECT run_id FROM runs WHERE started_at < ?", [before])["run_id"]
+        tables = self.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")[
+            "table_name"
+        ].to_list()
+        dropped = 0
+        with self.transaction():
+            for run_id in runs.to_list():
+                prefixes = [table_name(kind, run_id) for kind in ("snap", "stage", "claimed")]
+                for table in tables:
+                    if any(table.startswith(prefix) for prefix in prefixes):
+                        self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+                        dropped += 1
+                self.con.execute("DELETE FROM snapshots WHERE run_id = ?", [run_id])
+        self.con.execute("CHECKPOINT")
+        return runs.len(), dropped

@@ -1,0 +1,142 @@
+"""The nightly batch end to end over HTTP, against the sandbox on loopback."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from p2c_etl.cli import main
+from p2c_etl.config import SANDBOX_SECRET_ENV, load_settings
+from p2c_etl.flows import ALL_FLOWS, flow_names
+from p2c_etl.jobs.demo import http_config_text
+from p2c_etl.jobs.run import run_batch
+from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.server import Sandbox
+
+SECRET = "http-run-secret"
+
+
+def test_demo_over_http_has_the_files_demo_summary(
+    tmp_path: Path, expected_first_run: dict[str, dict[str, int]]
+) -> None:
+    result = CliRunner().invoke(
+        main, ["demo", "--http", "--dir", str(tmp_path), "--json", "-q"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert {f.pop("flow"): f for f in summary["flows"]} == expected_first_run
+    assert Path(summary["report"]["html"]).is_file()
+
+
+def _targets() -> set[tuple[str, str]]:
+    return {(f.target.system, f.target.entity) for f in ALL_FLOWS}
+
+
+def _sync(tmp_path: Path, faults: Faults | None) -> tuple[dict[Any, list[str]], dict[str, Any]]:
+    """Run the demo over a fresh sandbox; the target entity sets afterwards, and the stats."""
+    seed = demo_fixtures_dir()
+    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sandbox:
+        if faults is not None:
+            sandbox.faults.throttle_requests = faults.throttle_requests
+            sandbox.faults.throttle_window = faults.throttle_window
+            sandbox.faults.error_rate = faults.error_rate
+            sandbox.faults.seed = faults.seed
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        config = tmp_path / "p2c.toml"
+        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        summary = run_batch(settings)
+        assert summary.status == "partial", summary.error  # the demo's planted rejects
+        state = {t: sorted(_canonical(r) for r in sandbox.records(*t)) for t in _targets()}
+        return state, sandbox.stats()
+
+
+def _canonical(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def test_a_429_storm_and_random_503s_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    clean, _ = _sync(tmp_path / "clean", None)
+    storm = Faults(throttle_requests=20, throttle_window=1.0, error_rate=0.05, seed=7)
+    stormy, stats = _sync(tmp_path / "storm", storm)
+
+    def answered(code: str) -> int:
+        return sum(system["status"].get(code, 0) for system in stats.values())
+
+    assert answered("429") > 0 and answered("503") > 0  # the storm did happen
+    assert stormy == clean
+
+
+def test_https_against_a_self_signed_sandbox_trusts_only_the_given_ca(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: cannot make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    seed = demo_fixtures_dir()
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, tls_cert=cert, tls_key=key
+    ) as sandbox:
+        assert sandbox.crm_url.startswith("https://")
+        config = tmp_path / "p2c.toml"
+        text = http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url)
+        config.write_text(text)
+        env = {SANDBOX_SECRET_ENV: SECRET}
+        untrusted = run_batch(load_settings(config, flow_names(), environ=env), flows=["products"])
+        assert untrusted.status == "failed"
+        assert "TLS certificate this machine does not trust" in (untrusted.error or "")
+        trusted = text.replace('secret_env = "', f'ca_file = "{cert}"\nsecret_env = "')
+        config.write_text(trusted)
+        summary = run_batch(load_settings(config, flow_names(), environ=env), flows=["products"])
+        assert summary.status == "partial", summary.error  # the demo's planted reject
+        assert summary.written == 3
+
+
+def test_retry_sends_again_only_the_writes_that_failed(tmp_path: Path) -> None:
+    seed = demo_fixtures_dir()
+    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sandbox:
+        config = tmp_path / "p2c.toml"
+        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        sandbox.faults.reject = {"name": "Outdoor Speaker Pair"}  # D0014, a new product
+        first = run_batch(settings, flows=["products"])
+        (counts,) = first.flows
+        assert (counts.inserted, counts.updated, counts.failed) == (1, 1, 1)
+        sandbox.faults.reject = {}
+        runner = CliRunner(env={SANDBOX_SECRET_ENV: SECRET})
+        result = runner.invoke(main, ["retry", "--config", str(config), "--json", "-q"])
+        assert result.exit_code == 0, result.output
+        retried = json.loads(result.stdout)
+        assert retried["mode"] == "retry"
+        assert [
+            (f["flow"], f["source_rows"], f["inserted"], f["failed"]) for f in retried["flows"]
+        ] == [("products", 1, 1, 0)]
+        again = run_batch(settings, flows=["products"])
+        assert again.written == 0
+        missing = runner.invoke(main, ["retry", "--config", str(config), "--run", "no-such-run"])
+        assert missing.exit_code == 2 and "there is no run no-such-run" in missing.stderr
