@@ -175,3 +175,20 @@ _EXPECTED_FIRST_RUN = {
 def expected_first_run() -> dict[str, dict[str, int]]:
     """The counts of the demo's first run, flow by flow (files or HTTP alike)."""
     return {flow: dict(counts) for flow, counts in _EXPECTED_FIRST_RUN.items()}
+
+
+ENDS = ("filtered_out", "rejected", "inserted", "updated", "unchanged", "failed")
+
+
+def _assert_accounted(flows: object) -> None:
+    for counts in flows:  # type: ignore[attr-defined]
+        row = counts if isinstance(counts, dict) else vars(counts)
+        ends = sum(int(row[k]) for k in ENDS)
+        assert ends == row["source_rows"], f"{row['flow']}: {ends} ends for {row}"
+
+
+@pytest.fixture
+def assert_accounted() -> Callable[[object], None]:
+    """Every source row of every flow ends in exactly one of ENDS (the accounting identity).
+    Call it with a RunSummary's `flows` (FlowCounts) or the `flows` list of a `--json` summary."""
+    return _assert_accounted
