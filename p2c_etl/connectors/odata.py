@@ -10,8 +10,6 @@ Errors are named by what the caller should do (`classify`):
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import io
 import json
 import random
@@ -30,6 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from p2c_etl.connectors import multipart
 from p2c_etl.errors import AuthError, ConnectorError
 from p2c_etl.model.casting import typed_frame
 from p2c_etl.model.keys import record_key
@@ -294,22 +293,25 @@ def batch_body(requests: Sequence[BatchRequest]) -> tuple[str, bytes]:
 
 
 def parse_batch(content_type: str, content: bytes) -> list[BatchResponse]:
-    """The responses of a `$batch`, in order, change sets flattened."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + content
-    )
+    """The responses of a `$batch`, in order, change sets flattened (a split on the
+    boundaries: see `connectors.multipart`)."""
     responses: list[BatchResponse] = []
-    for part in message.walk():
-        if part.get_content_type() != "application/http":
-            continue
-        payload = part.get_payload(decode=True)
-        text = payload.decode("utf-8") if isinstance(payload, bytes) else str(payload)
-        responses.append(_http_response(text))
+    try:
+        for headers, body in multipart.parts(content_type, content):
+            kind = headers.get("content-type", "").lower()
+            if kind.startswith("multipart/mixed"):
+                for inner, answer in multipart.parts(kind, body):
+                    if inner.get("content-type", "").lower().startswith("application/http"):
+                        responses.append(_http_response(answer))
+            elif kind.startswith("application/http"):
+                responses.append(_http_response(body))
+    except multipart.MultipartError as exc:
+        raise ConnectorError(f"unreadable $batch response: {exc}") from None
     return responses
 
 
-def _http_response(text: str) -> BatchResponse:
-    head, _, body = text.replace("\r\n", "\n").partition("\n\n")
-    status_line = head.split("\n", 1)[0]
+def _http_response(data: bytes) -> BatchResponse:
+    head, body = multipart.split_head(data)
+    status_line = head.decode("utf-8", "replace").split("\n", 1)[0]
     parts = status_line.split(" ", 2)
-    return BatchResponse(status=int(parts[1]), body=body.strip())
+    return BatchResponse(status=int(parts[1]), body=body.decode("utf-8").strip())

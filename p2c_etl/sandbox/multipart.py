@@ -5,12 +5,11 @@ Lines may end in CRLF (as the standard says) or in LF alone (as some clients wri
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
+from p2c_etl.connectors import multipart
+from p2c_etl.connectors.multipart import header_map, split_head
 from p2c_etl.sandbox.protocol import BAD_QUERY, ODataError
-
-_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,54 +40,20 @@ def parse_batch(content_type: str, body: bytes) -> list[BatchItem]:
 
 
 def boundary_of(content_type: str) -> str:
-    match = _BOUNDARY.search(content_type)
-    if not content_type.lower().startswith("multipart/mixed") or match is None:
+    try:
+        return multipart.boundary_of(content_type)
+    except multipart.MultipartError:
         raise ODataError(
             400, "A batch needs Content-Type multipart/mixed with a boundary", BAD_QUERY
-        )
-    return match.group(1) or match.group(2)
+        ) from None
 
 
-def _parts(content_type: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
-    delimiter = b"--" + boundary_of(content_type).encode()
-    chunks = body.split(delimiter)
-    if len(chunks) < 2:
-        raise ODataError(400, "The batch body holds no parts", BAD_QUERY)
-    parts: list[tuple[dict[str, str], bytes]] = []
-    for chunk in chunks[1:]:
-        if chunk.startswith(b"--"):
-            return parts
-        head, content = _split_head(_trim(chunk))
-        parts.append((_headers(head), content))
-    raise ODataError(400, "The batch body has no closing boundary", BAD_QUERY)
-
-
-def _trim(chunk: bytes) -> bytes:
-    """A part without the rest of its boundary line and the line break before the next one."""
-    _, _, rest = chunk.partition(b"\n")
-    if rest.endswith(b"\r\n"):
-        return rest[:-2]
-    return rest[:-1] if rest.endswith(b"\n") else rest
-
-
-def _split_head(data: bytes) -> tuple[bytes, bytes]:
-    """Header lines and what follows the first empty line."""
-    ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
-    if data.startswith((b"\r\n", b"\n")):
-        return b"", data.split(b"\n", 1)[1]
-    if not ends:
-        return data, b""
-    index, width = min(ends)
-    return data[:index], data[index + width :]
-
-
-def _headers(head: bytes) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for line in head.decode("utf-8", "replace").splitlines():
-        name, sep, value = line.partition(":")
-        if sep:
-            headers[name.strip().lower()] = value.strip()
-    return headers
+def _parts(content_type: str, body: bytes) -> list[multipart.Part]:
+    boundary_of(content_type)
+    try:
+        return multipart.parts(content_type, body)
+    except multipart.MultipartError as exc:
+        raise ODataError(400, str(exc), BAD_QUERY) from None
 
 
 def _operation(part_headers: dict[str, str], content: bytes, *, nested: bool) -> Operation:
@@ -97,10 +62,10 @@ def _operation(part_headers: dict[str, str], content: bytes, *, nested: bool) ->
         raise ODataError(400, "A change set cannot contain another change set", BAD_QUERY)
     if not kind.startswith("application/http"):
         raise ODataError(400, f"A batch part must be application/http, not {kind!r}", BAD_QUERY)
-    head, body = _split_head(content)
+    head, body = split_head(content)
     lines = head.decode("utf-8", "replace").splitlines()
     method, url = _request_line(lines[0] if lines else "")
-    headers = _headers("\n".join(lines[1:]).encode())
+    headers = header_map("\n".join(lines[1:]).encode())
     content_id = part_headers.get("content-id") or headers.get("content-id")
     if nested and content_id is None:
         raise ODataError(400, "A request in a change set needs a Content-ID", BAD_QUERY)
