@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import polars as pl
@@ -164,11 +165,33 @@ def sandbox_process(state: Path) -> Iterator[tuple[str, str]]:
         process.wait(timeout=30)
 
 
+def _token(url: str, timeout: float = 10) -> str:
+    """A bearer token from the sandbox's token endpoint: `/_sandbox/*` needs one too."""
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "p2c-sandbox",
+        "client_secret": SECRET,
+        "scope": f"{url}/.default",
+    }
+    answer = httpx.post(f"{url}/sandbox/oauth2/v2.0/token", data=form, timeout=timeout)
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])
+
+
+def _stats(url: str, timeout: float = 10) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {_token(url, timeout)}"}
+    answer = httpx.get(f"{url}/_sandbox/stats", headers=headers, timeout=timeout)
+    answer.raise_for_status()
+    stats: dict[str, Any] = answer.json()
+    return stats
+
+
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/_sandbox/stats", timeout=1).status_code == 200
+        _stats(url, timeout=1)
     except httpx.HTTPError:
         return False
+    return True
 
 
 def http_run(state: Path, root: Path) -> tuple[float, RunSummary, int]:
@@ -182,7 +205,7 @@ def http_run(state: Path, root: Path) -> tuple[float, RunSummary, int]:
         start = time.perf_counter()
         summary = run_batch(settings, flows=FLOWS)
         elapsed = time.perf_counter() - start
-        stats = httpx.get(f"{crm_url}/_sandbox/stats").json()
+        stats = _stats(crm_url)
     writes = sum(
         n
         for system in stats.values()

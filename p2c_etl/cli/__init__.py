@@ -1,8 +1,9 @@
 """The `p2c` command: thin click commands, one module per command group, each calling a job.
 
 The CLI parses options, prints and chooses the exit code (0 clean; 1 finished with
-record-level rejects or failures; 2 failed; 3 another run holds the lock); it does no work of
-its own. Human progress goes to stderr; `--json` prints one JSON summary on stdout.
+record-level rejects or failures; 2 failed, an unexpected exception included; 3 another run
+holds the lock; 130 / 143 interrupted by SIGINT / SIGTERM); it does no work of its own.
+Human progress goes to stderr; `--json` prints one JSON summary on stdout.
 May import every layer below it.
 """
 

@@ -11,6 +11,8 @@ from p2c_etl.cli.output import (
     EXIT_FAILED,
     EXIT_OK,
     errors_exit,
+    finish,
+    guarded,
     print_reconciliation,
     print_summary,
     progress_for,
@@ -56,14 +58,16 @@ def demo(
             raise click.UsageError("--month-end works on the files demo; leave out --http")
         reconciled = month_end_demo(directory or Path("p2c-demo"), progress)
         print_reconciliation(reconciled, as_json)
-        sys.exit(EXIT_FAILED if reconciled.data.status == "failed" else EXIT_OK)
+        sys.exit(EXIT_FAILED if reconciled.status == "failed" else EXIT_OK)
     if over_http:
-        summary = http_demo(directory or Path("p2c-demo-http"), progress)
+        summary = guarded("demo", lambda: http_demo(directory or Path("p2c-demo-http"), progress))
     else:
-        summary = files_demo(directory or Path("p2c-demo"), progress)
+        summary = guarded("demo", lambda: files_demo(directory or Path("p2c-demo"), progress))
+    if summary.status == "failed":
+        finish(summary, as_json, None)  # exit 2; the demo's p2c.toml has no alerts
     print_summary(summary, as_json)
-    if not as_json and summary.status != "failed":
+    if not as_json:
         again = summary.written and not over_http
         tail = " Run it again: nothing new will be written." if again else ""
         click.echo(f"{summary.written} records written.{tail}")
-    sys.exit(EXIT_FAILED if summary.status == "failed" else EXIT_OK)
+    sys.exit(EXIT_OK)

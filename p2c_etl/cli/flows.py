@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from p2c_etl.cli.output import errors_exit, settings_from, table
+from p2c_etl.config import DEFAULT_CONFIG
 from p2c_etl.errors import ConfigError
 from p2c_etl.flows import ALL_FLOWS, flow_names, get_flow
 from p2c_etl.jobs.describe import flow_header_lines, flow_markdown, mapping_rows
@@ -42,7 +43,7 @@ def flows_command(ctx: click.Context) -> None:
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Show the flow with the overrides of this p2c.toml.",
+    help="Show the flow with the overrides of this p2c.toml [default: ./p2c.toml if present].",
 )
 @click.option("--markdown", is_flag=True, help="Print a Markdown section instead of a table.")
 @errors_exit
@@ -52,9 +53,12 @@ def flows_show(name: str, config_path: Path | None, markdown: bool) -> None:
         flow = get_flow(name)
     except KeyError:
         raise ConfigError(f"unknown flow {name} (flows: {', '.join(flow_names())})") from None
+    if config_path is None and DEFAULT_CONFIG.is_file():
+        config_path = DEFAULT_CONFIG  # like every other command: ./p2c.toml when present
     if config_path is not None:
         settings = settings_from(config_path)
-        flow = apply_overrides(flow, settings.flow(name), ContractSet.load(contracts_dir()))
+        contracts = ContractSet.load(contracts_dir())
+        flow = apply_overrides(flow, settings.flow(name), contracts, config_path.name)
     if markdown:
         click.echo(flow_markdown(flow))
         return

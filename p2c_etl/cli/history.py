@@ -30,22 +30,31 @@ def prune(config_path: Path, keep_days: int) -> None:
 @click.option("--limit", default=20, show_default=True, help="How many runs to list.")
 @errors_exit
 def history(config_path: Path, limit: int) -> None:
-    """List recent runs, newest first."""
-    runs = recent_runs(settings_from(config_path), limit)
-    if runs is None:
-        click.echo("No runs yet.")
-        return
-    rows = [
-        (
-            r["run_id"],
-            r["mode"] + (" (dry)" if r["dry_run"] else ""),
-            r["status"],
-            f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
-            str(r["written"]),
-            str(r["rejected"]),
-            str(r["failed"]),
-            r["report_html"] or "",
+    """List recent runs, newest first. Never waits: while a run is inside the warehouse, says
+    so in one line (naming it) instead."""
+    found = recent_runs(settings_from(config_path), limit)
+    if found.busy is not None:
+        click.echo(
+            f"A run is in progress ({found.busy}): the ledger cannot be read until it steps "
+            "out of the warehouse; ask again in a moment."
         )
-        for r in runs.iter_rows(named=True)
-    ]
-    table(("run", "mode", "status", "started", "written", "rejected", "failed", "report"), rows)
+        return
+    if found.runs is None or found.runs.height == 0:
+        click.echo("No runs yet.")
+    else:
+        rows = [
+            (
+                r["run_id"],
+                r["mode"] + (" (dry)" if r["dry_run"] else ""),
+                r["status"],
+                f"{r['started_at']:%Y-%m-%d %H:%M:%S}",
+                str(r["written"]),
+                str(r["rejected"]),
+                str(r["failed"]),
+                r["report_html"] or "",
+            )
+            for r in found.runs.iter_rows(named=True)
+        ]
+        table(("run", "mode", "status", "started", "written", "rejected", "failed", "report"), rows)
+    if found.in_progress:
+        click.echo(f"In progress: {found.in_progress}")

@@ -15,14 +15,13 @@ from p2c_etl.cli.output import (
     config_option,
     errors_exit,
     event,
-    exit_code,
+    finish,
+    guarded,
     parse_flows,
-    print_summary,
     progress_for,
     quiet_option,
     settings_from,
 )
-from p2c_etl.jobs.alerts import send_alerts
 from p2c_etl.jobs.migrate.job import run_migrate
 from p2c_etl.jobs.migrate.options import DEFAULT_CHUNK_ROWS, MigrateOptions, no_bars
 
@@ -88,13 +87,33 @@ def migrate(
         resume=resume,
     )
     show_bars = not (as_json or quiet) and sys.stderr.isatty()
-    summary = run_migrate(
-        settings, options, progress=progress_for(quiet), bars=_bars if show_bars else no_bars
+    bars = _bars if show_bars else no_bars if quiet else _lines
+    summary = guarded(
+        "migrate",
+        lambda: run_migrate(settings, options, progress=progress_for(quiet), bars=bars),
     )
-    for problem in send_alerts(settings.alerts, summary):
-        event("warning", f"alert not delivered: {problem}")
-    print_summary(summary, as_json)
-    sys.exit(exit_code(summary))
+    finish(summary, as_json, settings.alerts)
+
+
+@contextmanager
+def _lines(flow: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Off a terminal (a log, a pipe): one progress line on stderr per chunk, once it is
+    committed: records done / total, records per second, ETA."""
+    started = time.monotonic()
+    done = 0
+
+    def tick(records: int) -> None:
+        nonlocal done
+        done += records
+        elapsed = max(time.monotonic() - started, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate and total > done else 0.0
+        event(
+            "info",
+            f"{flow}: {done:,} of {total:,} records done, {rate:,.0f} rows/s, ETA {eta:,.0f} s",
+        )
+
+    yield tick
 
 
 @contextmanager

@@ -4,22 +4,34 @@ stderr, the summary table, and exit codes (0 clean, 1 record-level problems, 2 f
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from types import FrameType
+from typing import Any, NoReturn, TypeVar, get_args
 
 import click
 
-from p2c_etl.config import DEFAULT_CONFIG, Settings, load_settings
-from p2c_etl.errors import P2CError
+from p2c_etl.config import DEFAULT_CONFIG, AlertSettings, Settings, load_settings
+from p2c_etl.errors import LockedError, P2CError
 from p2c_etl.flows import flow_names
-from p2c_etl.model.summary import ReconcileSummary, RunSummary
+from p2c_etl.jobs.alerts import send_alerts
+from p2c_etl.jobs.wiring import Crash, Interrupted
+from p2c_etl.model.summary import (
+    ReconcileSummary,
+    RunMode,
+    RunSummary,
+    failed_summary,
+)
 
 EXIT_OK, EXIT_RECORDS, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 config_option = click.option(
     "--config",
@@ -35,17 +47,95 @@ quiet_option = click.option(
 
 
 def errors_exit(func: F) -> F:
-    """Turn a P2CError into its one-line message on stderr and its exit code."""
+    """The edge of every command: what a command raises becomes its message and exit code.
+
+    - a P2CError: its one-line message on stderr and its exit code (2, or 3 when locked);
+    - any other exception, a bug: its traceback on stderr, exit 2;
+    - Ctrl-C (SIGINT): exit 130; SIGTERM (made `Interrupted` here): exit 143.
+
+    With `--json`, the command still prints one JSON summary on stdout (`status: failed`,
+    `error`), so that a script reading it always finds one."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = _stop_on_sigterm()
         try:
             return func(*args, **kwargs)
         except P2CError as exc:
             event("error", str(exc), exit_code=exc.exit_code)
+            _failed_json(kwargs, str(exc))
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            event("error", "interrupted (Ctrl-C)", exit_code=EXIT_INTERRUPTED)
+            _failed_json(kwargs, "interrupted by SIGINT (Ctrl-C)")
+            sys.exit(EXIT_INTERRUPTED)
+        except Interrupted as exc:
+            event("error", str(exc), exit_code=EXIT_TERMINATED)
+            _failed_json(kwargs, f"interrupted: {exc}")
+            sys.exit(EXIT_TERMINATED)
+        except Exception as exc:
+            crash = Crash(exc)
+            click.echo(crash.traceback, err=True, nl=False)
+            event("error", f"{crash} (a bug: the traceback is above)", exit_code=EXIT_FAILED)
+            _failed_json(kwargs, str(crash))
+            sys.exit(EXIT_FAILED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM raises `Interrupted` (so the run is marked failed on the way out); returns
+    the handler before, or None off the main thread (where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _failed_json(kwargs: dict[str, Any], error: str) -> None:
+    """Under `--json`, the summary of a command that failed before it had one."""
+    if not kwargs.get("as_json"):
+        return
+    ctx = click.get_current_context(silent=True)
+    name = ctx.info_name if ctx is not None else None
+    if name == "reconcile":
+        click.echo(json.dumps(ReconcileSummary(None, {}, error=error).as_json(), indent=2))
+        return
+    mode: RunMode = name if name in get_args(RunMode) else "run"  # type: ignore[assignment]
+    click.echo(failed_summary(mode, error).to_json())
+
+
+def guarded(mode: RunMode, job: Callable[[], T]) -> T | RunSummary:
+    """`job()`, or the failed summary of what it raised (its alert is then still sent): a
+    P2CError gives its message; any other exception its traceback too. LockedError (exit 3)
+    and interrupts go on to `errors_exit`."""
+    try:
+        return job()
+    except LockedError:
+        raise
+    except P2CError as exc:
+        return failed_summary(mode, str(exc))
+    except Exception as exc:
+        crash = Crash(exc)
+        return failed_summary(mode, str(crash), crash.traceback)
+
+
+def finish(summary: RunSummary, as_json: bool, alerts: AlertSettings | None) -> NoReturn:
+    """The end of run, retry, migrate and demo: the traceback of a crash on stderr, the alert,
+    the summary, and the exit code."""
+    if summary.traceback:
+        click.echo(summary.traceback, err=True, nl=False)
+    if alerts is not None:
+        for problem in send_alerts(alerts, summary):
+            event("warning", f"alert not delivered: {problem}")
+    print_summary(summary, as_json)
+    sys.exit(exit_code(summary))
 
 
 def progress_for(quiet: bool) -> Callable[[str], None]:
@@ -83,11 +173,14 @@ def exit_code(summary: RunSummary) -> int:
 
 
 def print_summary(summary: RunSummary, as_json: bool) -> None:
+    """The summary on stdout (a table, or `--json`); its error, if any, on stderr."""
+    if summary.error:
+        event("error", summary.error, run_id=summary.run_id)
     if as_json:
         click.echo(summary.to_json())
         return
-    if summary.error:
-        event("error", summary.error, run_id=summary.run_id)
+    if not summary.run_id:  # failed before it started: the error is all there is
+        return
     rows = [
         (
             c.flow,
@@ -131,8 +224,14 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def print_reconciliation(summary: ReconcileSummary, as_json: bool) -> None:
+    if summary.traceback:
+        click.echo(summary.traceback, err=True, nl=False)
+    if summary.data is None:
+        event("error", summary.error or "failed", run_id=summary.reconciliation_id)
     if as_json:
         click.echo(json.dumps(summary.as_json(), indent=2))
+        return
+    if summary.data is None:
         return
     for line in summary.data.verdicts:
         click.echo(line)

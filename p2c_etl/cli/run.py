@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
 from p2c_etl.cli.output import (
+    EXIT_OK,
     config_option,
     errors_exit,
-    event,
-    exit_code,
+    finish,
+    guarded,
     parse_flows,
-    print_summary,
     progress_for,
     quiet_option,
     settings_from,
 )
-from p2c_etl.jobs.alerts import send_alerts
-from p2c_etl.jobs.retry import run_retry
+from p2c_etl.jobs.retry import NothingToRetry, run_retry
 from p2c_etl.jobs.run import run_batch
 
 
@@ -35,13 +35,13 @@ def run(
 ) -> None:
     """Run the nightly batch: extract, map, validate, diff, load, report."""
     settings = settings_from(config_path)
-    summary = run_batch(
-        settings, flows=parse_flows(flows_text), dry_run=dry_run, progress=progress_for(quiet)
+    summary = guarded(
+        "run",
+        lambda: run_batch(
+            settings, flows=parse_flows(flows_text), dry_run=dry_run, progress=progress_for(quiet)
+        ),
     )
-    for problem in send_alerts(settings.alerts, summary):
-        event("warning", f"alert not delivered: {problem}")
-    print_summary(summary, as_json)
-    sys.exit(exit_code(summary))
+    finish(summary, as_json, settings.alerts)
 
 
 @click.command()
@@ -56,7 +56,18 @@ def run(
 @quiet_option
 @errors_exit
 def retry(config_path: Path, run_id: str | None, as_json: bool, quiet: bool) -> None:
-    """Send again the records whose write failed (rejected records need a fix first)."""
-    summary = run_retry(settings_from(config_path), failed_run=run_id, progress=progress_for(quiet))
-    print_summary(summary, as_json)
-    sys.exit(exit_code(summary))
+    """Send again the records whose write failed (rejected records need a fix first).
+
+    Exits 0 with a message when there is nothing to retry."""
+    settings = settings_from(config_path)
+    outcome = guarded(
+        "retry", lambda: run_retry(settings, failed_run=run_id, progress=progress_for(quiet))
+    )
+    if isinstance(outcome, NothingToRetry):
+        if as_json:
+            body = {"mode": "retry", "status": "nothing_to_retry", "message": outcome.message}
+            click.echo(json.dumps(body, indent=2))
+        else:
+            click.echo(outcome.message[0].upper() + outcome.message[1:] + ".")
+        sys.exit(EXIT_OK)
+    finish(outcome, as_json, settings.alerts)

@@ -37,6 +37,25 @@ def sandbox() -> None:
 @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--client-id", default="p2c-sandbox", show_default=True)
 @click.option("--throttle", metavar="N/SECONDS", help="Answer 429 after N requests a window.")
+@click.option(
+    "--throttle-every",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Answer 429 to every N-th request of each server (counted, the same on any machine).",
+)
+@click.option(
+    "--fail-every",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Answer 503 to every N-th request of each server (counted).",
+)
+@click.option(
+    "--retry-after",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Seconds of Retry-After on counted and random refusals.",
+)
 @click.option("--error-rate", type=float, default=0.0, help="Fraction of requests answered 503.")
 @click.option("--page-delay", type=float, default=0.0, help="Seconds before each page.")
 @click.option(
@@ -55,18 +74,30 @@ def sandbox_serve(
     tls_key: Path | None,
     client_id: str,
     throttle: str | None,
+    throttle_every: int,
+    fail_every: int,
+    retry_after: int,
     error_rate: float,
     page_delay: float,
     reject: tuple[str, ...],
 ) -> None:
     """Serve both Web APIs on loopback until interrupted. The client secret is read from
-    P2C_SANDBOX_SECRET (default: sandbox-secret)."""
+    P2C_SANDBOX_SECRET (default: sandbox-secret). /_sandbox/faults and /_sandbox/stats need
+    a bearer token from the token endpoint, as the APIs do."""
     faults = Faults(
-        error_rate=error_rate, page_delay=page_delay, reject=dict(r.split("=", 1) for r in reject)
+        throttle_every=throttle_every,
+        fail_every=fail_every,
+        retry_after=retry_after,
+        error_rate=error_rate,
+        page_delay=page_delay,
+        reject=dict(r.split("=", 1) for r in reject),
     )
     if throttle:
         count, _, window = throttle.partition("/")
-        faults.throttle_requests, faults.throttle_window = int(count), float(window or 1)
+        try:
+            faults.throttle_requests, faults.throttle_window = int(count), float(window or 1)
+        except ValueError:
+            raise click.BadParameter("N/SECONDS, such as 20/1", param_hint="--throttle") from None
     seed = demo_fixtures_dir()
     serve(
         crm_seed or seed / "crm",

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 import polars as pl
 
 from p2c_etl.config import SystemName
+from p2c_etl.connectors.badrows import BadSink
 
 WriteOp = Literal["insert", "update"]
 WriteStatus = Literal["ok", "failed"]
@@ -44,15 +45,32 @@ class Connector(Protocol):
     system: SystemName
 
     def pages(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,
     ) -> Iterator[pl.DataFrame]:
-        """Every record of `entity`, a page at a time, typed as the system's contract says."""
+        """Every record of `entity`, a page at a time, typed as the system's contract says.
+
+        A record that cannot be read exactly goes to `on_bad` as a bad row
+        (`badrows.SOURCE_BAD_SCHEMA`: file, line, column, reason) and reading goes on; with
+        no sink, or from a connector that reads a page as a whole (the Web APIs), it stops
+        the read with a ConnectorError naming it. A column the contract needs and the
+        system lacks is a ContractError (contract drift)."""
         ...
 
     def snapshot(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,
     ) -> pl.DataFrame:
-        """Every record of `entity`, with `columns` typed as the system's contract says."""
+        """Every record of `entity`, with `columns` typed as the system's contract says
+        (bad records as in `pages`)."""
         ...
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:

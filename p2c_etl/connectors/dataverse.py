@@ -22,6 +22,7 @@ import httpx
 import polars as pl
 
 from p2c_etl.config import SystemName, SystemSettings
+from p2c_etl.connectors.badrows import BadSink
 from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
 from p2c_etl.connectors.odata import (
     BatchRequest,
@@ -83,7 +84,12 @@ class DataverseConnector:
     # --- reads ------------------------------------------------------------------------
 
     def pages(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,  # a page is typed whole: a bad value stops the read
     ) -> Iterator[pl.DataFrame]:
         dtypes = self.contracts.get("crm", entity).dtypes(columns)
         headers = {**HEADERS, "Prefer": f"odata.maxpagesize={self.settings.page_size}"}
@@ -94,7 +100,12 @@ class DataverseConnector:
         yield from self.odata.pages(url, dtypes, {"$select": ",".join(columns)}, headers)
 
     def snapshot(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,
     ) -> pl.DataFrame:
         return collect(self.pages(entity, columns, missing_ok=missing_ok))
 

@@ -1,7 +1,8 @@
 """CSV files of the files layout, read exactly: fields as bytes through pyarrow's streaming
 reader, so that text that is not UTF-8, broken quoting and a wrong number of fields each become
 a bad row naming the line the record starts on, and line numbers stay exact when quoted values
-span lines."""
+span lines. An empty field is null and a quoted empty field (`""`) empty text, as polars writes
+them."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from p2c_etl.connectors.badrows import BAD_SCHEMA, BLOCK, first_line, missing_columns, shown
+from p2c_etl.connectors.badrows import (
+    BAD_SCHEMA,
+    BLOCK,
+    RECORD,
+    first_line,
+    missing_columns,
+    shown,
+)
 from p2c_etl.errors import ConfigError
 from p2c_etl.model.rejects import LINE, ROW
 
 _NL, _BLANK = "__breaks", "__blank"
+_PARSE_BLOCK = 1 << 24  # bytes parsed at once: few batches, each handled column-wise
 
 
 def csv_header(path: Path) -> tuple[list[str], str]:
@@ -59,7 +68,7 @@ def csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame, 
         reader = pacsv.open_csv(
             path,
             read_options=pacsv.ReadOptions(
-                use_threads=False, block_size=BLOCK, column_names=names, skip_rows=1
+                use_threads=False, block_size=_PARSE_BLOCK, column_names=names, skip_rows=1
             ),
             parse_options=pacsv.ParseOptions(
                 delimiter=delimiter,
@@ -68,7 +77,10 @@ def csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame, 
                 invalid_row_handler=skip,
             ),
             convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.binary() for n in names}, strings_can_be_null=False
+                column_types={n: pa.binary() for n in names},
+                strings_can_be_null=True,
+                null_values=[""],
+                quoted_strings_can_be_null=False,
             ),
         )
         state = _CsvLines(len(names), delimiter)
@@ -76,12 +88,16 @@ def csv_batches(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame, 
         for batch in reader:
             raw = pl.from_arrow(batch)
             assert isinstance(raw, pl.DataFrame)
-            text, undecoded = _decoded(raw, names)
+            text, undecoded = _decoded(raw, names, columns)
             frame, bad = state.number(text, invalid)
             undecoded = undecoded.join(frame.select(ROW, LINE), on=ROW)
+            # What could be read of those records (their source key, for the reject).
+            as_json = pl.struct(columns).struct.json_encode().alias(RECORD)
+            known = frame.join(undecoded.select(ROW).unique(), on=ROW, how="semi")
+            undecoded = undecoded.join(known.select(ROW, as_json), on=ROW, how="left")
             frame = frame.join(undecoded.select(ROW), on=ROW, how="anti")
             if held is not None:
-                yield held
+                yield held[0].select(*columns, LINE), held[1]
             held = (frame, pl.concat([bad, undecoded.select(BAD_SCHEMA.names())]))
             invalid = [i for i in invalid if i[0] >= state.record]
     except pa.ArrowInvalid as exc:
@@ -122,9 +138,26 @@ def _quotes(path: Path) -> int:
     return count
 
 
-def _decoded(raw: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Bytes to text, plus `__row`; a value that is not UTF-8 is a bad row (`ROW` set)."""
+def _decoded(
+    raw: pl.DataFrame, names: list[str], wanted: list[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Bytes to text, plus `__row`; a `wanted` value that is not UTF-8 is a bad row (`ROW`
+    set). A column not read may hold anything: only its line breaks are counted."""
     frame = raw.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
+    schema = {ROW: pl.Int64(), **{k: v for k, v in BAD_SCHEMA.items() if k not in (LINE, RECORD)}}
+    blank = pl.all_horizontal(pl.col(n).is_null() for n in names).alias(_BLANK)
+    try:  # the common case, every value UTF-8: all columns at once
+        decoded = frame.with_columns(pl.col(names).cast(pl.String)).with_columns(
+            pl.sum_horizontal(
+                pl.col(n).str.count_matches("\n", literal=True).fill_null(0) for n in names
+            )
+            .cast(pl.Int64)
+            .alias(_NL),
+            blank,
+        )
+        return decoded, pl.DataFrame(schema=schema)
+    except pl.exceptions.PolarsError:
+        pass
     bad: list[dict[str, object]] = []
     casts = []
     breaks = pl.Series(_NL, [0] * raw.height, dtype=pl.Int64)  # line breaks in the raw bytes
@@ -134,14 +167,16 @@ def _decoded(raw: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.Data
             casts.append(pl.Series(name, text))
             breaks = breaks + text.str.count_matches("\n").fill_null(0).cast(pl.Int64)
         except pl.exceptions.PolarsError:
-            values = []
+            values: list[str | None] = []
             counts = []
             for i, value in enumerate(raw[name].to_list()):
-                counts.append(value.count(b"\n"))
+                counts.append(value.count(b"\n") if value is not None else 0)
                 try:
-                    values.append(value.decode("utf-8"))
+                    values.append(value.decode("utf-8") if value is not None else None)
                 except UnicodeDecodeError:
                     values.append(None)
+                    if name not in wanted:
+                        continue
                     bad.append(
                         {
                             ROW: i,
@@ -155,9 +190,7 @@ def _decoded(raw: pl.DataFrame, names: list[str]) -> tuple[pl.DataFrame, pl.Data
             breaks = breaks + pl.Series(counts, dtype=pl.Int64)
     # A line with no values at all (an empty line) is no record; judged on the bytes, so a
     # record whose only values are not UTF-8 is still a record (and a reject).
-    blank = raw.select(pl.all_horizontal([pl.col(n) == b"" for n in names]).alias(_BLANK))
-    schema = {ROW: pl.Int64(), **{k: v for k, v in BAD_SCHEMA.items() if k != LINE}}
-    decoded = frame.with_columns(*casts, breaks, blank[_BLANK])
+    decoded = frame.with_columns(*casts, breaks, raw.select(blank)[_BLANK])
     return decoded, pl.DataFrame(bad, schema=schema)
 
 

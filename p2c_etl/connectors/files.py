@@ -6,19 +6,31 @@ folder `<folder>/<EntitySet>/` of part files of one format (read in name order a
 Inserts into a folder go to a new part, so a migration writing a chunk at a time never
 rewrites what it wrote before; an update rewrites only the parts holding its records.
 
-Values are typed by the system's contracts; a value that cannot be read exactly stops with an
-error naming the file, line and column. Writes keep the file's format and are atomic: the new
-content goes to a temporary file in the same folder, is flushed to disk, and replaces the old
-file in one rename.
+Every read goes through the exact readers of `connectors.exports` (the migration's): values
+are typed by the system's contracts, and a record that cannot be read exactly (broken CSV,
+text that is not UTF-8, a value not of its column's type or that would lose digits) is a bad
+row naming the file, line and column. A read given an `on_bad` sink hands it the bad rows and
+goes on (a flow's source: they become rejects); without one, the first stops the read with a
+ConnectorError naming them (target and reference data that cannot be read exactly stop the
+flow). A column the contract needs and the file lacks is contract drift (ContractError).
+
+Writes keep the file's format and are atomic: the new content goes to a temporary file
+`.<name>.<random>.tmp` in the same folder, is flushed to disk, and replaces the old file in
+one rename, keeping its permission bits (a new file is readable by its owner only). A
+rewrite first reads the whole file exactly, or refuses. A temporary file that a killed write
+left behind is removed before the next write to that folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -27,15 +39,23 @@ import pyarrow as pa
 import pyarrow.json as pajson
 
 from p2c_etl.config import SystemName
+from p2c_etl.connectors.badrows import SOURCE_FILE, BadSink, unreadable
 from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
-from p2c_etl.errors import ConnectorError
+from p2c_etl.connectors.export_csv import csv_batches, csv_header
+from p2c_etl.connectors.exports import jsonl_batches, read_chunks
+from p2c_etl.errors import ConfigError, ConnectorError
 from p2c_etl.model.casting import typed_frame
-from p2c_etl.model.contracts import ContractSet
+from p2c_etl.model.contracts import Contract, ContractSet
 from p2c_etl.model.keys import record_key
+from p2c_etl.model.rejects import LINE
 
 FileFormat = Literal["parquet", "csv", "jsonl"]
 FORMATS: tuple[FileFormat, ...] = get_args(FileFormat)
 Layout = Literal["file", "folder"]
+PAGE_ROWS = 1_000_000
+"""Clean records a page holds at most (a file or part larger than that is several pages)."""
+NEW_FILE_MODE = 0o600
+"""A file the connector creates holds personal data: readable by its owner only."""
 
 
 class FilesConnector:
@@ -74,19 +94,30 @@ class FilesConnector:
         """Nothing to release: every read and write opens and closes its file."""
 
     def pages(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,
     ) -> Iterator[pl.DataFrame]:
-        """The whole file as one page; a folder a part at a time."""
+        """Every clean record, a part (or `PAGE_ROWS` records) at a time; bad ones go to
+        `on_bad` (SOURCE_BAD_SCHEMA rows), or without it stop the read."""
+        contract = self.contracts.get(self.system, entity)
         path = self.path(entity)
-        if path is None or path.is_file():
-            yield self.snapshot(entity, columns, missing_ok=missing_ok)
+        if path is None:
+            if not missing_ok:
+                raise ConnectorError(
+                    f"{self.system}: no file for entity set {entity!r} in {self.root} "
+                    f"(expected {entity}.parquet, .csv or .jsonl)"
+                )
+            yield pl.DataFrame(schema=contract.dtypes(columns))
             return
-        dtypes = self.contracts.get(self.system, entity).dtypes(columns)
-        parts = _parts(path)
-        if not parts:
-            yield pl.DataFrame(schema=dtypes)
-        for part in parts:
-            yield self._typed(part, columns, dtypes)
+        files = _parts(path) if path.is_dir() else [path]
+        if not files:
+            yield pl.DataFrame(schema=contract.dtypes(columns))
+        for file in files:
+            yield from _read(file, contract, columns, on_bad)
 
     def live_columns(self, entity: str) -> set[str] | None:
         path = self.path(entity)
@@ -111,31 +142,16 @@ class FilesConnector:
             raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
 
     def snapshot(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,
     ) -> pl.DataFrame:
+        pages = self.pages(entity, columns, missing_ok=missing_ok, on_bad=on_bad)
         dtypes = self.contracts.get(self.system, entity).dtypes(columns)
-        path = self.path(entity)
-        if path is None:
-            if missing_ok:
-                return pl.DataFrame(schema=dtypes)
-            raise ConnectorError(
-                f"{self.system}: no file for entity set {entity!r} in {self.root} "
-                f"(expected {entity}.parquet, .csv or .jsonl)"
-            )
-        if path.is_dir():
-            return pl.concat(
-                [pl.DataFrame(schema=dtypes), *self.pages(entity, columns)], how="vertical"
-            )
-        return self._typed(path, columns, dtypes)
-
-    def _typed(
-        self, path: Path, columns: Sequence[str], dtypes: dict[str, pl.DataType]
-    ) -> pl.DataFrame:
-        frame = _read(path, dtypes)
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise ConnectorError(f"{path}: missing columns {', '.join(missing)}")
-        return typed_frame(frame.select(columns), dtypes, str(path), _first_line_of(path))
+        return pl.concat([pl.DataFrame(schema=dtypes), *pages], how="vertical")
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
         path = self.path(entity)
@@ -147,7 +163,7 @@ class FilesConnector:
         contract = self.contracts.get(self.system, entity)
         path = path or self.root / f"{entity}.{self.new_file_format}"
         if path.exists():
-            current = read_all(path, contract.dtypes(contract.columns))
+            current = read_all(path, contract.dtypes(contract.columns), _types(contract))
         else:
             current = pl.DataFrame(schema=contract.dtypes(contract.columns))
         keys = list(batch.keys)
@@ -186,17 +202,17 @@ class FilesConnector:
         parts = _parts(folder)
         # Keep the hashes of this entity set's parts only: a migration moves on to the next.
         self._keys = {k: v for k, v in self._keys.items() if Path(k[0]).parent == folder}
-        hashes = {part: self._part_hashes(part, keys, dtypes) for part in parts}
+        hashes = {part: self._part_hashes(part, keys, contract) for part in parts}
         results: list[pl.DataFrame] = []
         for update in batch.updates:
             update_keys = update.select(record_key(keys).alias("record_key"))["record_key"]
             found = pl.Series([False] * len(update_keys))
             for part in parts:
-                here = self._held(part, update_keys, hashes[part], keys, dtypes)
+                here = self._held(part, update_keys, hashes[part], keys, contract)
                 if not here.any():
                     continue
                 found = found | here
-                current = read_all(part, dtypes)
+                current = read_all(part, dtypes, _types(contract))
                 current = current.update(
                     _conform(update.filter(here), current.schema),
                     on=keys,
@@ -205,7 +221,7 @@ class FilesConnector:
                 )
                 self._keys.pop(_stamp(part), None)
                 self._write(current, part)
-                hashes[part] = self._part_hashes(part, keys, dtypes)
+                hashes[part] = self._part_hashes(part, keys, contract)
             results.append(_results(update_keys, found, "update", "no record with this key"))
         if batch.inserts.height:
             insert_keys = batch.inserts.select(record_key(keys).alias("record_key"))["record_key"]
@@ -213,7 +229,7 @@ class FilesConnector:
             every = pl.concat([pl.Series([], dtype=pl.UInt64), *hashes.values()])
             if _hashed(insert_keys).is_in(every.implode()).any():
                 for part in parts:  # rare: a key that exists, or a hash collision
-                    taken = taken | self._held(part, insert_keys, hashes[part], keys, dtypes)
+                    taken = taken | self._held(part, insert_keys, hashes[part], keys, contract)
             new = ~taken & ~insert_keys.is_duplicated()
             # Every part holds every column of the contract, so parts read as one table.
             full = pl.DataFrame(schema=dtypes)
@@ -234,23 +250,21 @@ class FilesConnector:
         wanted: pl.Series,
         hashes: pl.Series,
         keys: list[str],
-        dtypes: dict[str, pl.DataType],
+        contract: Contract,
     ) -> pl.Series:
         """Which of the `wanted` record keys `part` holds."""
         maybe = _hashed(wanted).is_in(hashes.implode())
         if not maybe.any():
             return maybe
-        frame = self._typed(part, keys, {k: dtypes[k] for k in keys})
+        frame = _typed(part, contract, keys)
         held = frame.select(record_key(keys).alias("record_key"))["record_key"]
         return wanted.is_in(held.implode())
 
-    def _part_hashes(
-        self, part: Path, keys: list[str], dtypes: dict[str, pl.DataType]
-    ) -> pl.Series:
+    def _part_hashes(self, part: Path, keys: list[str], contract: Contract) -> pl.Series:
         """The hashes of the record keys a part holds, read once per version of the part."""
         stamp = _stamp(part)
         if stamp not in self._keys:
-            frame = self._typed(part, keys, {k: dtypes[k] for k in keys})
+            frame = _typed(part, contract, keys)
             self._keys[stamp] = _hashed(frame.select(record_key(keys))[:, 0])
         return self._keys[stamp]
 
@@ -314,45 +328,141 @@ def _conform(frame: pl.DataFrame, schema: pl.Schema) -> pl.DataFrame:
     )
 
 
-def _read(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
+def _read(
+    path: Path, contract: Contract, columns: Sequence[str], on_bad: BadSink | None
+) -> Iterator[pl.DataFrame]:
+    """The clean records of one file or part, a page at a time, through the exact readers."""
     try:
-        if path.suffix == ".parquet":
-            return pl.read_parquet(path, columns=list(dtypes))
-        if path.suffix == ".csv":
-            return pl.read_csv(
-                path,
-                columns=list(dtypes),
-                infer_schema=False,
-                encoding="utf8-lossy",
-            )
-        return pl.from_arrow(_read_json(path, dtypes, "ignore"))  # type: ignore[return-value]
+        for chunk in read_chunks(path, contract, columns, PAGE_ROWS):
+            if chunk.bad.height:
+                if on_bad is None:
+                    raise ConnectorError(unreadable(path, chunk.bad))
+                on_bad(chunk.bad.with_columns(pl.lit(str(path)).alias(SOURCE_FILE)))
+            yield chunk.frame.drop(LINE)
+    except ConfigError as exc:  # the readers' "not a file of its format"
+        raise ConnectorError(str(exc)) from None
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
 
 
-def read_all(path: Path, dtypes: dict[str, pl.DataType]) -> pl.DataFrame:
-    """The whole file, every column, so a rewrite keeps columns p2c-etl does not map."""
+def _typed(path: Path, contract: Contract, columns: Sequence[str]) -> pl.DataFrame:
+    """`columns` of one file or part, every record read exactly (or ConnectorError)."""
+    pages = _read(path, contract, columns, None)
+    return pl.concat([pl.DataFrame(schema=contract.dtypes(columns)), *pages])
+
+
+def _types(contract: Contract) -> dict[str, str]:
+    return {c: contract.column(c).type for c in contract.columns}
+
+
+def read_all(
+    path: Path, dtypes: dict[str, pl.DataType], types: Mapping[str, str] | None = None
+) -> pl.DataFrame:
+    """The whole file, every column, so a rewrite keeps columns p2c-etl does not map.
+
+    Read exactly or refused: a value that cannot be (text that is not UTF-8, a value not of
+    its contract type, a number outside the contract that only a float could hold) is a
+    ConnectorError naming the file, line and column, and the file is not rewritten."""
+    types = types or {c: str(t) for c, t in dtypes.items()}
     try:
         if path.suffix == ".parquet":
             frame = pl.read_parquet(path)
         elif path.suffix == ".csv":
-            return pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
+            frame = _csv_whole(path)
         else:
-            frame = pl.from_arrow(_read_json(path, dtypes, "infer"))  # type: ignore[assignment]
+            frame = _jsonl_whole(path, dtypes, types)
+    except ConfigError as exc:
+        raise ConnectorError(f"{exc}; the file is not rewritten") from None
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
         raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
     known = {c: t for c, t in dtypes.items() if c in frame.columns}
-    return typed_frame(frame, known, str(path), _first_line_of(path))
+    return typed_frame(frame, known, str(path), _first_line_of(path)).drop(LINE, strict=False)
 
 
-def _read_json(path: Path, dtypes: dict[str, pl.DataType], unexpected: str) -> pa.Table:
-    # pyarrow's JSON reader parses no dates: read them as text, `_typed` casts them exactly.
+def _csv_whole(path: Path) -> pl.DataFrame:
+    names, _ = csv_header(path)
+    frames = [pl.DataFrame(schema={**{n: pl.String() for n in names}, LINE: pl.Int64()})]
+    for frame, bad in csv_batches(path, names):
+        if bad.height:
+            raise ConnectorError(f"{unreadable(path, bad)}; the file is not rewritten")
+        frames.append(frame)
+    return pl.concat(frames)
+
+
+def _jsonl_whole(
+    path: Path, dtypes: dict[str, pl.DataType], types: Mapping[str, str]
+) -> pl.DataFrame:
+    # The contract's columns exactly, as a flow reads them (a key no line holds is nulls).
+    for _, bad in jsonl_batches(path, list(dtypes), dtypes, types, required=False):
+        if bad.height:
+            raise ConnectorError(f"{unreadable(path, bad)}; the file is not rewritten")
     as_read = {c: pl.String() if t.is_temporal() else t for c, t in dtypes.items()}
     schema = pl.DataFrame(schema=as_read).to_arrow().schema
-    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior=unexpected)
-    if path.stat().st_size == 0:
-        return schema.empty_table()
-    return pajson.read_json(path, parse_options=options)
+    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    if not data.strip():
+        return _frame(schema.empty_table())
+    try:
+        table = pajson.read_json(pa.BufferReader(data), parse_options=options)
+    except pa.ArrowInvalid as exc:
+        if "straddl" not in str(exc):
+            raise
+        # A line longer than pyarrow's parse block: the whole file as one block.
+        block = pajson.ReadOptions(block_size=min(len(data) + 1, (1 << 31) - 1))
+        table = pajson.read_json(pa.BufferReader(data), read_options=block, parse_options=options)
+    try:  # the columns outside the contract are kept as they are, so they must be text too
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        _utf8_or_refuse(path)
+        raise
+    for field in table.schema:
+        if field.name not in dtypes and _holds_float(field.type):
+            raise ConnectorError(
+                f"{path}: column {field.name}: not in the contract, and holds numbers with "
+                "a fraction that only a float could hold; a rewrite could change them, so "
+                "the file is not rewritten"
+            )
+    return _frame(table)
+
+
+def _holds_float(kind: pa.DataType) -> bool:
+    if pa.types.is_floating(kind):
+        return True
+    if pa.types.is_struct(kind):
+        return any(_holds_float(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _holds_float(kind.value_type)
+    return False
+
+
+def _utf8_or_refuse(path: Path) -> None:
+    line = 1
+    with path.open("rb") as handle:
+        carry = b""
+        while data := handle.read(1 << 24):
+            data = carry + data
+            end = data.rfind(b"\n") + 1 or len(data)
+            block, carry = data[:end], data[end:]
+            try:
+                block.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = line + block[: exc.start].count(b"\n")
+                raise ConnectorError(
+                    f"{path}: line {at}: the line is not UTF-8 text; the file is not rewritten"
+                ) from None
+            line += block.count(b"\n")
+        try:
+            carry.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConnectorError(
+                f"{path}: line {line}: the line is not UTF-8 text; the file is not rewritten"
+            ) from None
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def _first_line(exc: BaseException) -> str:
@@ -360,10 +470,18 @@ def _first_line(exc: BaseException) -> str:
 
 
 def write_atomic(frame: pl.DataFrame, path: Path) -> None:
-    """Write `frame` beside `path`, flush it to disk, then rename it over `path`."""
+    """Write `frame` beside `path`, flush it to disk, then rename it over `path`.
+
+    The file keeps its permission bits (a new one: NEW_FILE_MODE). The temporary file is
+    locked while it is written, so that `remove_stale_temporaries`, run first, removes only
+    those a killed write left behind."""
+    remove_stale_temporaries(path.parent)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else NEW_FILE_MODE
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             if path.suffix == ".parquet":
                 frame.write_parquet(handle)
@@ -373,7 +491,7 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
                 frame.write_ndjson(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            os.replace(tmp, path)  # before the lock goes with the handle
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -382,6 +500,26 @@ def write_atomic(frame: pl.DataFrame, path: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files (`.<name>.<random>.tmp`) of writes that were killed: those
+    no live write holds locked. Returns what was removed."""
+    removed = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")) or not entry.is_file():
+            continue
+        if not any(f".{fmt}." in name for fmt in FORMATS):
+            continue
+        with contextlib.suppress(OSError), entry.open("rb") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a write in progress
+            entry.unlink()
+            removed.append(entry)
+    return removed
 
 
 def _first_line_of(path: Path) -> int:

@@ -22,6 +22,7 @@ import httpx
 import polars as pl
 
 from p2c_etl.config import SystemName, SystemSettings
+from p2c_etl.connectors.badrows import BadSink
 from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
 from p2c_etl.connectors.odata import (
     BatchRequest,
@@ -63,7 +64,12 @@ class FinOpsConnector:
         self.client.close()
 
     def pages(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,  # a page is typed whole: a bad value stops the read
     ) -> Iterator[pl.DataFrame]:
         dtypes = self.contracts.get("erp", entity).dtypes(columns)
         params = {"cross-company": "true", "$select": ",".join(columns)}
@@ -88,7 +94,12 @@ class FinOpsConnector:
         return self._metadata.get(entity)
 
     def snapshot(
-        self, entity: str, columns: Sequence[str], *, missing_ok: bool = False
+        self,
+        entity: str,
+        columns: Sequence[str],
+        *,
+        missing_ok: bool = False,
+        on_bad: BadSink | None = None,
     ) -> pl.DataFrame:
         return collect(self.pages(entity, columns, missing_ok=missing_ok))
 

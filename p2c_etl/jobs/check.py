@@ -10,7 +10,8 @@ from typing import Literal
 
 from p2c_etl.config import Settings, SystemName
 from p2c_etl.connectors.base import Connector
-from p2c_etl.errors import P2CError
+from p2c_etl.errors import ConfigError, P2CError
+from p2c_etl.flows import ALL_FLOWS
 from p2c_etl.jobs.wiring import closing_all, connectors_for, select_flows
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.flow import Flow
@@ -97,9 +98,27 @@ def _reference(connector: Connector, contracts: ContractSet, system: str, entity
 
 
 def check_systems(settings: Settings) -> list[Finding]:
-    """`run_checks` on the systems and enabled flows of `settings`, connectors closed after."""
+    """`run_checks` on the systems and enabled flows of `settings`, connectors closed after.
+    A flow whose overrides p2c.toml gets wrong is a finding of its own (a configuration
+    error, not contract drift), and the systems are checked for the other flows."""
     contracts = ContractSet.load(contracts_dir())
-    flows = select_flows(settings, contracts)
+    findings, flows = _configured_flows(settings, contracts)
     connectors = connectors_for(settings, contracts)
     with closing_all(connectors):
-        return run_checks(connectors, contracts, flows)
+        return findings + run_checks(connectors, contracts, flows)
+
+
+def _configured_flows(
+    settings: Settings, contracts: ContractSet
+) -> tuple[list[Finding], list[Flow]]:
+    findings: list[Finding] = []
+    flows: list[Flow] = []
+    config = settings.config_path.name
+    for flow in ALL_FLOWS:
+        if not settings.flow(flow.name).enabled:
+            continue
+        try:
+            flows.extend(select_flows(settings, contracts, [flow.name]))
+        except ConfigError as exc:
+            findings.append(Finding(config, f"overrides {flow.name}", "failed", str(exc)))
+    return findings, flows

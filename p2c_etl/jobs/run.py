@@ -15,9 +15,11 @@ from p2c_etl.connectors.base import Connector
 from p2c_etl.errors import P2CError, StageError
 from p2c_etl.jobs.wiring import (
     Clock,
+    Crash,
     Progress,
     closing_all,
     connectors_for,
+    interruption,
     new_run_id,
     open_warehouse,
     select_flows,
@@ -46,7 +48,9 @@ def run_batch(
     clock: Clock = utc_now,
     progress: Progress = lambda _: None,
 ) -> RunSummary:
-    """Run the selected flows once; a stage failure ends the run as `failed`, not raised."""
+    """Run the selected flows once; a stage failure ends the run as `failed`, not raised,
+    and so does an unexpected exception (its traceback in the summary). An interrupt
+    (KeyboardInterrupt, `Interrupted`) marks the run failed and is raised."""
     contracts = ContractSet.load(contracts_dir())
     selected = select_flows(settings, contracts, flows)
     connectors = connectors_for(settings, contracts)
@@ -77,6 +81,7 @@ def _run(
         progress(f"run {run_id}: {len(selected)} flows" + (" (dry run)" if dry_run else ""))
         counts: list[FlowCounts] = []
         error: str | None = None
+        crash: Crash | None = None
         try:
             for i, flow in enumerate(selected):
                 planned = selected[:i] if dry_run else []
@@ -99,12 +104,56 @@ def _run(
                     )
         except P2CError as exc:
             error = str(exc)
-        except BaseException:
-            with open_warehouse(settings) as wh:
-                wh.finish_run(run_id, "failed", clock(), error="interrupted by an unexpected error")
+            crash = (
+                exc.cause if isinstance(exc, StageError) and isinstance(exc.cause, Crash) else None
+            )
+        except Exception as exc:  # outside a flow's stages: a bug all the same
+            crash = Crash(exc)
+            error = f"run {run_id}: {crash}"
+        except BaseException as exc:
+            fail_run(settings, run_id, interruption(exc), clock)
             raise
+        return closed_run(settings, selected, run_id, mode, dry_run, error, crash, counts, clock)
+
+
+def closed_run(
+    settings: Settings,
+    selected: list[Flow],
+    run_id: str,
+    mode: RunMode,
+    dry_run: bool,
+    error: str | None,
+    crash: Crash | None,
+    counts: list[FlowCounts],
+    clock: Clock,
+) -> RunSummary:
+    """`close_run` in a warehouse session of its own; when closing crashes too (the report,
+    say), the run is failed with that error and its summary has no report."""
+    trace = crash.traceback if crash else None
+    try:
         with open_warehouse(settings) as wh:
-            return close_run(wh, settings, selected, run_id, mode, dry_run, error, counts, clock)
+            summary = close_run(wh, settings, selected, run_id, mode, dry_run, error, counts, clock)
+        return replace(summary, traceback=trace)
+    except P2CError as exc:
+        late, late_trace = f"run {run_id}: closing the run failed: {exc}", None
+    except Exception as exc:
+        bug = Crash(exc)
+        late, late_trace = f"run {run_id}: the report failed: {bug}", bug.traceback
+    except BaseException as exc:
+        fail_run(settings, run_id, interruption(exc), clock)
+        raise
+    message = f"{error}; then {late}" if error else late
+    fail_run(settings, run_id, message, clock)
+    with open_warehouse(settings) as wh:
+        flows = wh.counts(run_id)
+    traces = "".join(t for t in (trace, late_trace) if t) or None
+    return RunSummary(run_id, mode, "failed", dry_run, flows, error=message, traceback=traces)
+
+
+def fail_run(settings: Settings, run_id: str, error: str, clock: Clock) -> None:
+    """Mark `run_id` failed in the ledger with `error`."""
+    with open_warehouse(settings) as wh:
+        wh.finish_run(run_id, "failed", clock(), error=error)
 
 
 def close_run(
@@ -181,6 +230,8 @@ def _run_flow(
             )
     except P2CError as exc:
         raise StageError(stage, flow.name, run_id, exc) from exc
+    except Exception as exc:  # a bug: the run fails naming the stage and flow, and goes on
+        raise StageError(stage, flow.name, run_id, Crash(exc)) from exc
     wh.save_counts(run_id, counts)
     progress(
         f"{flow.name}: {counts.source_rows} source rows, {counts.filtered_out} filtered out, "

@@ -4,6 +4,8 @@ their p2c.toml overrides in dependency order, a connector per system, and the wa
 from __future__ import annotations
 
 import secrets
+import signal
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +24,36 @@ from p2c_etl.warehouse.store import Warehouse
 
 Clock = Callable[[], datetime]
 Progress = Callable[[str], None]
+
+
+class Crash(Exception):
+    """An unexpected exception (a bug) caught where a job ends its run as `failed`: its
+    message is the run's one-line error, `traceback` what the command prints on stderr."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        self.traceback = "".join(traceback.format_exception(exc))
+        super().__init__(f"unexpected {type(exc).__name__}: {exc}")
+
+
+class Interrupted(BaseException):
+    """The process was asked to stop (SIGTERM: `systemctl stop`, a scheduler's timeout);
+    raised by the CLI's signal handler, so that the run is marked failed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+def interruption(exc: BaseException) -> str:
+    """The ledger's error for a run that an interrupt or an exit ended."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted by SIGINT (Ctrl-C)"
+    if isinstance(exc, Interrupted):
+        return f"interrupted: {exc}"
+    if isinstance(exc, Exception):
+        return f"ended by {Crash(exc)}"
+    return f"interrupted by {type(exc).__name__}"
 
 
 def utc_now() -> datetime:
@@ -47,7 +79,10 @@ def select_flows(
         chosen = [f for f in ALL_FLOWS if f.name in names]
     else:
         chosen = [f for f in ALL_FLOWS if settings.flow(f.name).enabled]
-    return dependency_order(apply_overrides(f, settings.flow(f.name), contracts) for f in chosen)
+    config = settings.config_path.name
+    return dependency_order(
+        apply_overrides(f, settings.flow(f.name), contracts, config) for f in chosen
+    )
 
 
 def connectors_for(settings: Settings, contracts: ContractSet) -> dict[SystemName, Connector]:

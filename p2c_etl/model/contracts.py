@@ -11,12 +11,18 @@ One TOML file per entity set, `contracts/<system>/<EntitySet>.toml`:
     CustomerAccount = { type = "string", max_length = 20, nullable = false }
     CreditLimit = { type = "decimal(28,6)" }
     PartyType = { type = "string", allowed = ["Organization", "Person"] }
+    SalesMemo = { type = "string", max_length = 1_073_741_823, multiline = true }
 
-Types: string, guid, int, bool, date, datetime, decimal(P,S). A Dataverse lookup column names
-the entity sets it points to: `_transactioncurrencyid_value = { type = "guid", bind =
-"transactioncurrencies" }`, `_customerid_value = { type = "guid", bind = ["accounts",
-"contacts"] }`. How a contract is *checked*
-lives in `p2c_etl.stages.validate`; this module only reads contracts and builds schemas.
+Types: string, guid, int, bool, date, datetime, decimal(P,S). Every text column is bounded,
+by `max_length` (in UTF-16 code units, as Dataverse and SQL Server count) or by its `allowed`
+values. Text never holds a control character (C0 but TAB, LF and CR; DEL; C1) or a bidi
+control (`REFUSED_CHARACTERS`); a column is single-line unless marked `multiline = true`, and a
+single-line column (every key) holds no TAB, LF, CR or Unicode line separator either.
+
+A Dataverse lookup column names the entity sets it points to: `_transactioncurrencyid_value =
+{ type = "guid", bind = "transactioncurrencies" }`, `_customerid_value = { type = "guid", bind =
+["accounts", "contacts"] }`. How a contract is *checked* lives in `p2c_etl.stages.validate`;
+this module only reads contracts and builds schemas.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from typing import Any
 
 import pandera.polars as pa
 import polars as pl
+from pandera.api.polars.types import PolarsData
 
 from p2c_etl.errors import ContractError
 
@@ -46,7 +53,41 @@ _SIMPLE_TYPES: Mapping[str, pl.DataType] = MappingProxyType(
         "datetime": pl.Datetime("us", "UTC"),
     }
 )
-_COLUMN_KEYS = {"type", "nullable", "max_length", "allowed", "bind"}
+_COLUMN_KEYS = {"type", "nullable", "max_length", "allowed", "bind", "multiline"}
+
+
+CodePoints = tuple[tuple[int, int], ...]
+"""Inclusive ranges of code points."""
+REFUSED_CHARACTERS: CodePoints = (
+    (0x00, 0x08),  # C0 controls but TAB, LF, CR: NUL, ESC, ... (neither Web API takes NUL)
+    (0x0B, 0x0C),
+    (0x0E, 0x1F),
+    (0x7F, 0x9F),  # DEL and the C1 controls
+    (0x061C, 0x061C),  # ARABIC LETTER MARK
+    (0x200E, 0x200F),  # LEFT-TO-RIGHT / RIGHT-TO-LEFT MARK
+    (0x202A, 0x202E),  # bidi embeddings and overrides
+    (0x2066, 0x2069),  # bidi isolates
+)
+"""Characters no text column holds: invisible, they make a key no one can find by typing."""
+LINE_BREAKS: CodePoints = ((0x09, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029))
+"""TAB, LF, CR, LINE and PARAGRAPH SEPARATOR: refused in single-line columns (and keys)."""
+_ASTRAL: CodePoints = ((0x10000, 0x10FFFF),)
+
+
+def character_class(ranges: Iterable[tuple[int, int]]) -> str:
+    """A regex character class of `ranges`, in the syntax of polars (Rust regex)."""
+    return "[" + "".join(f"\\x{{{lo:X}}}-\\x{{{hi:X}}}" for lo, hi in ranges) + "]"
+
+
+def python_character_class(ranges: Iterable[tuple[int, int]]) -> re.Pattern[str]:
+    """`character_class` for Python's `re`."""
+    return re.compile("[" + "".join(f"\\U{lo:08X}-\\U{hi:08X}" for lo, hi in ranges) + "]")
+
+
+def utf16_length(column: pl.Expr) -> pl.Expr:
+    """The length of text as Dataverse and SQL Server count it: in UTF-16 code units (a
+    character beyond U+FFFF, such as most emoji, counts twice)."""
+    return column.str.len_chars() + column.str.count_matches(character_class(_ASTRAL))
 
 
 @dataclass(frozen=True)
@@ -62,6 +103,13 @@ class ColumnSpec:
     bind: tuple[str, ...] = ()
     """For a Dataverse lookup column (`_x_value`): the entity sets it may point to; written
     as `x@odata.bind` (one set) or `x_<logicalname>@odata.bind` (several: polymorphic)."""
+    multiline: bool = False
+    """Text that may hold line breaks and tabs (a memo, a description, a street)."""
+
+    @property
+    def is_free_text(self) -> bool:
+        """A text column whose values are not a closed list (`allowed`) or a GUID."""
+        return self.type == "string" and self.allowed is None
 
 
 @dataclass(frozen=True)
@@ -103,12 +151,36 @@ class Contract:
 def _pandera_column(spec: ColumnSpec) -> pa.Column:
     checks: list[pa.Check] = []
     if spec.max_length is not None:
-        checks.append(pa.Check.str_length(max_value=spec.max_length))
+        checks.append(_longest(spec.max_length))
+    if spec.is_free_text:
+        checks.append(_none_of(REFUSED_CHARACTERS + (() if spec.multiline else LINE_BREAKS)))
     if spec.allowed is not None:
         checks.append(pa.Check.isin(list(spec.allowed)))
     if spec.type == "guid":
         checks.append(pa.Check.str_matches(GUID_PATTERN))
     return pa.Column(spec.dtype, checks=checks, nullable=spec.nullable)
+
+
+def _longest(limit: int) -> pa.Check:
+    def check(data: PolarsData) -> pl.LazyFrame:
+        text = data.lazyframe.select(pl.col(data.key)).collect().to_series()
+        fits = text.str.len_bytes() <= limit  # never fewer bytes than UTF-16 code units
+        unsure = ~fits.fill_null(True)
+        if unsure.any():  # count exactly only what the bytes cannot settle
+            counted = text.filter(unsure).to_frame().select(utf16_length(pl.col(data.key)))
+            fits = fits.scatter(unsure.arg_true(), counted.to_series() <= limit)
+        return fits.to_frame(data.key).lazy()
+
+    return pa.Check(check, name="str_length")
+
+
+def _none_of(ranges: CodePoints) -> pa.Check:
+    pattern = character_class(ranges)
+
+    def check(data: PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(~pl.col(data.key).str.contains(pattern))
+
+    return pa.Check(check, name="text_characters")
 
 
 def parse_type(text: str) -> pl.DataType:
@@ -145,6 +217,9 @@ def load_contract(path: Path) -> Contract:
         raise ContractError(f"{path}: {exc}") from None
     for name in (*contract.keys, *([contract.primary_id] if contract.primary_id else [])):
         contract.column(name)
+    multiline_keys = [k for k in contract.keys if contract.column(k).multiline]
+    if multiline_keys:
+        raise ContractError(f"{path}: key columns {multiline_keys} cannot be multiline")
     return contract
 
 
@@ -154,14 +229,21 @@ def _column(name: str, spec: Mapping[str, Any]) -> ColumnSpec:
         raise ValueError(f"column {name!r}: unknown keys {sorted(unknown)}")
     allowed = spec.get("allowed")
     bind = spec.get("bind", ())
+    max_length = spec.get("max_length")
+    if max_length is not None and (type(max_length) is not int or max_length < 1):
+        raise ValueError(f"column {name!r}: max_length must be a whole number above 0")
+    multiline = spec.get("multiline", False)
+    if type(multiline) is not bool or (multiline and spec["type"] != "string"):
+        raise ValueError(f"column {name!r}: multiline is true or false, on text columns only")
     return ColumnSpec(
         name=name,
         type=spec["type"],
         dtype=parse_type(spec["type"]),
         nullable=bool(spec.get("nullable", True)),
-        max_length=spec.get("max_length"),
+        max_length=max_length,
         allowed=tuple(allowed) if allowed is not None else None,
         bind=(bind,) if isinstance(bind, str) else tuple(bind),
+        multiline=multiline,
     )
 
 

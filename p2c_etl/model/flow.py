@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from typing import Literal, get_args
 
@@ -41,6 +42,13 @@ class EntityRef:
 
     def __str__(self) -> str:
         return f"{self.system}.{self.entity}"
+
+    @property
+    def empty_date(self) -> date | None:
+        """The date the system holds for "no date" and returns as empty: Finance and
+        Operations' dateNull, 1900-01-01, a date-time on that day included. A diff counts
+        it as null, so that a value the target cannot hold settles after one write."""
+        return date(1900, 1, 1) if self.system == "erp" else None
 
 
 @dataclass(frozen=True)

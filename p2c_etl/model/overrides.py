@@ -34,11 +34,21 @@ from p2c_etl.model.flow import (
 _FILTER = re.compile(r"^\s*(\w+)\s+(eq|ne)\s+(.+?)\s*$")
 
 
-def apply_overrides(flow: Flow, settings: FlowSettings, contracts: ContractSet) -> Flow:
-    """`flow` with the overrides of `settings`; a field the target lacks is a ConfigError."""
+def apply_overrides(
+    flow: Flow, settings: FlowSettings, contracts: ContractSet, config: str = "p2c.toml"
+) -> Flow:
+    """`flow` with the overrides of `settings`; a field the target lacks, or a source field
+    the source entity set lacks, is a ConfigError naming `config` (the file) and the key."""
     target = contracts.get(flow.target.system, flow.target.entity)
+    readable = set(contracts.get(flow.source.system, flow.source.entity).columns)
+    readable |= {c for d in flow.derive for c in d.adds}
     fields = {f.target: f for f in flow.fields}
     for name, source in settings.fields.items():
+        if source not in readable:
+            raise ConfigError(
+                f"{config}: [flows.{flow.name}] fields.{name} = {source!r}: {flow.source} has "
+                f"no field {source!r} to read (see p2c flows show {flow.name})"
+            )
         fields[name] = replace(fields.get(name, Field(name)), source=source)
     for name, value in settings.defaults.items():
         fields[name] = replace(fields.get(name, Field(name)), default=_scalar(value))
@@ -50,7 +60,7 @@ def apply_overrides(flow: Flow, settings: FlowSettings, contracts: ContractSet) 
     for name in fields:
         if name not in target.columns:
             raise ConfigError(
-                f"[flows.{flow.name}]: {flow.target} has no column {name!r} "
+                f"{config}: [flows.{flow.name}]: {flow.target} has no column {name!r} "
                 f"(see {target.source.name})"
             )
     out = replace(flow, fields=tuple(fields.values()))

@@ -3,9 +3,11 @@ codes a record can be refused with, and the shape of a reject row."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, overload
 
 import polars as pl
+
+from p2c_etl.model.contracts import LINE_BREAKS, REFUSED_CHARACTERS, python_character_class
 
 ROW = "__row"
 KEY = "__key"
@@ -33,5 +35,29 @@ REJECT_SCHEMA = pl.Schema(
 )
 
 
+SHOWN = 200
+"""How much of a long value a reject shows."""
+_UNPRINTABLE = python_character_class(REFUSED_CHARACTERS + LINE_BREAKS)
+
+
 def empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema=REJECT_SCHEMA)
+
+
+@overload
+def printable(text: str) -> str: ...
+@overload
+def printable(text: None) -> None: ...
+def printable(text: str | None) -> str | None:
+    """`text` on one line, with nothing invisible: every control, bidi control and line break
+    written as its code point, `<U+0000>` (a report never carries one as it is)."""
+    if text is None:
+        return None
+    return _UNPRINTABLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
+
+
+def shown(value: object) -> str:
+    """`value` as a reject shows it: `printable`, and cut after `SHOWN` characters, saying so."""
+    text = str(value)
+    head = printable(text[:SHOWN])
+    return head if len(text) <= SHOWN else f"{head}… (first {SHOWN} of {len(text)} characters)"

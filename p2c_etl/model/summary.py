@@ -52,6 +52,8 @@ class RunSummary:
     report_json: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
+    """An unexpected exception (a bug) that ended the run: printed on stderr, not in JSON."""
 
     @property
     def written(self) -> int:
@@ -79,14 +81,52 @@ def status_of(flows: tuple[FlowCounts, ...]) -> RunStatus:
     return "partial" if any(f.rejected or f.failed for f in flows) else "ok"
 
 
+def failed_summary(mode: RunMode, error: str, traceback: str | None = None) -> RunSummary:
+    """The summary of a command that failed before its run had an id (a configuration it
+    could not read, a flow it does not know): status `failed`, no flows, no report."""
+    return RunSummary("", mode, "failed", False, (), error=error, traceback=traceback)
+
+
 @dataclass(frozen=True)
 class ReconcileSummary:
-    """What `p2c reconcile --json` prints: the verdict, the counts and the evidence's paths."""
+    """What `p2c reconcile --json` prints: the verdict, the counts and the evidence's paths.
+    A reconciliation that failed has no `data`, its `error` instead (status `failed`)."""
 
     data: Any
     paths: dict[str, str]
+    reconciliation_id: str = ""
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.data is None else str(self.data.status)
+
+    def as_run(self) -> RunSummary:
+        """As a run summary (mode `reconcile`), for the alert of a failed reconciliation."""
+        status: RunStatus = (
+            "ok" if self.status == "agree" else "failed" if self.status == "failed" else "partial"
+        )
+        paths = self.paths
+        return RunSummary(
+            self.reconciliation_id,
+            "reconcile",
+            status,
+            True,
+            (),
+            paths.get("html"),
+            paths.get("json"),
+            error=self.error,
+        )
 
     def as_json(self) -> dict[str, Any]:
+        if self.data is None:
+            return {
+                "reconciliation_id": self.reconciliation_id or None,
+                "status": "failed",
+                "error": self.error,
+                "report": self.paths,
+            }
         full = self.data.as_json()
         return {
             "reconciliation_id": full["reconciliation_id"],

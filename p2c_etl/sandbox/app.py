@@ -3,7 +3,8 @@
 Every data request needs a live bearer token (401 otherwise), then passes the fault gate
 (429 / 503 with `Retry-After`), waits `page_delay` if it is a GET, and is answered by the
 service. Responses carry `OData-Version: 4.0`. Requests, statuses and records are counted in
-the server's `Stats`; `/_sandbox/*` needs no token, sees no faults and is not counted.
+the server's `Stats`; `/_sandbox/*` needs the same bearer token (401 otherwise), sees no
+faults and is not counted.
 """
 
 from __future__ import annotations
@@ -63,9 +64,15 @@ def build_app(parts: ServerParts) -> Starlette:
     token_path = f"/{parts.issuer.tenant}/oauth2/v2.0/token"
     routes = [
         Route(token_path, _token_endpoint(parts), methods=["POST"]),
-        Route("/_sandbox/stats", _stats_endpoint(parts.admin), methods=["GET"]),
-        Route("/_sandbox/faults", _faults_endpoint(parts.admin), methods=["GET", "POST"]),
-        Route("/_sandbox/reset-stats", _reset_endpoint(parts.admin), methods=["POST"]),
+        Route("/_sandbox/stats", _admin(parts, _stats_endpoint(parts.admin)), methods=["GET"]),
+        Route(
+            "/_sandbox/faults",
+            _admin(parts, _faults_endpoint(parts.admin)),
+            methods=["GET", "POST"],
+        ),
+        Route(
+            "/_sandbox/reset-stats", _admin(parts, _reset_endpoint(parts.admin)), methods=["POST"]
+        ),
         Route(parts.service_path + "{rest:path}", _data_endpoint(parts), methods=_METHODS),
     ]
     return Starlette(routes=routes)
@@ -83,6 +90,32 @@ def _token_endpoint(parts: ServerParts) -> Endpoint:
         return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
     return token
+
+
+def _admin(parts: ServerParts, endpoint: Endpoint) -> Endpoint:
+    """`endpoint` behind the same bearer token as the data service (401 without one): who
+    may switch faults on, or read what was written, is who may call the APIs."""
+
+    async def guarded(request: Request) -> Response:
+        if not parts.issuer.valid(request.headers.get("authorization")):
+            return _unauthorized(parts, str(request.base_url).rstrip("/"))
+        response: Response = await endpoint(request)
+        return response
+
+    return guarded
+
+
+def _unauthorized(parts: ServerParts, base: str) -> Response:
+    answer = _unauthorized_answer(parts, base)
+    headers = {"OData-Version": "4.0", **answer.headers}
+    return Response(answer.body, status_code=answer.status, headers=headers)
+
+
+def _unauthorized_answer(parts: ServerParts, base: str) -> ApiResponse:
+    answer = error_response(401, "The request needs a valid bearer token.", UNAUTHORIZED)
+    authority = f"{base}/{parts.issuer.tenant}/oauth2/authorize"
+    answer.headers["WWW-Authenticate"] = f"Bearer authorization_uri={authority}"
+    return answer
 
 
 def _stats_endpoint(admin: Admin) -> Endpoint:
@@ -137,10 +170,7 @@ def _data_endpoint(parts: ServerParts) -> Endpoint:
 
 async def _answer(parts: ServerParts, api: ApiRequest, base: str) -> ApiResponse:
     if not parts.issuer.valid(api.header("authorization")):
-        response = error_response(401, "The request needs a valid bearer token.", UNAUTHORIZED)
-        authority = f"{base}/{parts.issuer.tenant}/oauth2/authorize"
-        response.headers["WWW-Authenticate"] = f"Bearer authorization_uri={authority}"
-        return response
+        return _unauthorized_answer(parts, base)
     refusal = parts.gate.check()
     if refusal is not None:
         code = THROTTLED if refusal.status == 429 else UNAVAILABLE

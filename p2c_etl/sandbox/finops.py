@@ -10,11 +10,13 @@
     GET    $metadata                        CSDL of the served entity sets
 
 Dates are written as DateTimeOffsets at noon UTC (`2026-03-01T12:00:00Z`), as F&O writes a
-date field.
+date field; an empty one as F&O's dateNull, `1900-01-01T12:00:00Z` (an empty date-time
+`1900-01-01T00:00:00Z`), and a date written as 1900-01-01 is held as empty.
 """
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from p2c_etl.sandbox.batch import BatchRules, run_batch
@@ -43,6 +45,7 @@ from p2c_etl.sandbox.resource import KeySpec, split_resource
 from p2c_etl.sandbox.service import ODataService
 from p2c_etl.sandbox.stats import Stats
 from p2c_etl.sandbox.store import Row, Store, Table
+from p2c_etl.sandbox.values import finops_shown
 
 SERVICE_PATH = "/data/"
 NAMESPACE = "Microsoft.Dynamics.DataEntities"
@@ -82,6 +85,7 @@ class FinOpsService(ODataService):
             with self.store.lock:
                 page = read_page(req, table, rules, visible)
             self.stats.read(len(page.records))
+            _show_empty_dates(table, page.records)
             return page_response(req, table, page, finops_date)
         if req.method == "POST":
             row = self.writer.create(table, req.json())
@@ -118,7 +122,8 @@ class FinOpsService(ODataService):
             shown = ",".join(f"{k}={v}" for k, v in key.named.items())
             raise ODataError(404, f"No {table.name} record with key ({shown}).", NOT_FOUND)
         self.stats.read(1)
-        return _record_response(req, table, project(row, select), 200, {})
+        (values,) = _show_empty_dates(table, [project(row, select)])
+        return _record_response(req, table, values, 200, {})
 
 
 def _record_response(
@@ -126,6 +131,16 @@ def _record_response(
 ) -> ApiResponse:
     body = {"@odata.context": f"{req.root}$metadata#{table.name}/$entity", **values}
     return json_response(status, dumps(body, finops_date), headers)
+
+
+def _show_empty_dates(table: Table, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records (changed in place) with each empty date shown as F&O shows it."""
+    dated = [s for s in table.contract.columns.values() if s.type in ("date", "datetime")]
+    for record in records if dated else ():
+        for spec in dated:
+            if spec.name in record:
+                record[spec.name] = finops_shown(spec, record[spec.name])
+    return records
 
 
 def _cross_company(req: ApiRequest) -> bool:

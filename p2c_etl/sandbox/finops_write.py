@@ -3,7 +3,10 @@
 A record is addressed with all its key fields, `dataAreaId` included:
 `CustomersV2(dataAreaId='usmf',CustomerAccount='O''Brien')`. Without `cross-company=true`
 only records of the default company can be seen, changed or deleted. A created record
-without `dataAreaId` belongs to the default company. Key fields cannot be changed.
+without `dataAreaId` belongs to the default company. Key fields cannot be changed; text keys
+compare as SQL Server compares them (case-insensitively, trailing spaces ignored), so
+`CustomersV2(dataAreaId='USMF',CustomerAccount='acc-1 ')` is the record `usmf`, `ACC-1`.
+A date written as 1900-01-01 (dateNull) is held as no date.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from p2c_etl.sandbox.protocol import (
 from p2c_etl.sandbox.query import type_name
 from p2c_etl.sandbox.resource import KeySpec
 from p2c_etl.sandbox.store import Key, Row, Store, Table
-from p2c_etl.sandbox.values import coerce, folded, literal_for, text
+from p2c_etl.sandbox.values import coerce, finops_held, folded, literal_for, text
 
 COMPANY = "dataAreaId"
 
@@ -88,7 +91,7 @@ class FinOpsWriter:
             _check_keys(table, values, row.values)
             _check_etag(row, etag)
             base = dict.fromkeys(table.contract.columns) if replace else dict(row.values)
-            record = base | {c: row.values[c] for c in table.key_columns} | values
+            record = base | values | {c: row.values[c] for c in table.key_columns}
             _check_required(table, record, values if not replace else record)
             self._check_refused(record)
             return table.put(record)
@@ -112,7 +115,7 @@ class FinOpsWriter:
                 message = f"The property '{name}' does not exist on type '{type_name(table)}'."
                 raise ODataError(400, message, BAD_PAYLOAD)
             try:
-                values[name] = coerce(spec, raw)
+                values[name] = finops_held(coerce(spec, raw))
             except ValueError as exc:
                 raise ODataError(400, f"Field {name} of {table.name}: {exc}", BAD_PAYLOAD) from None
         return values

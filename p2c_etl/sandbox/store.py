@@ -2,7 +2,8 @@
 
 A `Table` holds one entity set as a dict from key to `Row`, in insertion order. Dataverse
 tables are keyed by their primary id and index their alternate key; F&O tables are keyed by
-their composite key. Text key parts compare case-insensitively, as in SQL Server.
+their composite key. Text key parts compare as SQL Server compares them: case-insensitively,
+trailing spaces ignored.
 
 Every write goes through the store's `Journal`: inside `atomic()` each write is logged with
 the row it replaced, and an exception rolls all of them back (a `$batch` change set,

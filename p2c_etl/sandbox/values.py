@@ -38,8 +38,30 @@ def text(value: Any) -> str:
 
 
 def folded(value: Any) -> Any:
-    """The value as keys and filters compare it: text case-insensitively, like SQL Server."""
-    return value.casefold() if isinstance(value, str) else value
+    """The value as keys and filters compare it, like SQL Server under a `_CI` collation:
+    text case-insensitively, trailing spaces ignored (`'ACC-1 ' = 'acc-1'`)."""
+    return value.rstrip(" ").casefold() if isinstance(value, str) else value
+
+
+FINOPS_EMPTY_DATE = date(1900, 1, 1)
+"""Finance and Operations' dateNull: a date field holding it is empty, and so is a date-time
+field holding any time of that day."""
+
+
+def finops_held(value: Any) -> Any:
+    """What an F&O field holds once `value` is written: a date on its empty date is no date."""
+    day = value.date() if isinstance(value, datetime) else value
+    return None if isinstance(day, date) and day == FINOPS_EMPTY_DATE else value
+
+
+def finops_shown(spec: ColumnSpec, value: Any) -> Any:
+    """An F&O field as its API returns it: an empty date as dateNull (`1900-01-01T12:00:00Z`,
+    a date-time `1900-01-01T00:00:00Z`)."""
+    if value is not None or spec.type not in ("date", "datetime"):
+        return value
+    if spec.type == "date":
+        return FINOPS_EMPTY_DATE
+    return datetime(1900, 1, 1, tzinfo=UTC)
 
 
 def parse_date(raw: str) -> date:

@@ -11,7 +11,16 @@ import polars as pl
 from p2c_etl.model.flow import Flow
 from p2c_etl.model.keys import record_key
 from p2c_etl.model.rejects import KEY, ROW
-from p2c_etl.stages.diff import CHANGED, KIND, DiffResult, diff
+from p2c_etl.stages.diff import (
+    CHANGED,
+    FOLD,
+    KIND,
+    DiffResult,
+    diff,
+    folded_keys,
+    folded_twins,
+    respell_keys,
+)
 from p2c_etl.stages.extract import target_name
 from p2c_etl.stages.prepare import claimed_table, staged_table
 from p2c_etl.warehouse.store import Warehouse
@@ -33,8 +42,9 @@ def compare_flow(wh: Warehouse, run_id: str, flow: Flow) -> CompareInfo:
     claimed = wh.read_table(claimed_table(run_id, flow))
     compared = compare_frames(run_id, flow, staged, target, claimed)
     with wh.transaction():
-        if compared.rejects.height:
+        if compared.restaged:
             wh.write_table(staged_table(run_id, flow), compared.staged)
+        if compared.rejects.height:
             wh.append("rejects", compared.rejects)
         wh.append("changes", change_rows(run_id, flow, compared.result))
     return compared.info
@@ -42,32 +52,54 @@ def compare_flow(wh: Warehouse, run_id: str, flow: Flow) -> CompareInfo:
 
 @dataclass(frozen=True)
 class Compared:
+    """`staged` less the duplicate-key rejects, its keys spelt as the target spells them;
+    `restaged` says whether it differs from the staged rows given."""
+
     staged: pl.DataFrame
     result: DiffResult
     rejects: pl.DataFrame
     info: CompareInfo
+    restaged: bool = False
 
 
 def compare_frames(
     run_id: str, flow: Flow, staged: pl.DataFrame, target: pl.DataFrame, claimed: pl.DataFrame
 ) -> Compared:
-    """Diff staged rows against the target.
+    """Diff staged rows against the target, comparing keys the way the target does.
 
-    A key the target holds more than once (Dataverse has no alternate key on most natural
-    keys) cannot be written safely: its source records become `duplicate_key` rejects and
-    its target records are left alone, until someone merges them by hand.
+    Both systems keep their records in SQL Server under case-insensitive collations (F&O's
+    database; Dataverse: every language collation is `_CI`), which also ignore trailing
+    spaces: `ACC-1`, `acc-1` and `acc-1 ` are one record. So keys are matched folded, and
+    a source key matching a target key that is spelt differently takes the target's
+    spelling (an update addresses the record as the target holds it; a key cannot be
+    renamed). A folded key the target holds more than once (Dataverse has no alternate key
+    on most natural keys) cannot be written safely, nor one that several source records
+    give: their source records become `duplicate_key` rejects and the target records are
+    left alone, until someone fixes them by hand.
     """
-    keys = list(flow.keys)
-    doubled = target.group_by(keys).len().filter(pl.col("len") > 1)
-    rejects = staged.join(doubled, on=keys, how="inner", nulls_equal=True)
-    if doubled.height:
-        staged = staged.join(doubled, on=keys, how="anti", nulls_equal=True)
-        target = target.join(doubled, on=keys, how="anti", nulls_equal=True)
-    result = diff(staged.drop(ROW, KEY), target, flow.keys, flow.compare_columns, claimed=claimed)
+    keys, schema = list(flow.keys), staged.schema
+    names = [f"{FOLD}{k}" for k in keys]
+    held = folded_twins(target, keys, schema)
+    given = folded_twins(staged, keys, schema).join(held, on=names, how="anti", nulls_equal=True)
+    rejects = _duplicate_rejects(run_id, flow, staged, held, given)
+    if held.height or given.height:
+        doubled = pl.concat([held.select(names), given.select(names)])
+        staged = _without(staged, doubled, keys, schema)
+        target = _without(target, doubled, keys, schema)
+    result = diff(
+        staged.drop(ROW, KEY),
+        target,
+        flow.keys,
+        flow.compare_columns,
+        claimed=claimed,
+        fold_keys=True,
+        empty_date=flow.target.empty_date,
+    )
+    respelt = result.respelt is not None and result.respelt.height > 0
     return Compared(
-        staged=staged,
+        staged=respell_keys(staged, result.respelt, keys),
         result=result,
-        rejects=_doubled_rejects(run_id, flow, rejects),
+        rejects=rejects,
         info=CompareInfo(
             inserts=result.count("insert"),
             updates=result.count("update"),
@@ -75,10 +107,52 @@ def compare_frames(
             target_only=result.count("target_only"),
             rejected=rejects.height,
         ),
+        restaged=respelt or rejects.height > 0,
     )
 
 
-def _doubled_rejects(run_id: str, flow: Flow, rows: pl.DataFrame) -> pl.DataFrame:
+def _without(
+    frame: pl.DataFrame, doubled: pl.DataFrame, keys: list[str], schema: pl.Schema
+) -> pl.DataFrame:
+    """The rows of `frame` whose folded key is not in `doubled`."""
+    folded = frame.with_columns(folded_keys(keys, schema))
+    names = [f"{FOLD}{k}" for k in keys]
+    return folded.join(doubled, on=names, how="anti", nulls_equal=True).drop(names)
+
+
+def _duplicate_rejects(
+    run_id: str, flow: Flow, staged: pl.DataFrame, held: pl.DataFrame, given: pl.DataFrame
+) -> pl.DataFrame:
+    """A `duplicate_key` reject for each staged row whose folded key the target holds more
+    than once (`held`) or that several staged rows give (`given`)."""
+    keys, target = list(flow.keys), str(flow.target)
+    names = [f"{FOLD}{k}" for k in keys]
+    folded = staged.with_columns(folded_keys(keys, staged.schema))
+    held_message = pl.format(
+        "{} holds {} records with this key (case and trailing spaces ignored, as it compares"
+        " keys); merge them by hand, then the next run writes it",
+        pl.lit(target),
+        pl.col("len"),
+    )
+    given_message = pl.format(
+        "{} source records have this key once case and trailing spaces are ignored, and {}"
+        " compares keys that way: it can hold one; give each record its own key in the source",
+        pl.col("len"),
+        pl.lit(target),
+    )
+    parts = [
+        _rejects(run_id, flow, folded.join(dup, on=names, nulls_equal=True), message)
+        for dup, message in ((held, held_message), (given, given_message))
+        if dup.height
+    ]
+    if not parts:
+        return _rejects(
+            run_id, flow, folded.clear().with_columns(len=pl.lit(0, pl.UInt32)), held_message
+        )
+    return pl.concat(parts).sort("source_row")
+
+
+def _rejects(run_id: str, flow: Flow, rows: pl.DataFrame, message: pl.Expr) -> pl.DataFrame:
     return rows.select(
         pl.lit(run_id).alias("run_id"),
         pl.lit(flow.name).alias("flow"),
@@ -87,11 +161,7 @@ def _doubled_rejects(run_id: str, flow: Flow, rows: pl.DataFrame) -> pl.DataFram
         pl.lit(",".join(flow.keys)).alias("field"),
         pl.lit("duplicate_key").alias("reason"),
         record_key(flow.keys).alias("value"),
-        pl.format(
-            "{} holds {} records with this key; merge them by hand, then the next run writes it",
-            pl.lit(str(flow.target)),
-            pl.col("len"),
-        ).alias("message"),
+        message.alias("message"),
         pl.lit(None, pl.String).alias("row_json"),
     )
 

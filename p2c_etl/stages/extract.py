@@ -1,4 +1,8 @@
-"""Extract: full snapshots of a flow's source, its target and the reference data it looks up."""
+"""Extract: full snapshots of a flow's source, its target and the reference data it looks up.
+
+Source records that cannot be read exactly (a broken CSV line, text that is not UTF-8, a value
+not of its type) are kept beside the source snapshot as its bad rows, for prepare to turn into
+rejects; target, reference and input data that cannot be read exactly stop the flow."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from datetime import datetime
 import polars as pl
 
 from p2c_etl.config import SystemName
+from p2c_etl.connectors.badrows import SOURCE_BAD_SCHEMA
 from p2c_etl.connectors.base import Connector
 from p2c_etl.model.flow import Context, Flow, Input
 from p2c_etl.stages.transform import filters_expr
@@ -19,10 +24,24 @@ from p2c_etl.warehouse.store import Warehouse
 class ExtractInfo:
     source_rows: int
     target_rows: int
+    bad_source_rows: int = 0
+    """Bad rows of the source (a record with several bad values has several)."""
 
 
 def source_name(flow: Flow) -> str:
     return f"{flow.name}.source"
+
+
+def source_bad_name(flow: Flow) -> str:
+    return f"{flow.name}.source.bad"
+
+
+def source_bad(wh: Warehouse, run_id: str, flow: Flow) -> pl.DataFrame:
+    """The bad rows of the flow's source in run `run_id` (SOURCE_BAD_SCHEMA)."""
+    try:
+        return wh.snapshot(run_id, source_bad_name(flow))
+    except KeyError:  # a run extracted before bad rows were kept
+        return pl.DataFrame(schema=SOURCE_BAD_SCHEMA)
 
 
 def target_name(flow: Flow) -> str:
@@ -41,14 +60,19 @@ def extract_flow(
     context: Context,
     now: Callable[[], datetime],
 ) -> ExtractInfo:
-    """Snapshot source, target (in the flow's target scope) and references into the warehouse."""
+    """Snapshot source (and its bad rows), target (in the flow's target scope) and references
+    into the warehouse."""
+    bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
+    source_pages = connectors[flow.source.system].pages(
+        flow.source.entity, flow.source_columns, on_bad=bad.append
+    )
+    taken = now()
     source_rows = wh.save_snapshot_pages(
-        run_id,
-        source_name(flow),
-        flow.source.system,
-        flow.source.entity,
-        connectors[flow.source.system].pages(flow.source.entity, flow.source_columns),
-        now(),
+        run_id, source_name(flow), flow.source.system, flow.source.entity, source_pages, taken
+    )
+    bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
+    wh.save_snapshot(  # taken with the source, in the same read
+        run_id, source_bad_name(flow), flow.source.system, flow.source.entity, bad_rows, taken
     )
     target_columns = [*flow.target_columns, *([flow.target_id] if flow.target_id else [])]
     target_columns += [f.column for f in flow.target_filters]
@@ -77,7 +101,9 @@ def extract_flow(
             frame = connectors[item.system].snapshot(item.entity, item.columns)
         frame = frame.filter(filters_expr(item.filters, context))
         wh.save_snapshot(run_id, input_name(flow, item), item.system, item.entity, frame, now())
-    return ExtractInfo(source_rows=source_rows, target_rows=target_rows)
+    return ExtractInfo(
+        source_rows=source_rows, target_rows=target_rows, bad_source_rows=bad_rows.height
+    )
 
 
 def _reference_columns(flow: Flow) -> dict[tuple[SystemName, str], list[str]]:

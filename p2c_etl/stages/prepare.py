@@ -6,18 +6,20 @@ is returned. The pure parts are `stages.transform` and `stages.validate`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
+from p2c_etl.connectors.badrows import RECORD, SOURCE_FILE
+from p2c_etl.model.casting import coerce
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.flow import Context, Flow, Inputs
 from p2c_etl.model.ids import stable_id
 from p2c_etl.model.keys import record_key
 from p2c_etl.model.rejects import KEY, LINE, REJECT_SCHEMA, ROW, empty_rejects
 from p2c_etl.stages.diff import KIND
-from p2c_etl.stages.extract import inputs, references, source_name
-from p2c_etl.stages.transform import Mappings, References, transform
+from p2c_etl.stages.extract import inputs, references, source_bad, source_name
+from p2c_etl.stages.transform import Mappings, References, derive, transform
 from p2c_etl.stages.validate import validate
 from p2c_etl.warehouse.store import Warehouse, table_name
 
@@ -57,6 +59,10 @@ def prepare_flow(
         refs, extra = with_planned(refs, extra, earlier, planned_inserts(wh, run_id, earlier))
     source = wh.snapshot(run_id, source_name(flow))
     prepared = prepare_frame(run_id, flow, source, refs, extra, contracts, context)
+    bad = source_bad(wh, run_id, flow)
+    if bad.height:
+        keys = unreadable_keys(flow, bad, contracts, extra, context)
+        prepared = with_unreadable(prepared, run_id, flow, bad, keys)
     with wh.transaction():
         wh.write_table(staged_table(run_id, flow), prepared.valid)
         wh.write_table(claimed_table(run_id, flow), prepared.claimed)
@@ -104,7 +110,12 @@ def prepare_frame(
     staged, later = mapped.staged, empty_rejects()
     if first_wins:
         staged, later = _first_of_each_key(flow, staged, lines)
-    checked = validate(staged, contracts.get(flow.target.system, flow.target.entity))
+    checked = validate(
+        staged,
+        contracts.get(flow.target.system, flow.target.entity),
+        source=mapped.source,  # its text is held to the source system's lengths too
+        source_contract=contracts.get(flow.source.system, flow.source.entity),
+    )
     rejects = pl.concat([mapped.rejects, later, checked.rejects], how="vertical")
     unmapped = mapped.unmapped.select(
         pl.lit(run_id).alias("run_id"),
@@ -125,6 +136,74 @@ def prepare_frame(
         ),
         lines=lines,
     )
+
+
+def with_unreadable(
+    prepared: Prepared,
+    run_id: str,
+    flow: Flow,
+    bad: pl.DataFrame,
+    keys: pl.Series | None = None,
+) -> Prepared:
+    """`prepared` with the source records that could not be read (extract's bad rows) as
+    rejects: each is a source row, and rejected (a record with several bad values once)."""
+    if bad.height == 0:
+        return prepared
+    rejects = unreadable_rejects(run_id, flow, bad, keys)
+    records = bad.select(SOURCE_FILE, LINE).unique().height
+    info = replace(
+        prepared.info,
+        source_rows=prepared.info.source_rows + records,
+        rejected=prepared.info.rejected + records,
+    )
+    every = pl.concat([prepared.rejects, rejects], how="diagonal_relaxed")
+    return replace(prepared, rejects=every, info=info)
+
+
+def unreadable_rejects(
+    run_id: str, flow: Flow, bad: pl.DataFrame, keys: pl.Series | None = None
+) -> pl.DataFrame:
+    """Reject rows of bad source records, naming file, line and column, with their record
+    key (`keys`, a row each; null where none of it could be read)."""
+    return bad.select(
+        pl.lit(run_id).alias("run_id"),
+        pl.lit(flow.name).alias("flow"),
+        (keys if keys is not None else pl.lit(None, pl.String)).alias("record_key"),
+        pl.lit(None, pl.Int64).alias("source_row"),
+        "field",
+        "reason",
+        "value",
+        "message",
+        pl.col(RECORD).alias("row_json"),
+        pl.col(LINE).alias("source_line"),
+        SOURCE_FILE,
+    ).sort(SOURCE_FILE, "source_line", "field", nulls_last=True)
+
+
+def unreadable_keys(
+    flow: Flow, bad: pl.DataFrame, contracts: ContractSet, extra: Inputs, context: Context
+) -> pl.Series:
+    """The source key of each bad row, from what could be read of its record: the values
+    that read exactly, with the flow's derivations (a generated account number) applied;
+    null where the key cannot be told."""
+    contract = contracts.get(flow.source.system, flow.source.entity)
+    columns = list(flow.source_columns)
+    raw = bad.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
+        *[pl.col(RECORD).str.json_path_match(f"$.{c}").alias(c) for c in columns],
+    )
+    typed, _ = coerce(raw, contract, columns)  # a value that does not read is null
+    readable = pl.any_horizontal(pl.col(c).is_not_null() for c in columns)
+    try:
+        derived = derive(flow, typed.drop(ROW), extra, context)
+    except (pl.exceptions.PolarsError, KeyError, ValueError, TypeError):
+        derived = typed
+    if derived.height != typed.height or not set(flow.source_keys) <= set(derived.columns):
+        return pl.Series("record_key", [None] * bad.height, dtype=pl.String)
+    keys = derived.with_columns(readable=typed.select(readable).to_series())
+    return keys.select(
+        pl.when(pl.col("readable")).then(record_key(flow.source_keys)).alias("record_key")
+    ).to_series()
 
 
 def _first_of_each_key(

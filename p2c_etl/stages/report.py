@@ -7,8 +7,6 @@ The JSON twin is `ReportData` as JSON; the HTML is a Jinja template with autoesc
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC
@@ -19,8 +17,10 @@ import jinja2
 import polars as pl
 
 from p2c_etl.model.flow import Flow
+from p2c_etl.model.rejects import printable
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.resources import templates_dir
+from p2c_etl.warehouse.private import private_dir, write_private
 from p2c_etl.warehouse.store import Warehouse
 
 SAMPLE_CHANGES = 25
@@ -165,7 +165,13 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
         changed_fields=tuple(field_counts.iter_rows()),
         samples=tuple(_sample(row) for row in samples.head(SAMPLE_CHANGES).iter_rows(named=True)),
         rejects=tuple(
-            RejectRow(r["record_key"], r["reason"], r["field"], r["message"], r["source_line"])
+            RejectRow(
+                printable(r["record_key"]),  # no control or bidi character reaches a report
+                r["reason"],
+                r["field"],
+                printable(r["message"]),
+                r["source_line"],
+            )
             for r in rejects.iter_rows(named=True)
         ),
         reject_reasons=tuple(
@@ -215,7 +221,7 @@ def render_html(data: ReportData) -> str:
 
 def write_report(data: ReportData, out_dir: Path) -> tuple[Path, Path]:
     """Write `<run_id>.html` and `<run_id>.json` into `out_dir`; returns both paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     html_path = out_dir / f"{data.run_id}.html"
     json_path = out_dir / f"{data.run_id}.json"
     write_text(json_path, json.dumps(data.as_json(), indent=2) + "\n")
@@ -224,7 +230,5 @@ def write_report(data: ReportData, out_dir: Path) -> tuple[Path, Path]:
 
 
 def write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    """A report file, written whole and private (0600: it holds personal data)."""
+    write_private(path, text)

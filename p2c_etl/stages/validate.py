@@ -2,11 +2,19 @@
 
 Every failure is collected (`lazy=True` on a collected frame) and becomes a reject row with a
 reason code; the good rows go on. Casting never rounds or truncates: a value that would change
-is a reject (`precision_loss`, `wrong_type`), and so is a value longer than its column.
+is a reject (`precision_loss`, `wrong_type`), and so is a value longer than its column
+(`too_long`, counted in UTF-16 code units as both systems count) or text holding a control or
+bidi character, or a line break in a single-line column (`bad_format`). Given the source and
+its contract, a source value longer than the source system itself holds is a `too_long`
+reject too: no real record can carry it.
+
+A reject's value and message never carry a refused character as it is (it is written as
+`<U+0000>`), nor more than the first `SHOWN` characters of a long value (`rejects.shown`).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import pandera.errors
@@ -14,17 +22,33 @@ import polars as pl
 
 from p2c_etl.errors import ContractError
 from p2c_etl.model.casting import coerce
-from p2c_etl.model.contracts import Contract
-from p2c_etl.model.rejects import KEY, REJECT_SCHEMA, ROW, RejectReason, empty_rejects
+from p2c_etl.model.contracts import (
+    LINE_BREAKS,
+    REFUSED_CHARACTERS,
+    Contract,
+    python_character_class,
+    utf16_length,
+)
+from p2c_etl.model.rejects import KEY, REJECT_SCHEMA, ROW, RejectReason, empty_rejects, shown
 
 _CHECK_REASONS: tuple[tuple[str, RejectReason], ...] = (
     ("not_nullable", "null_not_allowed"),
     ("str_length", "too_long"),
     ("isin", "not_allowed_value"),
     ("str_matches", "bad_format"),
+    ("text_", "bad_format"),
     ("multiple_fields_uniqueness", "duplicate_key"),
     ("field_uniqueness", "duplicate_key"),
 )
+_C0_NAMES = (
+    *("NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL"),
+    *("BS", "TAB", "LF", "VT", "FF", "CR", "SO", "SI"),
+    *("DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB"),
+    *("CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US"),
+)
+
+_REFUSED = python_character_class(REFUSED_CHARACTERS)
+_SINGLE_LINE = python_character_class(REFUSED_CHARACTERS + LINE_BREAKS)
 
 
 @dataclass(frozen=True)
@@ -33,14 +57,65 @@ class Validated:
     rejects: pl.DataFrame
 
 
-def validate(staged: pl.DataFrame, contract: Contract) -> Validated:
-    """Split `staged` (`__row`, `__key`, target columns) into valid rows and rejects."""
+def validate(
+    staged: pl.DataFrame,
+    contract: Contract,
+    source: pl.DataFrame | None = None,
+    source_contract: Contract | None = None,
+) -> Validated:
+    """Split `staged` (`__row`, `__key`, target columns) into valid rows and rejects.
+
+    With `source` (the rows `__row` points into, by position) and its contract, the staged
+    rows' source text is also held to the lengths of the source system.
+    """
     columns = [c for c in staged.columns if c not in (ROW, KEY)]
     typed, cast_rejects = coerce(staged, contract, columns)
     check_rejects = _check(typed, contract, columns)
     rejects = pl.concat([cast_rejects, check_rejects], how="vertical")
+    if source is not None and source_contract is not None:
+        rows = staged[ROW]
+        rejects = pl.concat([rejects, source_rejects(source, source_contract, rows)])
     valid = typed.filter(~pl.col(ROW).is_in(rejects[ROW].implode()))
     return Validated(valid=valid, rejects=rejects)
+
+
+def source_rejects(source: pl.DataFrame, contract: Contract, rows: pl.Series) -> pl.DataFrame:
+    """`too_long` rejects for the text of `source` (rows `rows`, by position) that is longer
+    than `contract` (the source system's) holds."""
+    bounded = [
+        name
+        for name in source.columns
+        if name in contract.columns
+        and contract.columns[name].max_length is not None
+        and source.schema[name] == pl.String
+    ]
+    if not bounded:
+        return empty_rejects()
+    frame = (
+        source.select(bounded)
+        .with_row_index(ROW)
+        .with_columns(pl.col(ROW).cast(pl.Int64))
+        .filter(pl.col(ROW).is_in(rows.implode()))
+    )
+    found = []
+    for name in bounded:
+        limit = contract.column(name).max_length
+        length = utf16_length(pl.col(name))
+        for row, value, units in (
+            frame.filter(length > limit).select(ROW, name, length.alias("__units")).iter_rows()
+        ):
+            where = f"{contract.system}.{contract.entity}"
+            found.append(
+                {
+                    ROW: row,
+                    "field": name,
+                    "reason": "too_long",
+                    "value": shown(value),
+                    "message": f"{name} is {_length(value, units)}, longer than the {limit} "
+                    f"{where} holds: no real {where} record carries it",
+                }
+            )
+    return pl.DataFrame(found, schema=REJECT_SCHEMA)
 
 
 def _check(typed: pl.DataFrame, contract: Contract, columns: list[str]) -> pl.DataFrame:
@@ -58,7 +133,7 @@ def _failure_rejects(typed: pl.DataFrame, cases: pl.DataFrame, contract: Contrac
         first = shape.row(0, named=True)
         raise ContractError(
             f"{contract.system}.{contract.entity}: {first['check']} failed on "
-            f"column {first['column']!r}: {first['failure_case']}"
+            f"column {first['column']!r}: {shown(first['failure_case'])}"
         )
     rows = typed.select(ROW, *contract.keys).with_row_index("index").cast({"index": pl.Int32})
     joined = cases.join(rows, on="index", how="left")
@@ -80,9 +155,9 @@ def _failure_rejects(typed: pl.DataFrame, cases: pl.DataFrame, contract: Contrac
 
 def _value(reason: RejectReason, case: dict[str, object], contract: Contract) -> str | None:
     if reason == "duplicate_key":
-        return "|".join(str(case[k]) for k in contract.keys)
+        return "|".join(shown(case[k]) for k in contract.keys)
     value = case["failure_case"]
-    return None if value is None else str(value)
+    return None if value is None else shown(value)
 
 
 def _reason(check: str) -> RejectReason:
@@ -95,16 +170,53 @@ def _reason(check: str) -> RejectReason:
 def _message(reason: RejectReason, field: str, case: dict[str, object], contract: Contract) -> str:
     value = case["failure_case"]
     if reason == "duplicate_key":
-        key = ", ".join(f"{k} '{case[k]}'" for k in contract.keys)
+        key = ", ".join(f"{k} '{shown(case[k])}'" for k in contract.keys)
         return f"{key} appears on more than one source record; every one is rejected"
     if reason == "too_long":
         limit = contract.column(field).max_length
-        return f"{field} is {len(str(value))} characters, longer than the {limit} the target holds"
+        text = str(value)
+        return f"{field} is {_length(text, _units(text))}, longer than the {limit} the target holds"
     if reason == "null_not_allowed":
         return f"{field} is required in {contract.system}.{contract.entity} but is empty"
     if reason == "not_allowed_value":
         allowed = contract.column(field).allowed or ()
-        return f"{field} '{value}' is not one of {', '.join(map(str, allowed))}"
+        return f"{field} '{shown(value)}' is not one of {', '.join(map(str, allowed))}"
+    if reason == "bad_format" and str(case["check"]).startswith("text_"):
+        return _character_message(field, str(value), not contract.column(field).multiline)
     if reason == "bad_format":
-        return f"{field} '{value}' is not a GUID"
-    return f"{field} '{value}' failed check {case['check']}"
+        return f"{field} '{shown(value)}' is not a GUID"
+    return f"{field} '{shown(value)}' failed check {case['check']}"
+
+
+def _character_message(field: str, text: str, single_line: bool) -> str:
+    found = (_SINGLE_LINE if single_line else _REFUSED).search(text)
+    if found is None:  # cannot happen: the check and this search use the same characters
+        return f"{field} '{shown(text)}' holds a character the target refuses"
+    what = f"{field} holds {character_name(found.group())} at position {found.start() + 1}"
+    if not _REFUSED.match(found.group()):
+        return f"{what}: a single-line column (a key, a name, a code) holds no line break or tab"
+    return f"{what}: control and bidi characters are refused in text (no one could type it)"
+
+
+def character_name(char: str) -> str:
+    """`\\x00` → `U+0000 NUL`, `\\u202e` → `U+202E RIGHT-TO-LEFT OVERRIDE`."""
+    point = ord(char)
+    if point < 0x20:
+        name = _C0_NAMES[point]
+    elif point == 0x7F:
+        name = "DEL"
+    elif 0x80 <= point <= 0x9F:
+        name = "C1 control"
+    else:
+        name = unicodedata.name(char, "")
+    return f"U+{point:04X} {name}".rstrip()
+
+
+def _units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _length(text: str, units: int) -> str:
+    if units == len(text):
+        return f"{units} characters"
+    return f"{len(text)} characters ({units} UTF-16 code units, as the systems count them)"

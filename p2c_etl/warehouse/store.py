@@ -1,6 +1,7 @@
 """The DuckDB warehouse: where stages hand over, and what every run leaves behind.
 
-    runs            the ledger: run id, mode, start, end, status, report paths
+    runs            the ledger: run id, mode, start, end, status, report paths (and, for
+                    a retry, the run whose failed writes it sent again)
     run_flows       per-flow counts of each run
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
@@ -22,6 +23,7 @@ Each stage's writes are committed together.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +38,8 @@ import polars as pl
 
 from p2c_etl.errors import ConnectorError, LockedError
 from p2c_etl.model.summary import FlowCounts, RunMode, RunStatus
+from p2c_etl.warehouse.lock import held_by, reconcile_lock_path
+from p2c_etl.warehouse.private import PRIVATE_UMASK, private_dir
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -73,6 +77,7 @@ CREATE TABLE IF NOT EXISTS migrations (
     run_id VARCHAR PRIMARY KEY, source VARCHAR NOT NULL, chunk_rows BIGINT NOT NULL,
     since DATE, until DATE);
 ALTER TABLE migrations ADD COLUMN IF NOT EXISTS exports VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS retry_of VARCHAR;
 CREATE TABLE IF NOT EXISTS migrate_chunks (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, chunk BIGINT NOT NULL,
     first_record BIGINT NOT NULL, records BIGINT NOT NULL, first_line BIGINT, last_line BIGINT,
@@ -88,7 +93,12 @@ CREATE TABLE IF NOT EXISTS last_written (
 MEMORY_LIMIT = "512MB"
 """DuckDB's own memory (its default is 80% of the machine): beyond it, it spills to disk
 beside the warehouse. Runs hand frames to polars, so DuckDB needs little."""
+_STALE = "interrupted: its process ended before the run finished"
 _COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]
+
+
+def _reconcile_alive(warehouse: Path, rec_id: str) -> bool:
+    return held_by(reconcile_lock_path(warehouse, rec_id)) is not None
 
 
 def table_name(*parts: str) -> str:
@@ -98,46 +108,99 @@ def table_name(*parts: str) -> str:
 
 class Warehouse:
     """One DuckDB file; open it with `Warehouse.open(path)` for a stage and close it after,
-    so that a run and a reconciliation can take turns."""
+    so that a run and a reconciliation can take turns. While it is open, what the process
+    creates is private (the file, its WAL, DuckDB's spill folder: see `private`)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self.con = con
-        self.con.execute(_SCHEMA)
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, path: Path | None = None, read_only: bool = False
+    ) -> None:
+        self.con, self.path = con, path
+        self._holds_umask = False
+        if not read_only:
+            self.con.execute(_SCHEMA)
 
     @classmethod
     def open(cls, path: Path, wait: float = 900.0) -> Warehouse:
         """Open the warehouse. DuckDB lets one process in at a time: when another p2c-etl
         command is inside (a run's stage beside a reconciliation), wait up to `wait` seconds
         for it to step out."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
+        PRIVATE_UMASK.hold()
+        try:
+            return cls._connect(path, wait, read_only=False)
+        except BaseException:
+            PRIVATE_UMASK.release()
+            raise
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Warehouse:
+        """Open the warehouse to read, at once: LockedError when another process is inside
+        (DuckDB does not let a reader in beside a writer)."""
+        PRIVATE_UMASK.hold()
+        try:
+            return cls._connect(path, 0.0, read_only=True)
+        except BaseException:
+            PRIVATE_UMASK.release()
+            raise
+
+    @classmethod
+    def _connect(cls, path: Path, wait: float, read_only: bool) -> Warehouse:
         deadline, pause = time.monotonic() + wait, 0.05
+        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
         while True:
             try:
-                return cls(duckdb.connect(str(path), config={"memory_limit": MEMORY_LIMIT}))
+                con = duckdb.connect(str(path), read_only=read_only, config=config)
+                wh = cls(con, path, read_only)
+                wh._holds_umask = True
+                return wh
             except duckdb.Error as exc:
                 if "Could not set lock" not in str(exc):
                     raise ConnectorError(f"warehouse {path}: cannot open: {exc}") from None
                 if time.monotonic() >= deadline:
                     pid = re.search(r"\(PID (\d+)\)", str(exc))
                     who = f"process {pid[1]}" if pid else "another process"
-                    raise LockedError(
-                        f"warehouse {path} stayed busy ({who}) for {wait:.0f} s"
-                    ) from None
+                    busy = "is busy" if wait <= 0 else f"stayed busy for {wait:.0f} s"
+                    raise LockedError(f"warehouse {path} {busy} ({who})") from None
                 time.sleep(pause)
                 pause = min(pause * 2, 1.0)
 
     def close(self) -> None:
-        self.con.close()
+        try:
+            self.con.close()
+        finally:
+            if self._holds_umask:
+                self._holds_umask = False
+                PRIVATE_UMASK.release()
 
     def fail_stale_runs(self) -> int:
         """Runs left `running` by a killed process: failed. Call only while holding the run
-        lock, when no other run can be alive."""
+        lock, when no other run can be alive; reconciliations are failed when their own lock
+        says their process is gone (`fail_dead_reconciliations`)."""
         rows = self.con.execute(
-            "UPDATE runs SET status = 'failed', ended_at = now(), error = 'interrupted: its "
-            "process ended before the run finished' WHERE status = 'running' "
-            "AND mode <> 'reconcile'"
+            "UPDATE runs SET status = 'failed', ended_at = now(), error = ? "
+            "WHERE status = 'running' AND mode <> 'reconcile'",
+            [_STALE],
         ).fetchall()
-        return int(rows[0][0]) if rows else 0
+        return (int(rows[0][0]) if rows else 0) + self.fail_dead_reconciliations()
+
+    def fail_dead_reconciliations(self) -> int:
+        """Reconciliations left `running` whose process is gone (their lock is free): failed.
+        Safe at any time: a live reconciliation holds its lock."""
+        if self.path is None:
+            return 0
+        running = self.con.execute(
+            "SELECT run_id FROM runs WHERE status = 'running' AND mode = 'reconcile'"
+        ).fetchall()
+        dead = [str(r[0]) for r in running if not _reconcile_alive(self.path, str(r[0]))]
+        for rec_id in dead:
+            self.con.execute(
+                "UPDATE runs SET status = 'failed', ended_at = now(), error = ? "
+                "WHERE run_id = ? AND status = 'running'",
+                [_STALE, rec_id],
+            )
+            with contextlib.suppress(FileNotFoundError):
+                reconcile_lock_path(self.path, rec_id).unlink()
+        return len(dead)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

@@ -1,8 +1,10 @@
 """End to end through the `p2c` command, on the demo company in a temporary folder."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
@@ -115,14 +117,51 @@ def test_configuration_errors_exit_2_with_one_line(
     assert "Traceback" not in result.stderr
 
 
-def test_a_broken_source_file_fails_the_run_with_exit_2(demo_dir: Path) -> None:
-    (demo_dir / "crm" / "accounts.jsonl").write_text('{"accountid": "x", "creditlimit": "lots"}\n')
+def test_a_bad_value_in_a_source_record_is_a_reject_naming_file_line_and_column(
+    demo_dir: Path, assert_accounted: Callable[[object], None]
+) -> None:
+    accounts = demo_dir / "crm" / "accounts.jsonl"
+    lines = accounts.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[2])
+    record["creditlimit"] = "lots"
+    lines[2] = json.dumps(record)
+    accounts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = str(demo_dir / "p2c.toml")
+    result = invoke("run", "--config", config, "--flows", "accounts", "--json")
+    assert result.exit_code == 1, result.stdout  # the run goes on with every good record
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "partial"
+    assert_accounted(summary["flows"])
+    assert summary["flows"][0]["source_rows"] == 40
+    with duckdb.connect(str(demo_dir / "p2c.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT record_key, field, reason, message, source_file, source_line FROM rejects "
+            "WHERE reason = 'wrong_type'"
+        ).fetchall()
+    assert rows == [
+        (
+            record["accountnumber"],
+            "creditlimit",
+            "wrong_type",
+            "accounts.jsonl line 3: creditlimit 'lots' is not a valid decimal(19,4)",
+            str(accounts),
+            3,
+        )
+    ]
+
+
+def test_a_source_file_that_is_not_of_its_format_fails_the_run_with_exit_2(
+    demo_dir: Path,
+) -> None:
+    (demo_dir / "crm" / "accounts.jsonl").unlink()
+    (demo_dir / "crm" / "accounts.parquet").write_bytes(b"PAR1 this is no Parquet file")
     result = invoke("run", "--config", str(demo_dir / "p2c.toml"), "--json")
     assert result.exit_code == 2
     summary = json.loads(result.stdout)
     assert summary["status"] == "failed"
     assert "extract of flow 'accounts' failed" in summary["error"]
-    assert "accounts.jsonl" in summary["error"]
+    assert "accounts.parquet: not a readable Parquet file" in summary["error"]
+    assert "Traceback" not in result.stderr
 
 
 def test_flows_lists_direction_source_target_and_keys() -> None:

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from p2c_etl.connectors.exports import count_records, read_chunks
-from p2c_etl.errors import ConfigError
+from p2c_etl.errors import ContractError
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.rejects import LINE
 
@@ -63,7 +63,7 @@ def test_json_lines_not_utf8_or_not_json_are_rejects(
 ) -> None:
     path = tmp_path / "accounts.jsonl"
     path.write_bytes(
-        f'{{"accountid": "{ID}01", "accountnumber": "A1"}}\n'.encode()
+        f'{{"accountid": "{ID}01", "accountnumber": "A1", "numberofemployees": 3}}\n'.encode()
         + b'{"accountid": "\xff", "accountnumber": "A2"}\n'
         + b"not json\n"
         + f'{{"accountid": "{ID}04", "accountnumber": "A4", "statecode": "zero"}}\n'.encode()
@@ -87,7 +87,7 @@ def test_parquet_rows_are_numbered_and_a_missing_column_is_a_clear_error(
     ).write_parquet(path)
     assert _read(path, contracts, chunk_rows=1) == ([("A1", 1)], [(2, "wrong_type")])
     pl.DataFrame({"accountid": [f"{ID}01"]}).write_parquet(path)
-    with pytest.raises(ConfigError, match="missing columns accountnumber"):
+    with pytest.raises(ContractError, match="contract drift: the file has no column accountnumber"):
         _read(path, contracts)
 
 

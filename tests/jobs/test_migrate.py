@@ -321,32 +321,58 @@ def _progress(root: Path) -> tuple[str, int]:
     return str(run[0][0]), int(done[0][0])
 
 
-def test_kill_9_at_random_moments_then_resume_ends_as_an_uninterrupted_migration(
+def _kill_after_chunks(proc: subprocess.Popen[bytes], lines: int) -> list[str]:
+    """Read `proc`'s progress on stderr until its `lines`-th committed-chunk line, then kill
+    it with SIGKILL; returns the lines read (every one, if it ended first)."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    chunks = 0
+    while chunks < lines:
+        raw = proc.stderr.readline()
+        if not raw:
+            break  # it ended before: the test below says so
+        seen.append(raw.decode("utf-8", "replace").rstrip())
+        chunks += " records done, " in seen[-1]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    return seen
+
+
+def test_kill_9_at_chunk_commits_then_resume_ends_as_an_uninterrupted_migration(
     tmp_path: Path, contracts: ContractSet
 ) -> None:
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     for root in (whole, killed):
         make_migration(root)
     done = _migrate_process(whole)
-    assert done.wait(timeout=300) == 1, done.stderr.read() if done.stderr else ""
+    out, err = done.communicate(timeout=300)
+    assert done.returncode == 1, err.decode()
     expected = target_rows(whole, contracts)
+    total = sum(" records done, " in line for line in err.decode().splitlines())
+    assert total > 6, err.decode()  # one progress line per committed chunk (3 records each)
 
     seed = int(os.environ.get("P2C_KILL_SEED", time.time_ns() % 10_000))
+    print(f"kill seed {seed} (P2C_KILL_SEED={seed} repeats this test)")
     rng = random.Random(seed)
+    # Three kills, each a random number of chunks after the last committed one: a resume
+    # first passes the chunks committed before it (one line each), then commits new ones.
     points: list[int] = []
     run_id = ""
-    attempts = 0
-    while len(set(points)) < 3 and attempts < 8:  # three kills at three different points
-        attempts += 1
+    for _ in range(3):
+        committed = points[-1] if points else 0
+        if committed + 1 >= total:
+            break
+        after = committed + rng.randint(1, max(1, (total - committed) // 3))
         proc = _migrate_process(killed, *(["--resume", run_id] if run_id else []))
-        time.sleep(rng.uniform(1.5, 4.0))
-        if proc.poll() is not None:
-            break  # it finished first: the last resume below finds nothing to do
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
+        seen = _kill_after_chunks(proc, after)
+        assert proc.returncode == -signal.SIGKILL, (seed, seen[-3:])
         run_id, chunks = _progress(killed)
+        assert run_id and chunks >= after, (seed, after, chunks)
         points.append(chunks)
-    assert run_id and points, f"no migration was killed (seed {seed})"
+    assert len(points) == 3, f"kill seed {seed}: killed at {points} of {total} chunks"
     final = _migrate_process(killed, "--resume", run_id)
     out, err = final.communicate(timeout=300)
     assert final.returncode == 1, err.decode()
@@ -360,6 +386,9 @@ def test_kill_9_at_random_moments_then_resume_ends_as_an_uninterrupted_migration
         (f["flow"], f["source_rows"], f["rejected"])
         for f in sorted(summary["flows"], key=lambda f: f["flow"])
     ] == whole_counts
+    for counts in summary["flows"]:
+        ends = ("filtered_out", "rejected", "inserted", "updated", "unchanged", "failed")
+        assert sum(counts[k] for k in ends) == counts["source_rows"], counts
 
     got = target_rows(killed, contracts)
     for entity, frame in expected.items():
@@ -380,10 +409,8 @@ def test_a_migration_over_http_through_a_429_storm_writes_each_record_once(
         load_settings(files / "p2c.toml"), MigrateOptions(export, CRM_FLOWS, chunk_rows=10)
     )
     with Sandbox(http / "crm", http / "erp", client_secret=SECRET) as sandbox:
-        sandbox.faults.throttle_requests = 4
-        sandbox.faults.throttle_window = 1.0
-        sandbox.faults.error_rate = 0.05
-        sandbox.faults.seed = 11
+        # counted, so that the storm happens however fast or loaded the machine is
+        sandbox.faults.update({"throttle_every": 4, "fail_every": 9, "retry_after": 0})
         config = http / "p2c.toml"
         config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
         settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})

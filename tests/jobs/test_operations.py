@@ -1,11 +1,18 @@
 """The nightly run as an operator needs it: one run at a time, stale runs cleaned up."""
 
+import json
+import os
+import shutil
+import signal
 import socketserver
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from p2c_etl.cli import main
@@ -29,12 +36,12 @@ with RunLock(path, "p2c run killed-run"):
 """
 
 HOLD = """
-import sys, time
+import sys, threading
 from pathlib import Path
 from p2c_etl.warehouse.lock import RunLock
 with RunLock(Path(sys.argv[1]), "p2c run 20261124T010000Z-abcdef"):
     print("holding", flush=True)
-    time.sleep(60)
+    threading.Event().wait()  # until the test kills it: no time window to outlast
 """
 
 
@@ -249,3 +256,424 @@ def test_a_failed_run_sends_one_mail(demo_dir: Path) -> None:
         assert "extract of flow 'accounts' failed" in message
     finally:
         smtp.stop()
+
+
+# --- a crash is a failure ------------------------------------------------------------------
+
+
+def _boom(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("boom")
+
+
+def _with_webhook(demo_dir: Path, receiver: _Receiver) -> str:
+    config = demo_dir / "p2c.toml"
+    config.write_text(config.read_text() + f'\n[alerts]\nwebhook = "{receiver.url}"\n')
+    return str(config)
+
+
+def _ledger(config: str, run_id: str) -> tuple[str, str]:
+    from p2c_etl.config import load_settings
+
+    wh = Warehouse.open(load_settings(Path(config)).warehouse_path)
+    try:
+        row = wh.run(run_id)
+    finally:
+        wh.close()
+    assert row is not None, run_id
+    return row["status"], row["error"]
+
+
+def test_a_crash_in_a_stage_exits_2_with_its_traceback_a_failed_ledger_entry_and_an_alert(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch, assert_accounted: Callable[[object], None]
+) -> None:
+    import p2c_etl.jobs.run
+
+    real = p2c_etl.jobs.run.compare_flow
+
+    def compare(wh: Warehouse, run_id: str, flow: Any) -> Any:
+        if flow.name == "contacts":
+            raise RuntimeError("boom")
+        return real(wh, run_id, flow)
+
+    monkeypatch.setattr(p2c_etl.jobs.run, "compare_flow", compare)
+    receiver = _Receiver()
+    try:
+        config = _with_webhook(demo_dir, receiver)
+        result = CliRunner().invoke(
+            main, ["run", "--config", config, "--json", "-q"], catch_exceptions=False
+        )
+        assert result.exit_code == 2  # failed: never 1, "finished with rejects"
+        assert "Traceback (most recent call last)" in result.stderr
+        assert "RuntimeError: boom" in result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["status"] == "failed"
+        assert (
+            "compare of flow 'contacts' failed: unexpected RuntimeError: boom" in (summary["error"])
+        )
+        assert [f["flow"] for f in summary["flows"]] == ["products", "accounts"]
+        assert_accounted(summary["flows"])
+        assert Path(summary["report"]["html"]).is_file()  # the report of what was done
+        status, error = _ledger(config, summary["run_id"])
+        assert status == "failed" and "unexpected RuntimeError: boom" in error
+        (alert,) = receiver.received
+        assert alert["run"]["status"] == "failed" and "RuntimeError: boom" in alert["text"]
+    finally:
+        receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("target", "stage_words"),
+    [
+        ("p2c_etl.jobs.run.write_report", "the report failed: unexpected RuntimeError"),
+        ("p2c_etl.jobs.run.connectors_for", "unexpected RuntimeError: boom"),
+    ],
+)
+def test_a_crash_outside_the_stages_is_a_failure_too(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch, target: str, stage_words: str
+) -> None:
+    monkeypatch.setattr(target, _boom)
+    receiver = _Receiver()
+    try:
+        config = _with_webhook(demo_dir, receiver)
+        result = CliRunner().invoke(
+            main, ["run", "--config", config, "--flows", "products", "--json", "-q"]
+        )
+        assert result.exit_code == 2
+        assert "Traceback" in result.stderr and "RuntimeError: boom" in result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["status"] == "failed" and stage_words in summary["error"]
+        if summary["run_id"]:  # the run had started: its ledger entry is failed
+            assert _ledger(config, summary["run_id"])[0] == "failed"
+        (alert,) = receiver.received
+        assert alert["run"]["status"] == "failed"
+    finally:
+        receiver.stop()
+
+
+def test_a_crash_in_a_migration_or_a_demo_exits_2(
+    tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2c_etl.jobs.migrate.flow_job import FlowJob
+
+    monkeypatch.setattr(FlowJob, "_chunk", _boom)
+    export = tmp_path / "export"
+    export.mkdir()
+    shutil.copy(demo_dir / "crm" / "accounts.jsonl", export / "accounts.jsonl")
+    config = str(demo_dir / "p2c.toml")
+    migrated = CliRunner().invoke(
+        main, ["migrate", "--config", config, "--from", str(export), "--json", "-q"]
+    )
+    assert migrated.exit_code == 2 and "Traceback" in migrated.stderr
+    summary = json.loads(migrated.stdout)
+    assert (
+        "migration of flow 'accounts' failed: unexpected RuntimeError: boom" in (summary["error"])
+    )
+    assert _ledger(config, summary["run_id"])[0] == "failed"
+
+    monkeypatch.setattr("p2c_etl.jobs.run.compare_flow", _boom)
+    demo = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path / "d"), "--json", "-q"])
+    assert demo.exit_code == 2 and "Traceback" in demo.stderr
+    assert json.loads(demo.stdout)["status"] == "failed"
+
+
+def test_a_crash_in_a_reconciliation_exits_2_fails_its_entry_and_alerts(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("p2c_etl.jobs.reconcile.job.reconcile_money", _boom)
+    receiver = _Receiver()
+    try:
+        config = _with_webhook(demo_dir, receiver)
+        result = CliRunner().invoke(
+            main, ["reconcile", "--config", config, "--flows", "products", "--json", "-q"]
+        )
+        assert result.exit_code == 2
+        assert "Traceback" in result.stderr and "RuntimeError: boom" in result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["status"] == "failed" and "unexpected RuntimeError" in summary["error"]
+        assert _ledger(config, summary["reconciliation_id"])[0] == "failed"
+        (alert,) = receiver.received
+        assert alert["run"]["mode"] == "reconcile" and alert["run"]["status"] == "failed"
+    finally:
+        receiver.stop()
+
+
+def _fake_failed_write(config: str) -> str:
+    """A clean products run, then one of its writes recorded as failed (as an HTTP 400 would)."""
+    first = CliRunner().invoke(
+        main, ["run", "--config", config, "--flows", "products", "--json", "-q"]
+    )
+    run_id = str(json.loads(first.stdout)["run_id"])
+    from p2c_etl.config import load_settings
+
+    wh = Warehouse.open(load_settings(Path(config)).warehouse_path)
+    try:
+        wh.con.execute(
+            "UPDATE load_results SET status = 'failed', message = 'HTTP 400' WHERE rowid = "
+            "(SELECT min(rowid) FROM load_results WHERE run_id = ?)",
+            [run_id],
+        )
+        wh.con.execute("UPDATE run_flows SET failed = 1 WHERE run_id = ?", [run_id])
+    finally:
+        wh.close()
+    return run_id
+
+
+def test_a_crash_in_a_retry_exits_2_and_fails_its_entry(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = str(demo_dir / "p2c.toml")
+    _fake_failed_write(config)
+    monkeypatch.setattr("p2c_etl.jobs.retry.retry_flow", _boom)
+    result = CliRunner().invoke(main, ["retry", "--config", config, "--json", "-q"])
+    assert result.exit_code == 2 and "Traceback" in result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["mode"] == "retry" and summary["status"] == "failed"
+    assert "retry of flow 'products' failed: unexpected RuntimeError: boom" in summary["error"]
+    assert _ledger(config, summary["run_id"])[0] == "failed"
+
+
+def test_retry_with_nothing_to_retry_exits_0_with_a_message(
+    demo_dir: Path, assert_accounted: Callable[[object], None]
+) -> None:
+    config = str(demo_dir / "p2c.toml")
+    empty = CliRunner().invoke(main, ["retry", "--config", config])
+    assert empty.exit_code == 0, empty.stderr
+    assert "Nothing to retry" in empty.stdout
+    failed_run = _fake_failed_write(config)
+    retried = CliRunner().invoke(main, ["retry", "--config", config, "--json", "-q"])
+    assert retried.exit_code == 0, retried.stderr
+    assert json.loads(retried.stdout)["status"] == "ok"
+    assert_accounted(json.loads(retried.stdout)["flows"])
+    again = CliRunner().invoke(main, ["retry", "--config", config, "--json"])
+    assert again.exit_code == 0
+    assert json.loads(again.stdout)["status"] == "nothing_to_retry"
+    named = CliRunner().invoke(main, ["retry", "--config", config, "--run", retried_id(retried)])
+    assert named.exit_code == 0 and "has no failed writes" in named.stdout
+    assert failed_run != retried_id(retried)
+
+
+def retried_id(result: Any) -> str:
+    return str(json.loads(result.stdout)["run_id"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--config", "missing.toml", "--json"], "configuration file not found"),
+        (["reconcile", "--config", "missing.toml", "--json"], "configuration file not found"),
+        (["migrate", "--config", "broken.toml", "--from", ".", "--json"], "not valid TOML"),
+        (["retry", "--config", "broken.toml", "--json"], "not valid TOML"),
+        (["run", "--flows", "acounts", "--json"], "unknown flow acounts"),
+    ],
+)
+def test_json_prints_a_failed_summary_when_the_config_is_missing_or_broken(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(demo_dir)
+    (demo_dir / "broken.toml").write_text("[warehouse\n")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "failed" and message in summary["error"]
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+HELD_RUN = """
+import signal, sys, threading
+import p2c_etl.jobs.run as run
+from p2c_etl.cli import main
+
+# Ctrl-C as a terminal gives it, even where this test runs in the background (whose
+# children start with SIGINT ignored)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def held(*args, **kwargs):
+    print("held in compare", file=sys.stderr, flush=True)
+    threading.Event().wait()  # until a signal ends the process
+
+run.compare_flow = held
+main(["run", "--config", sys.argv[1], "--flows", "products", "--json"])
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_ctrl_c_mark_the_run_failed(
+    demo_dir: Path, sig: signal.Signals, code: int
+) -> None:
+    config = str(demo_dir / "p2c.toml")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HELD_RUN, config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    while "held in compare" not in (line := proc.stderr.readline()):
+        assert line, "".join(lines)  # the process ended before it reached the stage
+        lines.append(line)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert json.loads(out)["status"] == "failed"
+    history = CliRunner().invoke(main, ["history", "--config", config])
+    (row,) = history.stdout.splitlines()[1:]
+    assert " failed " in row
+    run_id = row.split()[0]
+    status, error = _ledger(config, run_id)
+    expected = "SIGTERM" if sig == signal.SIGTERM else "SIGINT"
+    assert status == "failed" and expected in error
+
+
+# --- the ledger while something runs, and reconciliations that died ------------------------
+
+HELD_IN_STAGE = """
+import sys, threading
+from pathlib import Path
+from p2c_etl.config import load_settings
+from p2c_etl.jobs.run import run_batch
+
+def progress(line):
+    if line.startswith("products: extracting"):  # inside the warehouse, holding the run lock
+        print("inside", flush=True)
+        threading.Event().wait()
+
+run_batch(load_settings(Path(sys.argv[1])), flows=["products"], progress=progress)
+"""
+
+HELD_RECONCILE = """
+import sys, threading
+from pathlib import Path
+from p2c_etl.config import load_settings
+from p2c_etl.jobs.reconcile.job import run_reconcile
+
+def progress(line):
+    if line.startswith("reconcile "):  # started: its ledger entry is `running`
+        print(line.split()[1].rstrip(":"), flush=True)
+        threading.Event().wait()
+
+run_reconcile(load_settings(Path(sys.argv[1])), flows=["products"], progress=progress)
+"""
+
+
+def _held(script: str, config: Path) -> tuple[subprocess.Popen[str], str]:
+    """`script` in a process of its own, held at the progress point it reports."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(config)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    said = proc.stdout.readline().strip()
+    assert said, "the process ended before its progress point"
+    return proc, said
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_history_answers_at_once_while_a_run_is_inside_the_warehouse(demo_dir: Path) -> None:
+    config = demo_dir / "p2c.toml"
+    CliRunner().invoke(main, ["run", "--config", str(config), "--flows", "products", "-q"])
+    proc, _ = _held(HELD_IN_STAGE, config)
+    try:
+        history = subprocess.run(  # in a process of its own, as a user runs it
+            [sys.executable, "-m", "p2c_etl", "history", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,  # before: it waited up to 15 minutes for the run
+            check=False,
+        )
+        assert history.returncode == 0, history.stderr
+        (line,) = history.stdout.splitlines()
+        assert line.startswith("A run is in progress (p2c run ") and f"pid {proc.pid}" in line
+    finally:
+        _end(proc)
+
+
+def test_history_names_the_run_that_holds_the_lock(demo_dir: Path, demo_settings: Settings) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(demo_settings.warehouse_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        history = CliRunner().invoke(main, ["history", "--config", str(demo_dir / "p2c.toml")])
+        assert history.exit_code == 0
+        assert "No runs yet." in history.stdout
+        assert "In progress: p2c run 20261124T010000Z-abcdef (pid" in history.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+    after = CliRunner().invoke(main, ["history", "--config", str(demo_dir / "p2c.toml")])
+    assert "In progress" not in after.stdout  # the note of a dead holder is not believed
+
+
+def _status(config: Path, run_id: str) -> str:
+    return _ledger(str(config), run_id)[0]
+
+
+def test_a_reconciliation_killed_mid_way_is_failed_by_the_next_command(demo_dir: Path) -> None:
+    config = demo_dir / "p2c.toml"
+    alive, alive_id = _held(HELD_RECONCILE, config)
+    try:
+        killed, killed_id = _held(HELD_RECONCILE, config)
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait() == -signal.SIGKILL
+        assert killed.stdout is not None
+        killed.stdout.close()
+        assert _status(config, killed_id) == "running"  # what it left behind
+        result = CliRunner().invoke(main, ["run", "--config", str(config), "-q"])
+        assert result.exit_code == 1, result.stderr
+        assert _status(config, killed_id) == "failed"
+        assert _status(config, alive_id) == "running"  # its lock says it is still going
+    finally:
+        _end(alive)
+    again = CliRunner().invoke(
+        main, ["reconcile", "--config", str(config), "--flows", "products", "-q"]
+    )
+    assert again.exit_code in (0, 1), again.stderr
+    assert _status(config, alive_id) == "failed"
+    history = CliRunner().invoke(main, ["history", "--config", str(config)]).stdout
+    assert " running " not in history
+
+
+# --- private files ---------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return os.stat(path).st_mode & 0o777
+
+
+def test_files_holding_personal_data_are_private(demo_dir: Path, demo_settings: Settings) -> None:
+    from p2c_etl.jobs.reconcile.job import run_reconcile
+    from p2c_etl.jobs.run import run_batch
+
+    before = os.umask(0o022)  # what most machines have: new files 0644 unless made private
+    try:
+        summary = run_batch(demo_settings)
+        reconciled = run_reconcile(demo_settings, flows=["products"])
+        wh = Warehouse.open(demo_settings.warehouse_path)
+        try:
+            wh.con.execute("CREATE TABLE wal_probe AS SELECT 1 AS x")
+            wal = demo_settings.warehouse_path.with_name("p2c.duckdb.wal")
+            assert wal.exists() and _mode(wal) == 0o600
+        finally:
+            wh.close()
+        assert os.umask(0o022) == 0o022  # the umask is put back when the warehouse closes
+    finally:
+        os.umask(before)
+    assert _mode(demo_settings.warehouse_path) == 0o600
+    assert _mode(lock_path(demo_settings.warehouse_path)) == 0o600
+    reports = demo_settings.report_dir
+    assert _mode(reports) == 0o700 and _mode(reports / "reconcile") == 0o700
+    made = [Path(summary.report_html or ""), Path(summary.report_json or "")]
+    made += [Path(p) for p in reconciled.paths.values()]
+    made.append(reports / "reconcile" / "index.html")
+    assert {p.suffix for p in made} == {".html", ".json", ".csv", ".xlsx"}
+    assert {str(p): _mode(p) for p in made} == {str(p): 0o600 for p in made}
+    assert not list(reports.rglob("*.tmp"))

@@ -153,3 +153,47 @@ def test_a_rejected_record_loads_on_the_next_run_once_its_reference_exists(
     assert (counts["quote_headers"].inserted, counts["quote_lines"].inserted) == (1, 2)
     assert counts["quote_lines"].rejected == 2  # the Pallet unit is still unmapped
     assert counts["products"].inserted == 0 and counts["products"].target_only == 1
+
+
+def test_a_source_field_the_source_lacks_is_an_error_naming_p2c_toml_and_the_key(
+    contracts: ContractSet, demo_dir: Path
+) -> None:
+    settings = configure(demo_dir, '[flows.accounts]\nfields = { SalesMemo = "descriptio" }\n')
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(ACCOUNTS, settings.flow("accounts"), contracts)
+    message = str(info.value)
+    assert message.startswith("p2c.toml: [flows.accounts] fields.SalesMemo = 'descriptio'")
+    assert "crm.accounts has no field 'descriptio'" in message
+    assert ".toml" not in message.replace("p2c.toml", "")  # not the package's contract file
+    result = CliRunner().invoke(main, ["run", "--config", str(demo_dir / "p2c.toml")])
+    assert result.exit_code == 2 and "fields.SalesMemo = 'descriptio'" in result.stderr
+
+
+def test_check_names_a_wrong_override_as_configuration_not_contract_drift(
+    demo_dir: Path,
+) -> None:
+    configure(demo_dir, '[flows.accounts]\nfields = { SalesMemo = "descriptio" }\n')
+    result = CliRunner().invoke(main, ["check", "--config", str(demo_dir / "p2c.toml")])
+    assert result.exit_code == 2
+    (line,) = [row for row in result.stdout.splitlines() if "descriptio" in row]
+    assert line.startswith("p2c.toml") and "overrides accounts" in line and "failed" in line
+    assert "drift" not in result.stdout
+    assert "contract CustomersV2" in result.stdout  # the other flows are still checked
+
+
+def test_flows_show_reads_the_p2c_toml_of_the_current_folder(
+    demo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(demo_dir, '[flows.accounts]\nfields = { CustomerGroupId = "websiteurl" }\n')
+    monkeypatch.chdir(demo_dir)
+    shown = CliRunner().invoke(main, ["flows", "show", "accounts"])
+    assert shown.exit_code == 0, shown.stderr
+    assert any(
+        row.split()[:2] == ["CustomerGroupId", "websiteurl"] for row in shown.stdout.splitlines()
+    )
+    monkeypatch.chdir(demo_dir.parent)  # no p2c.toml here: the flow as the package ships it
+    plain = CliRunner().invoke(main, ["flows", "show", "accounts"])
+    assert plain.exit_code == 0
+    assert not any(
+        row.split()[:2] == ["CustomerGroupId", "websiteurl"] for row in plain.stdout.splitlines()
+    )

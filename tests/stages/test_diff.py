@@ -1,3 +1,4 @@
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import polars as pl
@@ -84,3 +85,86 @@ def test_composite_keys() -> None:
     target = pl.DataFrame([("usmf", "1", 1), ("demf", "1", 3)], schema=schema, orient="row")
     result = diff(source, target, ["co", "k"], ["v"])
     assert result.changes.select("co", "k", "kind").rows() == [("demf", "1", "update")]
+
+
+# --- comparing as the target compares -----------------------------------------------------
+
+
+def test_exact_keys_unless_asked_to_fold() -> None:
+    result = diff(frame([("ACC-1", "A", None)]), frame([("acc-1", "A", None)]), ["k"], ["name"])
+    assert kinds(result.changes) == {"ACC-1": ("insert", []), "acc-1": ("target_only", [])}
+
+
+def test_folded_keys_are_one_record_under_the_target_spelling() -> None:
+    source = frame(
+        [("ACC-1", "A", Decimal("1")), ("acc-2 ", "B", Decimal("2")), ("NEW", "N", None)]
+    )
+    target = frame(
+        [("acc-1", "A", Decimal("1")), ("ACC-2", "Bee", Decimal("2")), ("gone", "G", None)]
+    )
+    result = diff(source, target, ["k"], ["name", "amount"], fold_keys=True)
+    assert kinds(result.changes) == {
+        "ACC-2": ("update", ["name"]),
+        "NEW": ("insert", []),
+        "gone": ("target_only", []),
+    }
+    assert result.unchanged == 1
+    assert result.respelt is not None
+    assert sorted(result.respelt.rows()) == [("ACC-1", "acc-1"), ("acc-2 ", "ACC-2")]
+    update = result.changes.filter(pl.col("kind") == "update").row(0, named=True)
+    assert '"k":"ACC-2"' in update["before"] and '"k":"ACC-2"' in update["after"]
+    assert '"name":"B"' in update["after"]
+
+
+def test_folding_only_matches_what_the_exact_join_left_over() -> None:
+    source = frame([("A", "x", None), ("b", "y", None)])
+    target = frame([("A", "x", None), ("b", "z", None)])
+    result = diff(source, target, ["k"], ["name"], fold_keys=True)
+    assert kinds(result.changes) == {"b": ("update", ["name"])}
+    assert result.respelt is None or result.respelt.height == 0
+
+
+def test_claimed_keys_match_folded_when_keys_fold() -> None:
+    source = frame([("a", "A", None)])
+    target = frame([("a", "A", None), ("rej-1", "Rejected", None), ("z", "Zed", None)])
+    claimed = pl.DataFrame({"k": ["REJ-1  "]})
+    result = diff(source, target, ["k"], ["name"], claimed=claimed, fold_keys=True)
+    assert kinds(result.changes) == {"z": ("target_only", [])}
+    exact = diff(source, target, ["k"], ["name"], claimed=claimed)
+    assert "rej-1" in kinds(exact.changes)
+
+
+def test_folding_leaves_other_key_types_and_parts_exact() -> None:
+    schema = {"co": pl.String, "n": pl.Int64, "name": pl.String}
+    source = pl.DataFrame([("USMF", 1, "a"), ("usmf", 2, "b")], schema=schema, orient="row")
+    target = pl.DataFrame([("usmf", 1, "a"), ("usmf", 3, "b")], schema=schema, orient="row")
+    result = diff(source, target, ["co", "n"], ["name"], fold_keys=True)
+    assert sorted(result.changes.select("co", "n", "kind").rows()) == [
+        ("usmf", 2, "insert"),
+        ("usmf", 3, "target_only"),
+    ]
+    assert result.unchanged == 1
+
+
+def test_the_targets_empty_date_equals_null() -> None:
+    """F&O holds 1900-01-01 as no date and returns it as empty: both spellings settle."""
+    empty = date(1900, 1, 1)
+    schema = {"k": pl.String, "day": pl.Date, "at": pl.Datetime("us", "UTC")}
+    on_the_day = datetime(1900, 1, 1, 12, tzinfo=UTC)
+    source = pl.DataFrame(
+        [("a", empty, None), ("b", None, on_the_day), ("c", date(1900, 1, 2), None)],
+        schema=schema,
+        orient="row",
+    )
+    target = pl.DataFrame(
+        [("a", None, None), ("b", empty, None), ("c", None, None)], schema=schema, orient="row"
+    )
+    folded = diff(source, target, ["k"], ["day", "at"], empty_date=empty)
+    assert kinds(folded.changes) == {"c": ("update", ["day"])}
+    assert folded.unchanged == 2
+    exact = diff(source, target, ["k"], ["day", "at"])
+    assert kinds(exact.changes) == {
+        "a": ("update", ["day"]),
+        "b": ("update", ["day", "at"]),
+        "c": ("update", ["day"]),
+    }

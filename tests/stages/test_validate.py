@@ -99,3 +99,132 @@ def test_every_shipped_contract_loads(contracts: ContractSet) -> None:
         ("erp", "CustomersV2"),
         ("erp", "SellableReleasedProducts"),
     } <= names
+
+
+def customers(**columns: list[object]) -> pl.DataFrame:
+    n = len(next(iter(columns.values())))
+    return staged(
+        dataAreaId=["usmf"] * n,
+        CustomerAccount=[f"A{i}" for i in range(n)],
+        CustomerGroupId=["10"] * n,
+        **columns,
+    )
+
+
+def test_control_and_bidi_characters_are_bad_format_named_never_echoed(
+    contracts: ContractSet,
+) -> None:
+    frame = customers(
+        OrganizationName=["Fabrikam\x00 Inc", "Contoso \x1b[31m", "Tailspin\u202egnp.exe"],
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    rejects = result.rejects.sort("__row")
+    assert reasons(rejects) == [(i, "OrganizationName", "bad_format") for i in range(3)]
+    assert rejects["message"].to_list() == [
+        "OrganizationName holds U+0000 NUL at position 9: control and bidi characters are "
+        "refused in text (no one could type it)",
+        "OrganizationName holds U+001B ESC at position 9: control and bidi characters are "
+        "refused in text (no one could type it)",
+        "OrganizationName holds U+202E RIGHT-TO-LEFT OVERRIDE at position 9: control and bidi "
+        "characters are refused in text (no one could type it)",
+    ]
+    assert rejects["value"].to_list() == [
+        "Fabrikam<U+0000> Inc",
+        "Contoso <U+001B>[31m",
+        "Tailspin<U+202E>gnp.exe",
+    ]
+    assert result.valid.height == 0
+
+
+@pytest.mark.parametrize(
+    "char", ["\x01", "\x0b", "\x7f", "\x85", "\x9f", "\u061c", "\u200e", "\u200f", "\u2066"]
+)
+def test_every_refused_character_is_bad_format_even_in_a_multiline_column(
+    contracts: ContractSet, char: str
+) -> None:
+    frame = customers(SalesMemo=["line 1\nline 2", f"line 1{char}", None])
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [(1, "SalesMemo", "bad_format")]
+    assert f"U+{ord(char):04X}" in result.rejects["message"][0]
+    assert char not in result.rejects["message"][0] + result.rejects["value"][0]
+
+
+def test_line_breaks_and_tabs_only_in_multiline_columns(contracts: ContractSet) -> None:
+    frame = customers(
+        OrganizationName=["Fabrikam", "Fabrikam\r\nInc\x00", "Fabrikam\tInc"],
+        AddressStreet=["1 Main St\nSuite 2", "1 Main St", "1 Main St\tSuite 2"],
+        SalesMemo=["a\r\nb\tc", None, "x\u2028y"],
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [
+        (1, "OrganizationName", "bad_format"),
+        (2, "OrganizationName", "bad_format"),
+    ]
+    assert result.rejects.sort("__row")["message"].to_list() == [
+        "OrganizationName holds U+000D CR at position 9: a single-line column (a key, a name, "
+        "a code) holds no line break or tab",
+        "OrganizationName holds U+0009 TAB at position 9: a single-line column (a key, a name, "
+        "a code) holds no line break or tab",
+    ]
+    assert result.valid["AddressStreet"].to_list() == ["1 Main St\nSuite 2"]
+
+
+def test_a_key_holds_no_line_break_or_control(contracts: ContractSet) -> None:
+    frame = staged(
+        dataAreaId=["usmf"] * 3,
+        CustomerAccount=["ACC-1", "ACC-2\n", "ACC\u20093"],
+        CustomerGroupId=["10"] * 3,
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [(1, "CustomerAccount", "bad_format")]
+    assert result.rejects["value"][0] == "ACC-2<U+000A>"
+    assert result.valid["CustomerAccount"].to_list() == ["ACC-1", "ACC\u20093"]
+
+
+def test_length_is_counted_in_utf16_code_units_as_the_systems_count(
+    contracts: ContractSet,
+) -> None:
+    emoji = "\U0001f600"
+    frame = customers(OrganizationName=[emoji * 50, emoji * 51, "é" * 100])
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [(1, "OrganizationName", "too_long")]
+    assert result.rejects["message"][0] == (
+        "OrganizationName is 51 characters (102 UTF-16 code units, as the systems count them), "
+        "longer than the 100 the target holds"
+    )
+
+
+def test_a_too_long_value_is_shown_cut_and_says_so(contracts: ContractSet) -> None:
+    frame = customers(OrganizationName=["a" * 100, "b" * 5000, None])
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [(1, "OrganizationName", "too_long")]
+    assert result.rejects["value"][0] == "b" * 200 + "… (first 200 of 5000 characters)"
+    assert result.rejects["message"][0] == (
+        "OrganizationName is 5000 characters, longer than the 100 the target holds"
+    )
+
+
+def test_source_text_longer_than_the_source_system_holds_is_too_long(
+    contracts: ContractSet,
+) -> None:
+    source = pl.DataFrame(
+        {
+            "accountnumber": ["ACC-1", "ACC-2", "ACC-3"],
+            "description": ["short", "d" * 2001, "x" * 3000],
+            "p2c_accountnumber": ["ACC-1", "ACC-2", "ACC-3" * 1000],  # derived: no contract
+        }
+    )
+    frame = customers(SalesMemo=["short", "d" * 2001]).with_columns(pl.Series("__row", [0, 1]))
+    result = validate(
+        frame,
+        contracts.get("erp", "CustomersV2"),
+        source=source,
+        source_contract=contracts.get("crm", "accounts"),
+    )
+    # row 2 is not staged (filtered out or rejected earlier): it is not counted twice
+    assert reasons(result.rejects) == [(1, "description", "too_long")]
+    assert result.rejects["message"][0] == (
+        "description is 2001 characters, longer than the 2000 crm.accounts holds: "
+        "no real crm.accounts record carries it"
+    )
+    assert result.valid["__row"].to_list() == [0]

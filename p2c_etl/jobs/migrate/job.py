@@ -23,15 +23,17 @@ from p2c_etl.config import Settings, SystemName
 from p2c_etl.connectors.base import Connector
 from p2c_etl.connectors.exports import find_export
 from p2c_etl.connectors.files import FilesConnector
-from p2c_etl.errors import ConfigError, P2CError
+from p2c_etl.errors import ConfigError, P2CError, StageError
 from p2c_etl.jobs.migrate.flow_job import FlowJob
 from p2c_etl.jobs.migrate.options import Bars, MigrateOptions, no_bars
-from p2c_etl.jobs.run import close_run
+from p2c_etl.jobs.run import closed_run, fail_run
 from p2c_etl.jobs.wiring import (
     Clock,
+    Crash,
     Progress,
     closing_all,
     connector_for,
+    interruption,
     new_run_id,
     open_warehouse,
     select_flows,
@@ -53,8 +55,8 @@ def run_migrate(
     progress: Progress = lambda _: None,
     bars: Bars = no_bars,
 ) -> RunSummary:
-    """Migrate the export folder into the configured systems; a stage failure ends the
-    migration as `failed` (resumable), not raised."""
+    """Migrate the export folder into the configured systems; a stage failure or an
+    unexpected exception ends the migration as `failed` (resumable), not raised."""
     contracts = ContractSet.load(contracts_dir())
     started = clock()
     run_id = options.resume or new_run_id(started)
@@ -62,9 +64,18 @@ def run_migrate(
         with open_warehouse(settings) as wh:
             wh.fail_stale_runs()
             options = _begin(wh, settings, contracts, options, run_id, started)
-        flows = _flows(settings, contracts, options)
         systems: tuple[SystemName, ...] = ("crm", "erp")
-        connectors = {name: _connector(settings, name, contracts) for name in systems}
+        try:
+            flows = _flows(settings, contracts, options)
+            connectors = {name: _connector(settings, name, contracts) for name in systems}
+        except BaseException as exc:  # the ledger entry is open: close it
+            fail_run(
+                settings,
+                run_id,
+                str(exc) if isinstance(exc, P2CError) else interruption(exc),
+                clock,
+            )
+            raise
         with closing_all(connectors):
             return _migrate(
                 settings, contracts, options, run_id, flows, connectors, clock, progress, bars
@@ -195,18 +206,23 @@ def _migrate(
     )
     counts: list[FlowCounts] = []
     error: str | None = None
+    crash: Crash | None = None
+    flow_name = ""
     try:
         for i, flow in enumerate(flows):
+            flow_name = flow.name
             with open_warehouse(settings) as wh:
                 job = FlowJob(wh, run_id, flow, options, contracts, connectors, context, clock)
                 counts.append(job.run(flows[:i], progress, bars))
     except P2CError as exc:
         error = str(exc)
-    except BaseException:
-        with open_warehouse(settings) as wh:
-            wh.finish_run(run_id, "failed", clock(), error="interrupted by an unexpected error")
+        crash = exc.cause if isinstance(exc, StageError) and isinstance(exc.cause, Crash) else None
+    except Exception as exc:  # a bug: the migration fails naming the flow (resumable)
+        crash = Crash(exc)
+        error = f"run {run_id}: migration of flow {flow_name!r} failed: {crash}"
+    except BaseException as exc:
+        fail_run(settings, run_id, interruption(exc), clock)
         raise
-    with open_warehouse(settings) as wh:
-        return close_run(
-            wh, settings, flows, run_id, "migrate", options.dry_run, error, counts, clock
-        )
+    return closed_run(
+        settings, flows, run_id, "migrate", options.dry_run, error, crash, counts, clock
+    )

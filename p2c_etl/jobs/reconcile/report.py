@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -18,8 +19,15 @@ from p2c_etl.jobs.reconcile.money import MoneyReport
 from p2c_etl.jobs.reconcile.records import Discrepancy, FlowAgreement
 from p2c_etl.resources import templates_dir
 from p2c_etl.stages.report import write_text
+from p2c_etl.warehouse.private import private_dir, write_private
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+# A spreadsheet starts a new row at any line break it finds unquoted (CR alone included), and
+# reads a formula at the start of any of a cell's lines.
+_LINE_FORMULA = re.compile(r"(?:\r\n|\r|\n)(?=[=+\-@\t])")
+# What an XLSX cell cannot hold as it is (XML refuses control characters and reads a CR as
+# LF), and a literal `_xHHHH_`, which a spreadsheet would decode: escaped the OOXML way.
+_OOXML_ESCAPE = re.compile(r"[\x00-\x08\x0b-\x1f]|_(?=x[0-9A-Fa-f]{4}_)")
 
 
 @dataclass(frozen=True)
@@ -134,16 +142,27 @@ def _amount(value: Decimal | None) -> str:
 
 
 def _safe(text: str) -> str:
-    """A cell a spreadsheet will never read as a formula."""
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    """A cell a spreadsheet will never read as a formula: a `'` before the cell, and after
+    every line break, where a formula could start."""
+    guarded = _LINE_FORMULA.sub(lambda m: m[0] + "'", text)
+    return "'" + guarded if guarded.startswith(_FORMULA_START) else guarded
 
 
 def csv_text(rows: list[list[str]]) -> str:
+    """RFC 4180: CRLF between records, so that every field holding a CR, an LF, a quote or a
+    comma is quoted (with LF alone as the terminator, Python leaves a bare CR unquoted)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     for row in rows:
         writer.writerow([_safe(cell) for cell in row])
     return out.getvalue()
+
+
+def xlsx_text(text: str) -> str:
+    """A cell's text as an XLSX stores it (ECMA-376 `ST_Xstring`): a control character, CR
+    included, as `_xHHHH_`, and the `_` of a literal `_xHHHH_` as `_x005F_`; a spreadsheet
+    shows the text exactly (`openpyxl.utils.escape.unescape` gives it back)."""
+    return _OOXML_ESCAPE.sub(lambda m: f"_x{ord(m[0]):04X}_", text)
 
 
 def write_xlsx(rows: list[list[str]], path: Path) -> None:
@@ -154,11 +173,11 @@ def write_xlsx(rows: list[list[str]], path: Path) -> None:
     for r, row in enumerate(rows, start=1):
         for c, text in enumerate(row, start=1):
             cell = sheet.cell(row=r, column=c)
-            cell.value = text
+            cell.value = xlsx_text(text)
             cell.data_type = "s"  # always text: "=1+1" stays the characters "=1+1"
-    tmp = path.with_suffix(".xlsx.tmp")
-    workbook.save(tmp)
-    tmp.replace(path)
+    out = io.BytesIO()
+    workbook.save(out)
+    write_private(path, out.getvalue())
 
 
 def render_html(data: ReconcileData) -> str:
@@ -196,7 +215,7 @@ def _chart(data: ReconcileData) -> dict[str, Any]:
 
 def write_reconciliation(data: ReconcileData, out_dir: Path) -> dict[str, Path]:
     """`<id>.html`, `.json`, `.csv`, `.xlsx` in `out_dir`; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(out_dir)
     paths = {
         ext: out_dir / f"{data.reconciliation_id}.{ext}" for ext in ("html", "json", "csv", "xlsx")
     }

@@ -162,10 +162,11 @@ def test_a_reconciliation_runs_beside_a_nightly_run(
     import subprocess
     import sys
 
-    hold = (
-        "import sys, time; from pathlib import Path; from p2c_etl.warehouse.lock import RunLock\n"
+    hold = (  # holds the lock until killed: no time window for a loaded machine to outlast
+        "import sys, threading; from pathlib import Path\n"
+        "from p2c_etl.warehouse.lock import RunLock\n"
         "with RunLock(Path(sys.argv[1]), 'p2c run nightly'):\n"
-        "    print('ready', flush=True); time.sleep(60)\n"
+        "    print('ready', flush=True); threading.Event().wait()\n"
     )
     holder = subprocess.Popen(
         [sys.executable, "-c", hold, str(demo_settings.warehouse_path)],
