@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -455,3 +456,30 @@ def test_resuming_after_the_export_changed_is_refused(tmp_path: Path) -> None:
     result = migrate_cli(tmp_path, export, "--resume", first.run_id)
     assert result.exit_code == 2
     assert "accounts.csv" in result.output and "changed since it started" in result.output
+
+
+def test_a_target_record_spelt_in_another_case_is_found_not_inserted_again(
+    tmp_path: Path, contracts: ContractSet, assert_accounted: Callable[[object], None]
+) -> None:
+    """F&O compares keys as SQL Server does: the customer `acc-01001-advent` it holds is the
+    export's `ACC-01001-ADVENT`, updated under its own spelling, never a second record."""
+    export = make_migration(tmp_path)
+    held = pl.read_ndjson(
+        demo_fixtures_dir() / "erp" / "CustomersV2.jsonl", infer_schema_length=None
+    )
+    held = held.filter(pl.col("CustomerAccount") == "ACC-01001-ADVENT").with_columns(
+        pl.lit("acc-01001-advent").alias("CustomerAccount"),
+        pl.lit("Old name").alias("OrganizationName"),
+    )
+    held.write_ndjson(tmp_path / "erp" / "CustomersV2.jsonl")
+    settings = load_settings(tmp_path / "p2c.toml")
+    summary = run_migrate(settings, MigrateOptions(export, ("accounts",), chunk_rows=5))
+    assert_accounted(summary.flows)
+    (accounts,) = summary.flows
+    assert accounts.failed == 0 and accounts.updated == 1
+    customers = target_rows(tmp_path, contracts)["CustomersV2"]
+    advent = customers.filter(pl.col("CustomerAccount").str.to_lowercase() == "acc-01001-advent")
+    assert advent["CustomerAccount"].to_list() == ["acc-01001-advent"]
+    assert advent["OrganizationName"].to_list() == ["Adventure Works Cycles"]
+    again = run_migrate(settings, MigrateOptions(export, ("accounts",), chunk_rows=5))
+    assert sum(c.written for c in again.flows) == 0

@@ -29,7 +29,7 @@ from p2c_etl.jobs.wiring import Clock, Progress
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.flow import Context, Flow, Lookup
 from p2c_etl.model.ids import stable_id
-from p2c_etl.model.keys import record_key
+from p2c_etl.model.keys import folded_record_key, record_key
 from p2c_etl.model.rejects import KEY, LINE, ROW
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.stages.compare import Compared, change_rows, compare_frames
@@ -41,6 +41,8 @@ from p2c_etl.stages.transform import filters_expr, reference_mapping
 from p2c_etl.warehouse.store import Warehouse, table_name
 
 RK = "__rk"
+"""A record's key folded as the target compares keys (`folded_record_key`): how a chunk finds
+its target rows and the keys earlier chunks had."""
 
 
 @dataclass
@@ -189,7 +191,7 @@ class FlowJob:
             target_name(flow),
             flow.target.system,
             flow.target.entity,
-            (p.filter(scope).with_columns(record_key(flow.keys).alias(RK)) for p in pages),
+            (p.filter(scope).with_columns(folded_record_key(flow.keys).alias(RK)) for p in pages),
             self.clock(),
         )
         self.target_table = table_name("snap", self.run_id, target_name(flow))
@@ -253,7 +255,7 @@ class FlowJob:
     ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Split off rows whose target key an earlier chunk of this migration already had:
         the first record wins, later ones are `duplicate_key` rejects."""
-        keyed = valid.with_columns(record_key(self.flow.keys).alias(RK)).join(
+        keyed = valid.with_columns(folded_record_key(self.flow.keys).alias(RK)).join(
             lines, on=ROW, how="left"
         )
         seen = self._with_keys(
@@ -315,7 +317,7 @@ class FlowJob:
             pl.lit(None, pl.Int64).alias("source_row"),
             pl.lit(",".join(flow.keys)).alias("field"),
             pl.lit("duplicate_key").alias("reason"),
-            pl.col(RK).alias("value"),
+            record_key(flow.keys).alias("value"),
             pl.format(
                 "the record at {} has the same key and was taken; this one is not",
                 pl.when(pl.col("first_line").is_not_null())
@@ -363,7 +365,7 @@ class FlowJob:
             if results is not None:
                 record_results(wh, run_id, flow, results, None, pl.DataFrame(), self.clock())
             keys = compared.staged.join(prepared.lines, on=ROW, how="left").select(
-                record_key(flow.keys).alias("record_key"), pl.col(LINE).alias("line")
+                folded_record_key(flow.keys).alias("record_key"), pl.col(LINE).alias("line")
             )
             wh.append(f'"{self.keys_table}"', keys)
             if self.options.dry_run:
