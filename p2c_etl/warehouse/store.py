@@ -88,7 +88,16 @@ CREATE TABLE IF NOT EXISTS migrate_chunks (
     committed_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, flow, chunk));
 CREATE TABLE IF NOT EXISTS last_written (
     flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
-    run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (flow, record_key));
+    run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL);
+"""
+# last_written once had PRIMARY KEY (flow, record_key): DuckDB keeps such an index in memory
+# whole, so an upsert of a large night ran out of memory; it is now kept unique by
+# `remember_written` (delete, then insert: joins that spill). Warehouses made before are
+# rebuilt without it on first open, their rows kept.
+_UNINDEX_LAST_WRITTEN = """
+CREATE TABLE last_written_new AS SELECT * FROM last_written;
+DROP TABLE last_written;
+ALTER TABLE last_written_new RENAME TO last_written;
 """
 MEMORY_LIMIT = "512MB"
 """DuckDB's own memory (its default is 80% of the machine): beyond it, it spills to disk
@@ -118,6 +127,16 @@ class Warehouse:
         self._holds_umask = False
         if not read_only:
             self.con.execute(_SCHEMA)
+            self._unindex_last_written()
+
+    def _unindex_last_written(self) -> None:
+        indexed = self.con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'last_written' "
+            "AND constraint_type = 'PRIMARY KEY'"
+        ).fetchone()
+        if indexed and indexed[0]:
+            with self.transaction():
+                self.con.execute(_UNINDEX_LAST_WRITTEN)
 
     @classmethod
     def open(cls, path: Path, wait: float = 900.0) -> Warehouse:
@@ -341,13 +360,18 @@ class Warehouse:
         return self.read_table(str(rows[0][0]))
 
     def remember_written(self, frame: pl.DataFrame) -> None:
-        """Upsert (flow, record_key) → values_json, run_id, written_at."""
+        """Upsert (flow, record_key) → values_json, run_id, written_at: the rows of those keys
+        are deleted, then the frame's inserted (hash joins, which spill; no in-memory index)."""
         if frame.height == 0:
             return
         self.con.register("__frame", frame.to_arrow())
         try:
             self.con.execute(
-                "INSERT OR REPLACE INTO last_written "
+                "DELETE FROM last_written USING __frame f "
+                "WHERE last_written.flow = f.flow AND last_written.record_key = f.record_key"
+            )
+            self.con.execute(
+                "INSERT INTO last_written "
                 "SELECT flow, record_key, values_json, run_id, written_at FROM __frame"
             )
         finally:
