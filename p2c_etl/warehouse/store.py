@@ -133,8 +133,8 @@ class Warehouse:
         indexed = self.con.execute(
             "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'last_written' "
             "AND constraint_type = 'PRIMARY KEY'"
-        ).fetchone()
-        if indexed and indexed[0]:
+        ).fetchall()  # every row fetched: DuckDB refuses the next statement otherwise
+        if indexed[0][0]:
             with self.transaction():
                 self.con.execute(_UNINDEX_LAST_WRITTEN)
 
