@@ -1,9 +1,12 @@
 """What every command shares: the common options, the settings, progress and error events on
-stderr, the summary table, and exit codes (0 clean, 1 record-level problems, 2 failed, 3 locked)."""
+stderr, the summary table, and exit codes (0 clean, 1 record-level problems, 2 failed, 3 locked;
+130/143 interrupted, 141 when whoever read the output closed it: `p2c flows show x | head`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -30,6 +33,7 @@ from p2c_etl.model.summary import (
 
 EXIT_OK, EXIT_RECORDS, EXIT_FAILED, EXIT_LOCKED = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a tool killed by it exits
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -51,39 +55,65 @@ def errors_exit(func: F) -> F:
 
     - a P2CError: its one-line message on stderr and its exit code (2, or 3 when locked);
     - any other exception, a bug: its traceback on stderr, exit 2;
-    - Ctrl-C (SIGINT): exit 130; SIGTERM (made `Interrupted` here): exit 143.
+    - Ctrl-C (SIGINT): exit 130; SIGTERM (made `Interrupted` here): exit 143;
+    - stdout or stderr closed by its reader (EPIPE: `p2c flows show accounts | head -2`): not
+      a bug; the rest of the output goes nowhere, quietly, and the exit code is 141, as of a
+      command killed by SIGPIPE. The job itself is not cut short by it (see `event`).
 
     With `--json`, the command still prints one JSON summary on stdout (`status: failed`,
     `error`), so that a script reading it always finds one."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        previous = _stop_on_sigterm()
         try:
-            return func(*args, **kwargs)
-        except P2CError as exc:
-            event("error", str(exc), exit_code=exc.exit_code)
-            _failed_json(kwargs, str(exc))
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            event("error", "interrupted (Ctrl-C)", exit_code=EXIT_INTERRUPTED)
-            _failed_json(kwargs, "interrupted by SIGINT (Ctrl-C)")
-            sys.exit(EXIT_INTERRUPTED)
-        except Interrupted as exc:
-            event("error", str(exc), exit_code=EXIT_TERMINATED)
-            _failed_json(kwargs, f"interrupted: {exc}")
-            sys.exit(EXIT_TERMINATED)
-        except Exception as exc:
-            crash = Crash(exc)
-            click.echo(crash.traceback, err=True, nl=False)
-            event("error", f"{crash} (a bug: the traceback is above)", exit_code=EXIT_FAILED)
-            _failed_json(kwargs, str(crash))
-            sys.exit(EXIT_FAILED)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            return _exits(func, args, kwargs)
+        except BrokenPipeError:  # raised by an output, or by the handling of another error
+            _to_devnull(sys.stdout, sys.stderr)
+            sys.exit(EXIT_BROKEN_PIPE)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _exits(func: Callable[..., Any], args: Any, kwargs: dict[str, Any]) -> Any:
+    """`func(*args, **kwargs)`, its errors made messages and exit codes (`errors_exit`)."""
+    previous = _stop_on_sigterm()
+    try:
+        return func(*args, **kwargs)
+    except BrokenPipeError:
+        raise
+    except P2CError as exc:
+        event("error", str(exc), exit_code=exc.exit_code)
+        _failed_json(kwargs, str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        event("error", "interrupted (Ctrl-C)", exit_code=EXIT_INTERRUPTED)
+        _failed_json(kwargs, "interrupted by SIGINT (Ctrl-C)")
+        sys.exit(EXIT_INTERRUPTED)
+    except Interrupted as exc:
+        event("error", str(exc), exit_code=EXIT_TERMINATED)
+        _failed_json(kwargs, f"interrupted: {exc}")
+        sys.exit(EXIT_TERMINATED)
+    except Exception as exc:
+        crash = Crash(exc)
+        click.echo(crash.traceback, err=True, nl=False)
+        event("error", f"{crash} (a bug: the traceback is above)", exit_code=EXIT_FAILED)
+        _failed_json(kwargs, str(crash))
+        sys.exit(EXIT_FAILED)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _to_devnull(*streams: Any) -> None:
+    """Point `streams` at /dev/null: what is still written to them, or flushed at exit, goes
+    nowhere instead of raising BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in streams:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
 
 
 def _stop_on_sigterm() -> Any:
@@ -151,7 +181,16 @@ def parse_flows(text: str | None) -> list[str] | None:
 
 
 def event(level: str, message: str, **fields: Any) -> None:
-    """One event on stderr: a text line, or (--log-format json) one JSON object."""
+    """One event on stderr: a text line, or (--log-format json) one JSON object. A stderr
+    its reader closed takes no more events, and the job goes on (a run is not failed because
+    `p2c run 2>&1 | head` stopped reading)."""
+    try:
+        _event(level, message, **fields)
+    except BrokenPipeError:
+        _to_devnull(sys.stderr)
+
+
+def _event(level: str, message: str, **fields: Any) -> None:
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root() if ctx is not None else None
     if root is not None and (root.obj or {}).get("log_format") == "json":

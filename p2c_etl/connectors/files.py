@@ -18,7 +18,8 @@ Writes keep the file's format and are atomic: the new content goes to a temporar
 `.<name>.<random>.tmp` in the same folder, is flushed to disk, and replaces the old file in
 one rename, keeping its permission bits (a new file is readable by its owner only). A
 rewrite first reads the whole file exactly, or refuses. A temporary file that a killed write
-left behind is removed before the next write to that folder.
+left behind is removed when a connector next opens the folder (every run, retry, reconcile and
+check opens it), and before every write to that folder.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class FilesConnector:
         self._keys: dict[tuple[str, int, int], pl.Series] = {}  # part → its key hashes
         if not root.is_dir():
             raise ConnectorError(f"{system}: folder {root} does not exist")
+        with contextlib.suppress(OSError):  # the temporaries of killed writes: a run starts clean
+            for folder in (root, *(p for p in root.iterdir() if p.is_dir())):
+                remove_stale_temporaries(folder)
 
     def path(self, entity: str) -> Path | None:
         """The file (or folder of parts) holding `entity`, or None; two for one entity set is

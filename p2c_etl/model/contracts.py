@@ -13,11 +13,19 @@ One TOML file per entity set, `contracts/<system>/<EntitySet>.toml`:
     PartyType = { type = "string", allowed = ["Organization", "Person"] }
     SalesMemo = { type = "string", max_length = 1_073_741_823, multiline = true }
 
-Types: string, guid, int, bool, date, datetime, decimal(P,S). Every text column is bounded,
+Types: string, guid, int, bool, date, datetime, decimal(P,S). `int` is a 32-bit integer,
+-2147483648 to 2147483647 (`INT_RANGE`): Finance and Operations `Edm.Int32`, Dataverse
+`Integer`, and the picklist, state and status codes, which are 32-bit too; every integer
+column P2C maps is one of these (a value outside the range is an `out_of_range` reject; its
+`allowed` values, if any, must lie inside). Every text column is bounded,
 by `max_length` (in UTF-16 code units, as Dataverse and SQL Server count) or by its `allowed`
 values. Text never holds a control character (C0 but TAB, LF and CR; DEL; C1) or a bidi
 control (`REFUSED_CHARACTERS`); a column is single-line unless marked `multiline = true`, and a
-single-line column (every key) holds no TAB, LF, CR or Unicode line separator either.
+single-line column holds no TAB, LF, CR or Unicode line separator (`LINE_BREAKS`) and no
+zero-width space, word joiner or byte order mark (`INVISIBLE`) either. A key holds only what
+one can see and type: none of `KEY_INVISIBLE` (non-ASCII spaces such as NBSP, zero-width
+joiners, soft hyphens) and no leading space (a trailing one is ignored by both systems, as SQL
+Server compares text, and so by the key matching of `stages.compare`).
 
 A Dataverse lookup column names the entity sets it points to: `_transactioncurrencyid_value =
 { type = "guid", bind = "transactioncurrencies" }`, `_customerid_value = { type = "guid", bind =
@@ -71,6 +79,25 @@ REFUSED_CHARACTERS: CodePoints = (
 """Characters no text column holds: invisible, they make a key no one can find by typing."""
 LINE_BREAKS: CodePoints = ((0x09, 0x0A), (0x0D, 0x0D), (0x2028, 0x2029))
 """TAB, LF, CR, LINE and PARAGRAPH SEPARATOR: refused in single-line columns (and keys)."""
+INVISIBLE: CodePoints = ((0x200B, 0x200B), (0x2060, 0x2060), (0xFEFF, 0xFEFF))
+"""ZERO WIDTH SPACE, WORD JOINER, ZERO WIDTH NO-BREAK SPACE (the BOM): refused in single-line
+columns; in a name they only ever come from a paste. (ZWNJ and ZWJ, U+200C/D, are kept in
+names: Persian, the Indic scripts and emoji sequences need them.)"""
+KEY_INVISIBLE: CodePoints = (
+    (0x00A0, 0x00A0),  # NO-BREAK SPACE (legitimate in a name, never in a key)
+    (0x00AD, 0x00AD),  # SOFT HYPHEN
+    (0x1680, 0x1680),  # OGHAM SPACE MARK
+    (0x180E, 0x180E),  # MONGOLIAN VOWEL SEPARATOR
+    (0x2000, 0x200D),  # EN QUAD ... HAIR SPACE, ZERO WIDTH SPACE, ZWNJ, ZWJ
+    (0x202F, 0x202F),  # NARROW NO-BREAK SPACE
+    (0x205F, 0x2064),  # MEDIUM MATHEMATICAL SPACE, WORD JOINER, invisible operators
+    (0x3000, 0x3000),  # IDEOGRAPHIC SPACE
+    (0xFEFF, 0xFEFF),  # ZERO WIDTH NO-BREAK SPACE (BOM)
+)
+"""Refused in keys: characters that look like nothing or like an ASCII space, so that a key
+holding one is a second record beside the one everybody types."""
+INT_RANGE = (-(2**31), 2**31 - 1)
+"""What an `int` column holds: a 32-bit integer (Edm.Int32; Dataverse Integer, picklists)."""
 _ASTRAL: CodePoints = ((0x10000, 0x10FFFF),)
 
 
@@ -141,19 +168,28 @@ class Contract:
         if missing:
             raise ContractError(f"{self.source}: key columns {missing} are not mapped")
         return pa.DataFrameSchema(
-            {name: _pandera_column(self.column(name)) for name in names},
+            {name: _pandera_column(self.column(name), name in self.keys) for name in names},
             unique=list(self.keys),
             report_duplicates="all",
             name=f"{self.system}.{self.entity}",
         )
 
 
-def _pandera_column(spec: ColumnSpec) -> pa.Column:
+def refused_characters(spec: ColumnSpec, key: bool) -> CodePoints:
+    """The characters a text column refuses: a key refuses the most, a memo the least."""
+    if spec.multiline:
+        return REFUSED_CHARACTERS
+    return REFUSED_CHARACTERS + LINE_BREAKS + (KEY_INVISIBLE if key else INVISIBLE)
+
+
+def _pandera_column(spec: ColumnSpec, key: bool = False) -> pa.Column:
     checks: list[pa.Check] = []
     if spec.max_length is not None:
         checks.append(_longest(spec.max_length))
     if spec.is_free_text:
-        checks.append(_none_of(REFUSED_CHARACTERS + (() if spec.multiline else LINE_BREAKS)))
+        checks.append(_none_of(refused_characters(spec, key), leading_space=key))
+    if spec.type == "int" and spec.allowed is None:  # the allowed values are in range
+        checks.append(pa.Check.in_range(*INT_RANGE))
     if spec.allowed is not None:
         checks.append(pa.Check.isin(list(spec.allowed)))
     if spec.type == "guid":
@@ -174,8 +210,8 @@ def _longest(limit: int) -> pa.Check:
     return pa.Check(check, name="str_length")
 
 
-def _none_of(ranges: CodePoints) -> pa.Check:
-    pattern = character_class(ranges)
+def _none_of(ranges: CodePoints, leading_space: bool = False) -> pa.Check:
+    pattern = character_class(ranges) + ("|^ " if leading_space else "")
 
     def check(data: PolarsData) -> pl.LazyFrame:
         return data.lazyframe.select(~pl.col(data.key).str.contains(pattern))
@@ -235,6 +271,11 @@ def _column(name: str, spec: Mapping[str, Any]) -> ColumnSpec:
     multiline = spec.get("multiline", False)
     if type(multiline) is not bool or (multiline and spec["type"] != "string"):
         raise ValueError(f"column {name!r}: multiline is true or false, on text columns only")
+    lowest, highest = INT_RANGE
+    if spec["type"] == "int" and any(
+        type(v) is not int or not lowest <= v <= highest for v in allowed or ()
+    ):
+        raise ValueError(f"column {name!r}: allowed values of an int are 32-bit whole numbers")
     return ColumnSpec(
         name=name,
         type=spec["type"],

@@ -7,7 +7,12 @@ from typing import Literal, overload
 
 import polars as pl
 
-from p2c_etl.model.contracts import LINE_BREAKS, REFUSED_CHARACTERS, python_character_class
+from p2c_etl.model.contracts import (
+    KEY_INVISIBLE,
+    LINE_BREAKS,
+    REFUSED_CHARACTERS,
+    python_character_class,
+)
 
 ROW = "__row"
 KEY = "__key"
@@ -17,6 +22,7 @@ RejectReason = Literal[
     "missing_reference",
     "wrong_type",
     "precision_loss",
+    "out_of_range",
     "null_not_allowed",
     "too_long",
     "not_allowed_value",
@@ -37,7 +43,7 @@ REJECT_SCHEMA = pl.Schema(
 
 SHOWN = 200
 """How much of a long value a reject shows."""
-_UNPRINTABLE = python_character_class(REFUSED_CHARACTERS + LINE_BREAKS)
+_UNPRINTABLE = python_character_class(REFUSED_CHARACTERS + LINE_BREAKS + KEY_INVISIBLE)
 
 
 def empty_rejects() -> pl.DataFrame:
@@ -49,8 +55,9 @@ def printable(text: str) -> str: ...
 @overload
 def printable(text: None) -> None: ...
 def printable(text: str | None) -> str | None:
-    """`text` on one line, with nothing invisible: every control, bidi control and line break
-    written as its code point, `<U+0000>` (a report never carries one as it is)."""
+    """`text` on one line, with nothing invisible: every control, bidi control, line break,
+    zero-width character and non-ASCII space written as its code point, `<U+0000>` (a report
+    never carries one as it is: `ACC-1<U+00A0>` is not mistaken for `ACC-1`)."""
     if text is None:
         return None
     return _UNPRINTABLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)

@@ -3,8 +3,11 @@
 Every failure is collected (`lazy=True` on a collected frame) and becomes a reject row with a
 reason code; the good rows go on. Casting never rounds or truncates: a value that would change
 is a reject (`precision_loss`, `wrong_type`), and so is a value longer than its column
-(`too_long`, counted in UTF-16 code units as both systems count) or text holding a control or
-bidi character, or a line break in a single-line column (`bad_format`). Given the source and
+(`too_long`, counted in UTF-16 code units as both systems count), an integer outside the 32
+bits of an `int` column (`out_of_range`), or text holding a control or bidi character, a line
+break or zero-width character in a single-line column, or, in a key, any character one cannot
+see or type (a non-ASCII space such as NBSP, a zero-width joiner) or a leading space
+(`bad_format`). Given the source and
 its contract, a source value longer than the source system itself holds is a `too_long`
 reject too: no real record can carry it.
 
@@ -23,10 +26,13 @@ import polars as pl
 from p2c_etl.errors import ContractError
 from p2c_etl.model.casting import coerce
 from p2c_etl.model.contracts import (
+    INT_RANGE,
+    INVISIBLE,
     LINE_BREAKS,
     REFUSED_CHARACTERS,
     Contract,
     python_character_class,
+    refused_characters,
     utf16_length,
 )
 from p2c_etl.model.rejects import KEY, REJECT_SCHEMA, ROW, RejectReason, empty_rejects, shown
@@ -35,6 +41,7 @@ _CHECK_REASONS: tuple[tuple[str, RejectReason], ...] = (
     ("not_nullable", "null_not_allowed"),
     ("str_length", "too_long"),
     ("isin", "not_allowed_value"),
+    ("in_range", "out_of_range"),
     ("str_matches", "bad_format"),
     ("text_", "bad_format"),
     ("multiple_fields_uniqueness", "duplicate_key"),
@@ -48,7 +55,8 @@ _C0_NAMES = (
 )
 
 _REFUSED = python_character_class(REFUSED_CHARACTERS)
-_SINGLE_LINE = python_character_class(REFUSED_CHARACTERS + LINE_BREAKS)
+_LINE_BREAK = python_character_class(LINE_BREAKS)
+_INVISIBLE = python_character_class(INVISIBLE)
 
 
 @dataclass(frozen=True)
@@ -181,21 +189,43 @@ def _message(reason: RejectReason, field: str, case: dict[str, object], contract
     if reason == "not_allowed_value":
         allowed = contract.column(field).allowed or ()
         return f"{field} '{shown(value)}' is not one of {', '.join(map(str, allowed))}"
+    if reason == "out_of_range":
+        lowest, highest = INT_RANGE
+        return (
+            f"{field} {shown(value)} is outside what {contract.system}.{contract.entity} "
+            f"holds: a 32-bit whole number, {lowest} to {highest}"
+        )
     if reason == "bad_format" and str(case["check"]).startswith("text_"):
-        return _character_message(field, str(value), not contract.column(field).multiline)
+        return _character_message(field, str(value), contract, field in contract.keys)
     if reason == "bad_format":
         return f"{field} '{shown(value)}' is not a GUID"
     return f"{field} '{shown(value)}' failed check {case['check']}"
 
 
-def _character_message(field: str, text: str, single_line: bool) -> str:
-    found = (_SINGLE_LINE if single_line else _REFUSED).search(text)
+def _character_message(field: str, text: str, contract: Contract, key: bool) -> str:
+    refused = python_character_class(refused_characters(contract.column(field), key))
+    found = refused.search(text)
+    if key and text.startswith(" ") and (found is None or found.start() > 0):
+        return (
+            f"{field} '{shown(text)}' starts with a space: a key never does (no one would "
+            "find the record by typing its key)"
+        )
     if found is None:  # cannot happen: the check and this search use the same characters
         return f"{field} '{shown(text)}' holds a character the target refuses"
-    what = f"{field} holds {character_name(found.group())} at position {found.start() + 1}"
-    if not _REFUSED.match(found.group()):
+    char = found.group()
+    what = f"{field} holds {character_name(char)} at position {found.start() + 1}"
+    if _REFUSED.match(char):
+        return f"{what}: control and bidi characters are refused in text (no one could type it)"
+    if _LINE_BREAK.match(char):
         return f"{what}: a single-line column (a key, a name, a code) holds no line break or tab"
-    return f"{what}: control and bidi characters are refused in text (no one could type it)"
+    if _INVISIBLE.match(char):
+        return (
+            f"{what}: an invisible character is refused in single-line text (no one could type it)"
+        )
+    return (
+        f"{what}: a key holds no invisible character and no space but the ASCII one "
+        "(a second record would be made beside the one everybody types)"
+    )
 
 
 def character_name(char: str) -> str:

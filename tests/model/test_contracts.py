@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandera.errors
 import polars as pl
 import pytest
 
@@ -67,6 +68,8 @@ def contract_file(tmp_path: Path, columns: str, keys: str = '["id"]') -> Path:
         ('id = { type = "int", multiline = true }', "multiline is true or false, on text"),
         ('id = { type = "string", multiline = "yes" }', "multiline is true or false"),
         ('id = { type = "string", max_length = 5, multiline = true }', "cannot be multiline"),
+        ('id = { type = "int", allowed = [1, 2147483648] }', "allowed values of an int are 32"),
+        ('id = { type = "int", allowed = [1, "2"] }', "allowed values of an int are 32-bit"),
     ],
 )
 def test_a_contract_file_is_read_strictly(tmp_path: Path, columns: str, message: str) -> None:
@@ -77,3 +80,32 @@ def test_a_contract_file_is_read_strictly(tmp_path: Path, columns: str, message:
 def test_utf16_length_counts_a_character_beyond_the_bmp_twice() -> None:
     frame = pl.DataFrame({"t": ["abc", "\U0001f600x", "é", None]})
     assert frame.select(utf16_length(pl.col("t")))["t"].to_list() == [3, 3, 1, None]
+
+
+def test_every_contract_file_with_integers_says_they_are_32_bit() -> None:
+    files = sorted(contracts_dir().glob("*/*.toml"))
+    with_ints = [f for f in files if '"int"' in f.read_text(encoding="utf-8")]
+    assert len(with_ints) == 13
+    silent = [
+        f.name
+        for f in with_ints
+        if "# Integers: every `int` column is 32-bit" not in f.read_text(encoding="utf-8")
+    ]
+    assert silent == []
+
+
+def test_an_int_column_holds_32_bits(contracts: ContractSet) -> None:
+    schema = contracts.get("erp", "CustomersV2").pandera_schema(
+        ["dataAreaId", "CustomerAccount", "CustomerGroupId", "OrganizationNumberOfEmployees"]
+    )
+    frame = pl.DataFrame(
+        {
+            "dataAreaId": ["usmf"] * 3,
+            "CustomerAccount": ["A", "B", "C"],
+            "CustomerGroupId": ["10"] * 3,
+            "OrganizationNumberOfEmployees": [2**31 - 1, 2**31, None],
+        }
+    )
+    with pytest.raises(pandera.errors.SchemaError, match="in_range"):
+        schema.validate(frame)
+    schema.validate(frame.head(1))

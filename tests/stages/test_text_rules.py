@@ -46,7 +46,12 @@ def plant_jsonl(demo_dir: Path, edits: dict[str, dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in planted(rows, edits)), "utf-8")
 
 
-def plant_parquet(demo_dir: Path, contracts: ContractSet, edits: dict[str, dict[str, Any]]) -> None:
+def plant_parquet(
+    demo_dir: Path,
+    contracts: ContractSet,
+    edits: dict[str, dict[str, Any]],
+    types: dict[str, pl.DataType] | None = None,
+) -> None:
     crm = FilesConnector("crm", demo_dir / "crm", contracts)
     lines = (demo_dir / "crm" / "accounts.jsonl").read_text(encoding="utf-8").splitlines()
     first = json.loads(lines[0])
@@ -54,7 +59,8 @@ def plant_parquet(demo_dir: Path, contracts: ContractSet, edits: dict[str, dict[
         "accounts", [c for c in contracts.get("crm", "accounts").columns if c in first]
     )
     rows = planted(frame.to_dicts(), edits)
-    pl.DataFrame(rows, schema=frame.schema).write_parquet(demo_dir / "crm" / "accounts.parquet")
+    schema = {**frame.schema, **(types or {})}
+    pl.DataFrame(rows, schema=schema).write_parquet(demo_dir / "crm" / "accounts.parquet")
     (demo_dir / "crm" / "accounts.jsonl").unlink()
 
 
@@ -148,3 +154,67 @@ def test_a_10_mb_description_is_a_too_long_reject_and_never_reaches_the_erp(
     assert row["value"] == "x" * 200 + "… (first 200 of 10485760 characters)"
     assert target.stat().st_size < size + 1024 * 1024  # the new customers, not the memo
     assert huge[:2001] not in target.read_text(encoding="utf-8")
+
+
+HIDDEN = {  # account number → its planted key, each one a second F&O customer if let through
+    "ACC-01002-ALPINE": "ACC-01002-ALP\u200bINE",  # ZERO WIDTH SPACE
+    "ACC-01003-BLUEYO": "ACC-01003-BLUEYO\u00a0",  # NO-BREAK SPACE, trailing
+    "ACC-01004-CITYPO": " ACC-01004-CITYPO",  # a leading space
+}
+
+
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
+def test_invisible_key_characters_and_an_int_beyond_32_bits_are_rejects(
+    demo_dir: Path,
+    demo_settings: Settings,
+    contracts: ContractSet,
+    expected_first_run: dict[str, dict[str, int]],
+    assert_accounted: Callable[[object], None],
+    file_format: str,
+) -> None:
+    edits: dict[str, dict[str, Any]] = {k: {"accountnumber": v} for k, v in HIDDEN.items()}
+    if file_format == "jsonl":
+        edits["ACC-01001-ADVENT"] = {"numberofemployees": 2**31}
+        plant_jsonl(demo_dir, edits)
+    else:  # a float column, as a spreadsheet export writes it: 2^53 + 2 is exact as a float
+        edits["ACC-01001-ADVENT"] = {"numberofemployees": float(2**53 + 2)}
+        plant_parquet(demo_dir, contracts, edits, {"numberofemployees": pl.Float64()})
+    target = demo_dir / "erp" / "CustomersV2.jsonl"
+    before = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    summary = run_batch(demo_settings)
+
+    assert_accounted(summary.flows)
+    counts = next(vars(f) for f in summary.flows if f.flow == "accounts")
+    expected = expected_first_run["accounts"]
+    expected.update(  # four records refused (CITYPO the demo updates, three it leaves
+        # unchanged); the three re-keyed ones leave their F&O customer found in the target only
+        rejected=expected["rejected"] + 4,
+        updated=expected["updated"] - 1,
+        unchanged=expected["unchanged"] - 3,
+        target_only=expected["target_only"] + 3,
+    )
+    assert counts == {"flow": "accounts", **expected}
+    rejects = accounts_rejects(demo_settings, summary.run_id)
+    planted_keys = {"ACC-01001-ADVENT", *HIDDEN.values()}
+    found = rejects.filter(pl.col("record_key").is_in(list(planted_keys)))
+    assert found.select("record_key", "field", "reason").rows() == [
+        (" ACC-01004-CITYPO", "CustomerAccount", "bad_format"),
+        ("ACC-01001-ADVENT", "OrganizationNumberOfEmployees", "out_of_range"),
+        ("ACC-01002-ALP\u200bINE", "CustomerAccount", "bad_format"),
+        ("ACC-01002-ALP\u200bINE", "PartyNumber", "bad_format"),  # in any single-line text
+        ("ACC-01003-BLUEYO\u00a0", "CustomerAccount", "bad_format"),  # NBSP: in keys only
+    ]
+    assert found["value"].to_list() == [
+        " ACC-01004-CITYPO",
+        "9007199254740994" if file_format == "parquet" else "2147483648",
+        "ACC-01002-ALP<U+200B>INE",
+        "ACC-01002-ALP<U+200B>INE",
+        "ACC-01003-BLUEYO<U+00A0>",
+    ]
+    after = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    accounts = {r["CustomerAccount"] for r in after}
+    assert not accounts & set(HIDDEN.values())  # no second customer beside the real one
+    assert {r["CustomerAccount"] for r in before} <= accounts
+    employees = {r["CustomerAccount"]: r["OrganizationNumberOfEmployees"] for r in after}
+    assert employees["ACC-01001-ADVENT"] == 420
+    assert max(n for n in employees.values() if n is not None) < 2**31

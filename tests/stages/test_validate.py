@@ -1,3 +1,4 @@
+import unicodedata
 from decimal import Decimal
 from pathlib import Path
 
@@ -172,13 +173,134 @@ def test_line_breaks_and_tabs_only_in_multiline_columns(contracts: ContractSet) 
 def test_a_key_holds_no_line_break_or_control(contracts: ContractSet) -> None:
     frame = staged(
         dataAreaId=["usmf"] * 3,
-        CustomerAccount=["ACC-1", "ACC-2\n", "ACC\u20093"],
+        CustomerAccount=["ACC-1", "ACC-2\n", "ACC-3"],
         CustomerGroupId=["10"] * 3,
     )
     result = validate(frame, contracts.get("erp", "CustomersV2"))
     assert reasons(result.rejects) == [(1, "CustomerAccount", "bad_format")]
     assert result.rejects["value"][0] == "ACC-2<U+000A>"
-    assert result.valid["CustomerAccount"].to_list() == ["ACC-1", "ACC\u20093"]
+    assert result.valid["CustomerAccount"].to_list() == ["ACC-1", "ACC-3"]
+
+
+KEY_INVISIBLE = [
+    *("\u00a0", "\u00ad", "\u1680", "\u180e", "\u2000", "\u2009", "\u200a", "\u200b"),
+    *("\u200c", "\u200d", "\u202f", "\u205f", "\u2060", "\u2063", "\u3000", "\ufeff"),
+]
+
+
+@pytest.mark.parametrize("char", KEY_INVISIBLE, ids=[f"U+{ord(c):04X}" for c in KEY_INVISIBLE])
+def test_a_key_holds_no_invisible_character_and_no_space_but_ascii(
+    contracts: ContractSet, char: str
+) -> None:
+    # ACC-01003-BLU<ZWSP>EYO beside ACC-01003-BLUEYO would be a second F&O customer
+    frame = staged(
+        dataAreaId=["usmf"] * 3,
+        CustomerAccount=["ACC-1", f"ACC-01003-BLU{char}EYO", f"ACC-3{char}"],
+        CustomerGroupId=["10"] * 3,
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    rejects = result.rejects.sort("__row")
+    assert reasons(rejects) == [
+        (1, "CustomerAccount", "bad_format"),
+        (2, "CustomerAccount", "bad_format"),
+    ]
+    point = f"U+{ord(char):04X}"
+    assert rejects["message"][0].startswith(f"CustomerAccount holds {point} ")
+    assert "at position 14" in rejects["message"][0]
+    assert rejects["value"].to_list() == [f"ACC-01003-BLU<{point}>EYO", f"ACC-3<{point}>"]
+    assert result.valid["CustomerAccount"].to_list() == ["ACC-1"]
+
+
+def test_a_key_starts_with_no_space(contracts: ContractSet) -> None:
+    frame = staged(
+        dataAreaId=["usmf", " usm", "usmf", "usmf"],
+        CustomerAccount=["ACC-1", "ACC-2", " ACC-3", "ACC-4 "],
+        CustomerGroupId=["10"] * 4,
+        OrganizationName=[" Leading spaces in a name are the name's own"] * 4,
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    rejects = result.rejects.sort("__row")
+    assert reasons(rejects) == [
+        (1, "dataAreaId", "bad_format"),
+        (2, "CustomerAccount", "bad_format"),
+    ]
+    assert rejects["message"][1] == (
+        "CustomerAccount ' ACC-3' starts with a space: a key never does (no one would find the "
+        "record by typing its key)"
+    )
+    # a trailing space is ignored by both systems (SQL Server compares so): compare folds it
+    assert result.valid["CustomerAccount"].to_list() == ["ACC-1", "ACC-4 "]
+
+
+@pytest.mark.parametrize("char", ["\u200b", "\u2060", "\ufeff"])
+def test_a_zero_width_character_or_bom_is_refused_in_every_single_line_column(
+    contracts: ContractSet, char: str
+) -> None:
+    frame = customers(
+        OrganizationName=[f"Blue{char} Yonder", "Blue Yonder"],
+        SalesMemo=[f"a memo{char}", f"a memo{char}"],  # multi-line text keeps what it is given
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [(0, "OrganizationName", "bad_format")]
+    assert result.rejects["message"][0] == (
+        f"OrganizationName holds U+{ord(char):04X} {unicodedata.name(char)} at position 5: an "
+        "invisible character is refused in single-line text (no one could type it)"
+    )
+    assert result.rejects["value"][0] == f"Blue<U+{ord(char):04X}> Yonder"
+
+
+def test_a_name_keeps_the_spaces_and_joiners_of_real_text(contracts: ContractSet) -> None:
+    names = [
+        "Soci\u00e9t\u00e9\u00a0G\u00e9n\u00e9rale",  # NBSP, as French typesetting puts it
+        "M\u00fcller\u202fGmbH",  # NARROW NO-BREAK SPACE
+        "\u0645\u06cc\u200c\u0631\u0648\u062f",  # Persian: ZWNJ is part of the spelling
+        "\U0001f469\u200d\U0001f4bb Studio",  # an emoji sequence joined by ZWJ
+        "\u682a\u5f0f\u4f1a\u793e\u3000\u30b5\u30f3\u30d7\u30eb",  # IDEOGRAPHIC SPACE
+    ]
+    result = validate(customers(OrganizationName=names), contracts.get("erp", "CustomersV2"))
+    assert result.rejects.height == 0
+    assert result.valid["OrganizationName"].to_list() == names
+
+
+def test_an_int_outside_32_bits_is_out_of_range(contracts: ContractSet) -> None:
+    lowest, highest = -(2**31), 2**31 - 1
+    frame = customers(
+        OrganizationNumberOfEmployees=[highest, highest + 1, lowest, lowest - 1, None, 2**53 + 2]
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    rejects = result.rejects.sort("__row")
+    assert reasons(rejects) == [
+        (1, "OrganizationNumberOfEmployees", "out_of_range"),
+        (3, "OrganizationNumberOfEmployees", "out_of_range"),
+        (5, "OrganizationNumberOfEmployees", "out_of_range"),
+    ]
+    assert rejects["value"].to_list() == ["2147483648", "-2147483649", "9007199254740994"]
+    assert rejects["message"][0] == (
+        "OrganizationNumberOfEmployees 2147483648 is outside what erp.CustomersV2 holds: a "
+        "32-bit whole number, -2147483648 to 2147483647"
+    )
+    assert result.valid["OrganizationNumberOfEmployees"].to_list() == [highest, lowest, None]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"),
+    [(pl.Float64, 9007199254740994.0), (pl.String, "2147483648"), (pl.Decimal(38, 2), 2**40)],
+)
+def test_an_int_read_from_a_float_text_or_decimal_is_held_to_32_bits(
+    contracts: ContractSet, dtype: pl.DataType, value: object
+) -> None:
+    frame = customers(OrganizationNumberOfEmployees=[value, 12]).with_columns(
+        pl.col("OrganizationNumberOfEmployees").cast(dtype)
+    )
+    result = validate(frame, contracts.get("erp", "CustomersV2"))
+    assert reasons(result.rejects) == [(0, "OrganizationNumberOfEmployees", "out_of_range")]
+    assert result.valid["OrganizationNumberOfEmployees"].to_list() == [12]
+
+
+def test_an_int_with_allowed_values_is_checked_once(contracts: ContractSet) -> None:
+    frame = staged(productnumber=["P1", "P2"], name=["a", "b"], producttypecode=[1, 2**32 + 1])
+    result = validate(frame, contracts.get("crm", "products"))
+    assert reasons(result.rejects) == [(1, "producttypecode", "not_allowed_value")]
 
 
 def test_length_is_counted_in_utf16_code_units_as_the_systems_count(
