@@ -62,7 +62,23 @@ def accounts(n: int) -> pl.DataFrame:
         pl.format("ap{}@example.com", i).alias("emailaddress1"),
         ((i % 1000) * 100).cast(pl.String).alias("creditlimit"),
         (i % 5000).alias("numberofemployees"),
+        # Columns the contract reads that these accounts leave empty (present, as null).
+        *[pl.lit(None, pl.String).alias(c) for c in UNUSED_ACCOUNT_COLUMNS],
     )
+
+
+UNUSED_ACCOUNT_COLUMNS = (
+    "address1_county",
+    "address2_line1",
+    "address2_city",
+    "address2_postalcode",
+    "address2_stateorprovince",
+    "address2_county",
+    "address2_country",
+    "fax",
+    "websiteurl",
+    "description",
+)
 
 
 def products(n: int) -> pl.DataFrame:
@@ -71,6 +87,7 @@ def products(n: int) -> pl.DataFrame:
         pl.lit("usmf").alias("dataAreaId"),
         pl.format("P{}", i.cast(pl.String).str.zfill(7)).alias("ProductNumber"),
         pl.format("Product {}", i).alias("ProductName"),
+        pl.format("Product {}, as sold.", i).alias("ProductDescription"),
         pl.lit("Item").alias("ProductType"),
         pl.lit("Yes").alias("IsStockedProduct"),
         pl.lit("No").alias("IsSalesStopped"),
@@ -80,6 +97,7 @@ def products(n: int) -> pl.DataFrame:
         .cast(pl.String)
         .str.replace(r"(\d\d)$", ".$1")
         .alias("SalesPrice"),
+        pl.lit("10.00").alias("UnitCost"),
         pl.lit("USD").alias("CurrencyCode"),
     )
 
