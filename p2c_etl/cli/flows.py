@@ -19,6 +19,7 @@ from p2c_etl.resources import contracts_dir
 
 @click.group("flows", invoke_without_command=True)
 @click.pass_context
+@errors_exit
 def flows_command(ctx: click.Context) -> None:
     """List every flow: direction, source, target, keys, dependencies."""
     if ctx.invoked_subcommand is not None:

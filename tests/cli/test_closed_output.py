@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 import p2c_etl
 
 ROOT = Path(p2c_etl.__file__).resolve().parent.parent
@@ -41,8 +43,9 @@ def p2c(args: list[str], cwd: Path, stdout: int, stderr: int) -> subprocess.Comp
                 os.close(fd)
 
 
-def test_a_closed_stdout_ends_the_command_quietly_with_141(tmp_path: Path) -> None:
-    result = p2c(["flows", "show", "accounts"], tmp_path, closed_pipe(), subprocess.PIPE)
+@pytest.mark.parametrize("args", [["flows"], ["flows", "show", "accounts"]], ids=" ".join)
+def test_a_closed_stdout_ends_the_command_quietly_with_141(tmp_path: Path, args: list[str]) -> None:
+    result = p2c(args, tmp_path, closed_pipe(), subprocess.PIPE)
     assert result.returncode == 141
     assert result.stderr == b""  # no traceback, no "a bug", no "Exception ignored"
 
