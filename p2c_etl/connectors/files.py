@@ -27,7 +27,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
+import re
 import stat
 import tempfile
 import time
@@ -57,6 +59,8 @@ PAGE_ROWS = 1_000_000
 """Clean records a page holds at most (a file or part larger than that is several pages)."""
 NEW_FILE_MODE = 0o600
 """A file the connector creates holds personal data: readable by its owner only."""
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class FilesConnector:
@@ -138,10 +142,8 @@ class FilesConnector:
                 return set(pl.read_parquet_schema(path))
             if path.suffix == ".csv":
                 return set(pl.read_csv(path, n_rows=0, infer_schema=False).columns)
-            with path.open(encoding="utf-8") as handle:
-                keys = {key for line in handle if line.strip() for key in json.loads(line)}
             # An empty JSON Lines file names no columns, so it cannot have lost one.
-            return keys or set(self.contracts.get(self.system, entity).columns)
+            return _jsonl_keys(path) or set(self.contracts.get(self.system, entity).columns)
         except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
             raise ConnectorError(f"{path}: cannot read: {_first_line(exc)}") from None
 
@@ -167,7 +169,8 @@ class FilesConnector:
         contract = self.contracts.get(self.system, entity)
         path = path or self.root / f"{entity}.{self.new_file_format}"
         if path.exists():
-            current = read_all(path, contract.dtypes(contract.columns), _types(contract))
+            dtypes = contract.dtypes(contract.columns)
+            current = read_all(path, dtypes, _types(contract), _keys(contract))
         else:
             current = pl.DataFrame(schema=contract.dtypes(contract.columns))
         keys = list(batch.keys)
@@ -216,7 +219,7 @@ class FilesConnector:
                 if not here.any():
                     continue
                 found = found | here
-                current = read_all(part, dtypes, _types(contract))
+                current = read_all(part, dtypes, _types(contract), _keys(contract))
                 current = current.update(
                     _conform(update.filter(here), current.schema),
                     on=keys,
@@ -359,13 +362,23 @@ def _types(contract: Contract) -> dict[str, str]:
     return {c: contract.column(c).type for c in contract.columns}
 
 
+def _keys(contract: Contract) -> list[str]:
+    """The key columns a record of a file that is rewritten cannot lack (a rewrite finds the
+    records it updates by them)."""
+    return [k for k in contract.keys if not contract.column(k).nullable]
+
+
 def read_all(
-    path: Path, dtypes: dict[str, pl.DataType], types: Mapping[str, str] | None = None
+    path: Path,
+    dtypes: dict[str, pl.DataType],
+    types: Mapping[str, str] | None = None,
+    keys: Sequence[str] = (),
 ) -> pl.DataFrame:
     """The whole file, every column, so a rewrite keeps columns p2c-etl does not map.
 
     Read exactly or refused: a value that cannot be (text that is not UTF-8, a value not of
-    its contract type, a number outside the contract that only a float could hold) is a
+    its contract type, a number outside the contract that only a float could hold; in JSON
+    Lines, a line that is not one JSON object, or one without a column of `keys`) is a
     ConnectorError naming the file, line and column, and the file is not rewritten."""
     types = types or {c: str(t) for c, t in dtypes.items()}
     try:
@@ -374,7 +387,7 @@ def read_all(
         elif path.suffix == ".csv":
             frame = _csv_whole(path)
         else:
-            frame = _jsonl_whole(path, dtypes, types)
+            frame = _jsonl_whole(path, dtypes, types, keys)
     except ConfigError as exc:
         raise ConnectorError(f"{exc}; the file is not rewritten") from None
     except (OSError, pl.exceptions.PolarsError, pa.ArrowException) as exc:
@@ -394,39 +407,133 @@ def _csv_whole(path: Path) -> pl.DataFrame:
 
 
 def _jsonl_whole(
-    path: Path, dtypes: dict[str, pl.DataType], types: Mapping[str, str]
+    path: Path, dtypes: dict[str, pl.DataType], types: Mapping[str, str], keys: Sequence[str]
 ) -> pl.DataFrame:
     # The contract's columns exactly, as a flow reads them (a key no line holds is nulls).
-    for _, bad in jsonl_batches(path, list(dtypes), dtypes, types, required=False):
+    batches = jsonl_batches(path, list(dtypes), dtypes, types, required=False, keys=keys)
+    for _, bad in batches:
         if bad.height:
             raise ConnectorError(f"{unreadable(path, bad)}; the file is not rewritten")
     as_read = {c: pl.String() if t.is_temporal() else t for c, t in dtypes.items()}
     schema = pl.DataFrame(schema=as_read).to_arrow().schema
-    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    data = path.read_bytes().removeprefix(_BOM)
     if not data.strip():
         return _frame(schema.empty_table())
-    try:
-        table = pajson.read_json(pa.BufferReader(data), parse_options=options)
-    except pa.ArrowInvalid as exc:
-        if "straddl" not in str(exc):
-            raise
-        # A line longer than pyarrow's parse block: the whole file as one block.
-        block = pajson.ReadOptions(block_size=min(len(data) + 1, (1 << 31) - 1))
-        table = pajson.read_json(pa.BufferReader(data), read_options=block, parse_options=options)
+    table = _whole_table(path, data, schema)
     try:  # the columns outside the contract are kept as they are, so they must be text too
         table.validate(full=True)
     except pa.ArrowInvalid:
         _utf8_or_refuse(path)
         raise
+    # pyarrow reads text that looks like a date or a time as a timestamp, which would be
+    # written back in another form ("2026-01-01" as "2026-01-01 00:00:00"): read it as text.
+    as_text = pa.schema([pa.field(f.name, _as_text(f.type)) for f in table.schema])
+    if not as_text.equals(table.schema):
+        table = _whole_table(path, data, as_text)
     for field in table.schema:
         if field.name not in dtypes and _holds_float(field.type):
             raise ConnectorError(
-                f"{path}: column {field.name}: not in the contract, and holds numbers with "
-                "a fraction that only a float could hold; a rewrite could change them, so "
-                "the file is not rewritten"
+                f"{path}: column {field.name}: not in the contract, and holds numbers that "
+                "only a float could hold (with a fraction, or beyond 64-bit integers); a "
+                "rewrite could change them, so the file is not rewritten"
             )
     return _frame(table)
+
+
+def _whole_table(path: Path, data: bytes, schema: pa.Schema) -> pa.Table:
+    """Every line of `data`, the columns of `schema` as it types them, any other inferred."""
+    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+    try:
+        try:
+            return pajson.read_json(pa.BufferReader(data), parse_options=options)
+        except pa.ArrowInvalid as exc:
+            if "straddl" not in str(exc):
+                raise
+        # A line longer than pyarrow's parse block: the whole file as one block.
+        block = pajson.ReadOptions(block_size=min(len(data) + 1, (1 << 31) - 1))
+        return pajson.read_json(pa.BufferReader(data), read_options=block, parse_options=options)
+    except pa.ArrowInvalid as exc:
+        raise ConnectorError(_unkept(path, data, exc)) from None
+
+
+def _as_text(kind: pa.DataType) -> pa.DataType:
+    """`kind` with every date, time or timestamp in it (inferred from text) as text."""
+    if pa.types.is_temporal(kind):
+        return pa.string()
+    if pa.types.is_struct(kind):
+        fields = [kind.field(i) for i in range(kind.num_fields)]
+        return pa.struct([pa.field(f.name, _as_text(f.type), f.nullable) for f in fields])
+    if pa.types.is_list(kind):
+        return pa.list_(_as_text(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_as_text(kind.value_type))
+    return kind
+
+
+class _Pairs(list[tuple[str, object]]):
+    """A JSON object as the list of its (key, value) pairs: a key held twice is seen."""
+
+
+class _Fraction(str):
+    """A JSON number with a fraction or exponent, as written."""
+
+
+def _unkept(path: Path, data: bytes, exc: pa.ArrowInvalid) -> str:
+    """The one-line refusal of a file pyarrow cannot read whole: the first line that cannot be
+    kept as written, and why, where one is to be found."""
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        why = _unkeepable(line) if line.strip(b" \t\r") else None
+        if why:
+            return f"{path}: line {number}: {why}; the file is not rewritten"
+    detail = re.sub(r" in row \d+$", "", _first_line(exc).removeprefix("JSON parse error: "))
+    return f"{path}: cannot read: {detail}; the file is not rewritten"
+
+
+def _unkeepable(line: bytes) -> str | None:
+    try:
+        record = json.loads(
+            line.decode("utf-8", "surrogateescape"), object_pairs_hook=_Pairs, parse_float=_Fraction
+        )
+    except ValueError as exc:
+        return f"not valid JSON: {exc}"
+    if not isinstance(record, _Pairs):
+        return "not a JSON object"
+    twice = _twice(record)
+    if twice:
+        return f"column {twice}: appears twice in one object"
+    for name, value in record:
+        why = _unkept_value(name) or _unkept_value(value)
+        if why:
+            return f"column {name}: {why}"
+    return None
+
+
+def _twice(pairs: _Pairs) -> str | None:
+    names = [name for name, _ in pairs]
+    return next((name for name in names if names.count(name) > 1), None)
+
+
+def _unkept_value(value: object) -> str | None:
+    """Why pyarrow cannot read a JSON value, or None."""
+    if isinstance(value, _Fraction):
+        return f"{value} is too large for any number type" if math.isinf(float(value)) else None
+    if isinstance(value, str):
+        lone = _SURROGATE.search(value)
+        if lone is None:
+            return None
+        if 0xDC80 <= ord(lone.group()) <= 0xDCFF:  # a byte that is not UTF-8, decoded
+            return "the line is not UTF-8 text"
+        return f"holds \\u{ord(lone.group()):04x}, a lone surrogate escape: no character"
+    if isinstance(value, _Pairs):
+        twice = _twice(value)
+        if twice:
+            return f"{twice} appears twice in one object"
+        return next(
+            (why for name, v in value if (why := _unkept_value(name) or _unkept_value(v))), None
+        )
+    if isinstance(value, list):
+        return next((why for v in value if (why := _unkept_value(v))), None)
+    return None
 
 
 def _holds_float(kind: pa.DataType) -> bool:
@@ -524,6 +631,24 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             entry.unlink()
             removed.append(entry)
     return removed
+
+
+def _jsonl_keys(path: Path) -> set[str]:
+    """The keys the JSON objects of a JSON Lines file hold. A line that is not one (not JSON,
+    not UTF-8, not an object) is a bad record of a read, not a sign of drift: it names none."""
+    keys: set[str] = set()
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.removeprefix(_BOM) if number == 1 else line
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text.decode("utf-8", "surrogateescape"))
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                keys.update(record)
+    return keys
 
 
 def _first_line_of(path: Path) -> int:

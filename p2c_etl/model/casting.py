@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import time
 
 import polars as pl
 
@@ -18,6 +19,17 @@ from p2c_etl.model.rejects import LINE, REJECT_SCHEMA, ROW, RejectReason, empty_
 _TRUE = ("true", "yes", "1")
 _FALSE = ("false", "no", "0")
 _WIDE = pl.Decimal(38, 18)
+_DAY_TIMES = (time(0), time(12))
+"""The times of day a date-time may have and still be a date: midnight UTC (how Dataverse
+returns a date-only value, `2026-10-05T00:00:00Z`) and noon UTC (how Finance and Operations
+serves a date field over OData, `2026-10-05T12:00:00Z`). Any other time is not a date: dropping
+it would change the value (`2026-10-05T23:30:00+05:00` is 18:30 UTC)."""
+_DATE_TEXT = (
+    r"^(\d{4}-\d{2}-\d{2})"
+    r"(?:[Tt ](?:00|12):00(?::00(?:\.0+)?)?(?:[Zz]|[+-]00(?::?00)?)?)?$"
+)
+"""A date as text: `2026-10-05`, or a date-time on it at one of `_DAY_TIMES` (UTC: `Z`, an
+offset of zero, or none, as a date-time column reads a time without an offset)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,10 @@ def _held(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> tuple[pl.E
 
 
 def _value(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
+    if source.is_nested() or isinstance(source, pl.Object):
+        return pl.lit(None, dtype=target)  # an object or a list is no scalar of any type
+    if source == pl.Boolean and (target.is_numeric() or isinstance(target, pl.Decimal)):
+        return pl.lit(None, dtype=target)  # a flag is not the number 0 or 1
     if source == pl.String and target == pl.Boolean:
         folded = expr.str.to_lowercase()
         return pl.when(folded.is_in(_TRUE)).then(True).when(folded.is_in(_FALSE)).then(False)
@@ -91,8 +107,11 @@ def _value(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
         whole = expr.cast(target, strict=False)  # which truncates: 12.5 is not a valid int
         return pl.when(whole.cast(source) == expr).then(whole)
     if source == pl.String and target == pl.Date:
-        # A date, or the date part of an OData DateTimeOffset ("2026-03-01T12:00:00Z").
-        return expr.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False)
+        # A date, or a date-time that is one (`_DAY_TIMES`): never the date part of any text.
+        return expr.str.extract(_DATE_TEXT, 1).str.to_date("%Y-%m-%d", strict=False)
+    if isinstance(source, pl.Datetime) and target == pl.Date:
+        utc = expr.dt.convert_time_zone("UTC") if source.time_zone else expr  # naive: UTC
+        return pl.when(utc.dt.time().is_in(_DAY_TIMES)).then(utc.dt.date())
     if source == pl.String and isinstance(target, pl.Datetime):
         return expr.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
     return expr.cast(target, strict=False)
@@ -163,16 +182,39 @@ def coerce(
 def _reject_rows(
     frame: pl.DataFrame, failed: pl.Expr, name: str, reason: RejectReason, what: str
 ) -> pl.DataFrame:
+    text = as_text(pl.col(name), frame.schema[name])
     return (
         frame.filter(failed)
         .select(
             ROW,
             pl.lit(name).alias("field"),
             pl.lit(reason).alias("reason"),
-            pl.col(name).cast(pl.String).alias("value"),
-            pl.format("{} '{}' {}", pl.lit(name), pl.col(name).cast(pl.String), pl.lit(what)).alias(
-                "message"
-            ),
+            text.alias("value"),
+            pl.format("{} '{}' {}", pl.lit(name), text, pl.lit(what)).alias("message"),
         )
         .cast(REJECT_SCHEMA)
     )
+
+
+def as_text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A value as a reject shows it: an object or a list as JSON (`{"a":"x"}`, not the
+    `{"x"}` of polars' cast), bytes not at all (they are no text), anything else as text."""
+    if dtype.is_nested():
+        if _holds_bytes(dtype):
+            return pl.lit(None, dtype=pl.String)
+        wrapped = pl.struct(expr.alias("v")).struct.json_encode()  # {"v":…}: JSON for any type
+        return pl.when(expr.is_not_null()).then(
+            wrapped.str.strip_prefix('{"v":').str.strip_suffix("}")
+        )
+    if dtype == pl.Binary or isinstance(dtype, pl.Object):
+        return pl.lit(None, dtype=pl.String)
+    return expr.cast(pl.String)
+
+
+def _holds_bytes(dtype: object) -> bool:
+    """Whether `dtype` is or holds bytes (or Python objects), which JSON cannot show."""
+    if isinstance(dtype, pl.Struct):
+        return any(_holds_bytes(field.dtype) for field in dtype.fields)
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return _holds_bytes(dtype.inner)
+    return dtype == pl.Binary or isinstance(dtype, pl.Object) or "Binary" in str(dtype)

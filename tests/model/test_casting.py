@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import polars as pl
@@ -79,3 +80,81 @@ def test_coerce_makes_a_reject_per_value_and_typed_frame_names_the_line(
     ]
     with pytest.raises(ConnectorError, match=r"f\.csv: line 3: column statecode: 0\.9"):
         typed_frame(frame.drop(ROW), contract.dtypes(["statecode"]), "f.csv", first_line=2)
+
+
+# --- a date-time is a date only at midnight or noon UTC (review finding 9) -----------------
+
+
+def test_a_date_time_in_text_is_a_date_only_at_midnight_or_noon_utc() -> None:
+    day = date(2026, 10, 5)
+    rows = cast(
+        [
+            "2026-10-05",
+            "2026-10-05T00:00:00Z",  # how Dataverse returns a date-only value
+            "2026-10-05T00:00:00.000+00:00",
+            "2026-10-05T12:00:00Z",  # how F&O's OData serves a date field
+            "2026-10-05T13:45:00",
+            "2026-10-05T23:30:00+05:00",  # 18:30 UTC
+            "2026-10-05T00:00:00+05:00",  # the day before, in UTC
+            "2026-10-05T00:00:00.5Z",
+            "2026-10-05garbage",  # was 2026-10-05: the first 10 characters were read
+            "2026-02-30",
+            None,
+        ],
+        pl.String(),
+        pl.Date(),
+    )
+    assert rows == [(day, False, False)] * 4 + [(None, True, False)] * 6 + [(None, False, False)]
+
+
+def test_a_timestamp_is_a_date_only_at_midnight_or_noon_utc() -> None:
+    stamps = [datetime(2026, 10, 5, h, m, s) for h, m, s in [(0, 0, 0), (12, 0, 0), (13, 45, 0)]]
+    expected = [(date(2026, 10, 5), False, False)] * 2 + [(None, True, False)]
+    assert cast(stamps, pl.Datetime("us"), pl.Date()) == expected
+    assert cast(stamps, pl.Datetime("ms", "UTC"), pl.Date()) == expected
+    paris = pl.Series([datetime(2026, 10, 5, 2, tzinfo=UTC)]).dt.convert_time_zone("Europe/Paris")
+    frame = pl.DataFrame({"x": paris})  # 04:00 in Paris is 02:00 UTC: no date
+    c = exact_cast(pl.col("x"), paris.dtype, pl.Date())
+    assert frame.select(c.value.alias("v"), c.invalid.alias("i")).row(0) == (None, True)
+
+
+def test_coerce_and_typed_frame_refuse_a_date_time_in_a_date_column(
+    contracts: ContractSet,
+) -> None:
+    contract = contracts.get("crm", "quotes")
+    frame = pl.DataFrame({ROW: [0, 1], "requestdeliveryby": ["2026-10-05T13:45:00", "2026-10-05"]})
+    typed, rejects = coerce(frame, contract, ["requestdeliveryby"])
+    assert typed["requestdeliveryby"].to_list() == [None, date(2026, 10, 5)]
+    assert rejects.select(ROW, "field", "reason", "value").rows() == [
+        (0, "requestdeliveryby", "wrong_type", "2026-10-05T13:45:00")
+    ]
+    with pytest.raises(ConnectorError, match=r"t\.jsonl: line 1: column requestdeliveryby"):
+        typed_frame(frame.drop(ROW), contract.dtypes(["requestdeliveryby"]), "t.jsonl")
+
+
+# --- a flag is no number, an object or a list no text (review findings 3, 15) -------------
+
+
+def test_a_flag_is_no_number() -> None:
+    assert cast([False, True, None], pl.Boolean(), pl.Int64()) == [
+        (None, True, False),
+        (None, True, False),
+        (None, False, False),
+    ]
+    assert cast([True], pl.Boolean(), pl.Decimal(19, 4)) == [(None, True, False)]
+    assert cast([True], pl.Boolean(), pl.Boolean()) == [(True, False, False)]
+
+
+def test_an_object_or_a_list_is_no_text_and_its_reject_shows_it_as_json(
+    contracts: ContractSet,
+) -> None:
+    contract = contracts.get("crm", "accounts")
+    frame = pl.DataFrame(
+        {ROW: [0, 1], "name": [{"a": "x"}, None], "description": [["p", "Ünïcode"], None]}
+    )
+    typed, rejects = coerce(frame, contract, ["name", "description"])
+    assert typed.select("name", "description").rows() == [(None, None), (None, None)]
+    assert sorted(rejects.select(ROW, "field", "reason", "value").rows()) == [
+        (0, "description", "wrong_type", '["p","Ünïcode"]'),
+        (0, "name", "wrong_type", '{"a":"x"}'),  # not '{"x"}', as polars casts a struct
+    ]
