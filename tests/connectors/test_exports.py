@@ -81,7 +81,7 @@ def test_parquet_rows_are_numbered_and_a_missing_column_is_a_clear_error(
         {
             "accountid": [f"{ID}01", f"{ID}02"],
             "accountnumber": ["A1", "A2"],
-            "statecode": ["0", "seven"],
+            "statecode": [0.0, 0.5],
             "numberofemployees": [1, 2],
         }
     ).write_parquet(path)
@@ -103,7 +103,7 @@ def test_a_quote_left_open_to_the_end_of_the_file_is_a_reject(
     )
     good, bad = _read(path, contracts)
     assert good == [("A1", 2)]
-    assert bad == [(3, "broken_quoting")]
+    assert bad == [(3, "broken_quoting"), (4, "broken_quoting")]  # line 4 was swallowed
     # A value over several lines with its quotes closed is no such case.
     path.write_text(
         "accountid,accountnumber,statecode,numberofemployees\n"
