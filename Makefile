@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/diff_bench.py
 	$(BIN)/python bench/http_bench.py
 	$(BIN)/python bench/migrate_bench.py
+	$(BIN)/python bench/nightly_bench.py --accounts 100000 --growth-accounts 10000
 
 clean:
 	rm -rf $(VENV) p2c-demo build dist .pytest_cache .mypy_cache .ruff_cache

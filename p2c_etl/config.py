@@ -6,6 +6,7 @@ with a one-line message naming the file and the key.
 
     [warehouse]
     path = "p2c.duckdb"          # default
+    keep_days = 30               # default: runs older are pruned after each run
 
     [systems.crm]
     kind = "files"               # files | dataverse | finops
@@ -137,6 +138,9 @@ class Settings:
     tolerances: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     alerts: AlertSettings = field(default_factory=AlertSettings)
     """`[reconcile.tolerances]`: column → largest difference that still agrees (default exact)."""
+    keep_days: int = 30
+    """`[warehouse] keep_days`: the runs of the last N days are kept; older ones are pruned
+    at the end of every run."""
 
     @property
     def company(self) -> str:
@@ -235,7 +239,13 @@ def _settings(
             f"{path}: 'money.rounding' must be one of {', '.join(ROUNDINGS)}, got {rounding!r}"
         )
     warehouse = top.table("warehouse")
-    warehouse.only("path")
+    warehouse.only("path", "keep_days")
+    keep_days = warehouse.get("keep_days", int, 30)
+    if keep_days < 1:
+        raise ConfigError(
+            f"{path}: 'warehouse.keep_days' must be a whole number of days, 1 or more, "
+            f"got {keep_days!r}"
+        )
     report = top.table("report")
     report.only("dir")
     systems = top.table("systems", required=True)
@@ -250,6 +260,7 @@ def _settings(
         rounding=rounding,
         tolerances=MappingProxyType({k: str(v) for k, v in tolerances.data.items()}),
         alerts=_alerts(top.table("alerts"), env),
+        keep_days=keep_days,
     )
 
 

@@ -1,4 +1,4 @@
-"""`p2c history` (recent runs) and `p2c prune` (drop old snapshots)."""
+"""`p2c history` (recent runs) and `p2c prune` (prune old runs now)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,16 @@ from p2c_etl.jobs.history import prune_runs, recent_runs
 @click.option(
     "--keep-days",
     type=click.IntRange(min=0),
-    required=True,
-    help="Keep the snapshots of runs of the last N days.",
+    help="Keep the runs of the last N days [default: [warehouse] keep_days, 30].",
 )
 @errors_exit
-def prune(config_path: Path, keep_days: int) -> None:
-    """Remove old snapshots; the runs ledger and every reconciliation are kept."""
-    runs, tables = prune_runs(settings_from(config_path), keep_days)
-    click.echo(f"Pruned {runs} runs older than {keep_days} days: {tables} snapshot tables dropped.")
+def prune(config_path: Path, keep_days: int | None) -> None:
+    """Prune old runs (every run does it after it ends); the runs ledger, migrations and
+    reconciliations are kept, and the file shrinks when most of it is free space."""
+    settings = settings_from(config_path)
+    days = settings.keep_days if keep_days is None else keep_days
+    runs, tables = prune_runs(settings, days)
+    click.echo(f"Pruned {runs} runs older than {days} days: {tables} per-run tables dropped.")
 
 
 @click.command()

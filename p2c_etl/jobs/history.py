@@ -45,7 +45,7 @@ def recent_runs(settings: Settings, limit: int) -> History:
 
 
 def prune_runs(settings: Settings, keep_days: int) -> tuple[int, int]:
-    """Drop the snapshots of runs older than `keep_days`: (runs pruned, tables dropped)."""
+    """Prune the runs older than `keep_days` (`Warehouse.prune`): (runs pruned, tables dropped)."""
     before = datetime.now(UTC) - timedelta(days=keep_days)
     with open_warehouse(settings) as wh:
         return wh.prune(before)

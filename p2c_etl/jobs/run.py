@@ -8,7 +8,10 @@ then the report, then the ledger entry is closed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import timedelta
+
+import polars as pl
 
 from p2c_etl.config import Settings, SystemName
 from p2c_etl.connectors.base import Connector
@@ -30,10 +33,27 @@ from p2c_etl.model.flow import Context, Flow
 from p2c_etl.model.summary import FlowCounts, RunMode, RunStatus, RunSummary, status_of
 from p2c_etl.resources import contracts_dir
 from p2c_etl.stages.compare import compare_flow
-from p2c_etl.stages.extract import extract_flow
+from p2c_etl.stages.extract import (
+    EntityReads,
+    extract_flow,
+    flow_entities,
+    source_frames,
+    target_frame,
+)
 from p2c_etl.stages.load import load_flow
-from p2c_etl.stages.prepare import prepare_flow
+from p2c_etl.stages.prepare import PrepareInfo, compute_rows, save_rows
 from p2c_etl.stages.report import build_report_data, write_report
+from p2c_etl.stages.settle import (
+    Plan,
+    context_print,
+    fingerprint,
+    keep_settled,
+    plan_rows,
+    remember,
+    settled_counts,
+    settled_outcomes,
+    settled_run,
+)
 from p2c_etl.warehouse.lock import RunLock
 from p2c_etl.warehouse.store import Warehouse
 
@@ -74,6 +94,8 @@ def _run(
     started = clock()
     run_id = run_id or new_run_id(started)
     context = {"company": settings.company, "rounding": settings.rounding}
+    # every column any enabled flow reads, so that the mirrors keep their shape from run to run
+    reads = EntityReads(connectors, [*selected, *select_flows(settings, contracts)])
     with RunLock(settings.warehouse_path, f"p2c {mode} {run_id}"):
         with open_warehouse(settings) as wh:
             wh.fail_stale_runs()
@@ -93,9 +115,13 @@ def _run(
                             wh,
                             run_id,
                             flow,
-                            connectors,
-                            contracts,
-                            context,
+                            FlowRun(
+                                connectors,
+                                reads,
+                                contracts,
+                                context,
+                                repr(settings.flow(flow.name)),
+                            ),
                             dry_run,
                             clock,
                             progress,
@@ -176,6 +202,7 @@ def close_run(
     data = build_report_data(wh, run, selected, settings.company, ended.isoformat())
     html, js = write_report(data, settings.report_dir)
     wh.finish_run(run_id, status, ended, report=(str(html), str(js)), error=error)
+    wh.prune(ended - timedelta(days=settings.keep_days))  # `[warehouse] keep_days`
     return RunSummary(
         run_id=run_id,
         mode=mode,
@@ -188,34 +215,94 @@ def close_run(
     )
 
 
+@dataclass(frozen=True)
+class FlowRun:
+    """What every flow of a run shares: the connectors, the run's reads, the contracts and
+    context, and the flow's own settings (as text, for its fingerprint)."""
+
+    connectors: dict[SystemName, Connector]
+    reads: EntityReads
+    contracts: ContractSet
+    context: Context
+    settings: str
+
+
+def _prepare(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    shared: FlowRun,
+    planned: Sequence[Flow],
+    plan: Plan | None,
+) -> tuple[PrepareInfo, pl.DataFrame | None, Plan | None]:
+    """Prepare the rows `plan` says to compute (all without one); a settled row whose target
+    key a computed row stages too is computed with it. Stores the prepared rows."""
+    reads, context, contracts = shared.reads, shared.context, shared.contracts
+    ords = plan.ords if plan else None
+    frames = source_frames(wh, flow, reads, context, ords)
+    prepared, outcomes = compute_rows(wh, run_id, flow, frames, contracts, context, planned)
+    if plan is not None and plan.ords is not None:
+        again = outcomes is None  # rows that cannot be told apart: every row, every time
+        if outcomes is None:
+            plan = plan.every_row()
+        elif (twins := plan.twins(outcomes)).len():
+            plan, again = plan.without(twins), True
+        if again:
+            frames = source_frames(wh, flow, reads, context, plan.ords)
+            prepared, outcomes = compute_rows(wh, run_id, flow, frames, contracts, context)
+    del frames
+    save_rows(wh, run_id, flow, prepared)
+    return prepared.info, outcomes, plan
+
+
 def _run_flow(
     wh: Warehouse,
     run_id: str,
     flow: Flow,
-    connectors: dict[SystemName, Connector],
-    contracts: ContractSet,
-    context: Context,
+    shared: FlowRun,
     dry_run: bool,
     clock: Clock,
     progress: Progress,
     planned: Sequence[Flow] = (),
 ) -> FlowCounts:
     stage = "extract"
+    reads, context = shared.reads, shared.context
     try:
         progress(f"{flow.name}: extracting {flow.source} and {flow.target}")
-        extract_flow(wh, run_id, flow, connectors, context, clock)
+        extract_flow(wh, run_id, flow, reads, context, clock)
+        print_ = None
+        if not dry_run:  # a dry run plans on what earlier flows would write: never settled
+            versions = reads.versions(flow_entities(flow))
+            print_ = fingerprint(flow, shared.settings, context, versions)
+            origin = settled_run(wh, flow, print_)
+            if origin is not None:
+                counts = settled_counts(wh, run_id, flow, origin)
+                progress(
+                    f"{flow.name}: nothing it reads changed since run {origin}: "
+                    f"{counts.unchanged} unchanged, {counts.rejected} rejected as then"
+                )
+                return counts
         stage = "prepare"
-        prepared = prepare_flow(wh, run_id, flow, contracts, context, planned)
+        plan = None
+        if not dry_run:
+            here = context_print(wh, flow, reads, shared.settings, context)
+            plan = plan_rows(wh, flow, reads, context, here)
+        prepared, outcomes, plan = _prepare(wh, run_id, flow, shared, planned, plan)
         stage = "compare"
-        compared = compare_flow(wh, run_id, flow)
+        keys = outcomes["target_key"] if outcomes is not None else None
+        ords = plan.target_ords(keys) if plan and keys is not None else None
+        target = target_frame(wh, flow, reads, context, ords)
+        compared = compare_flow(wh, run_id, flow, target)
+        del target
+        settled = (plan.unchanged, plan.filtered) if plan else (0, 0)
         counts = FlowCounts(
             flow=flow.name,
-            source_rows=prepared.source_rows,
-            filtered_out=prepared.filtered_out,
+            source_rows=prepared.source_rows + sum(settled),
+            filtered_out=prepared.filtered_out + settled[1],
             rejected=prepared.rejected + compared.rejected,
             inserted=compared.inserts,
             updated=compared.updates,
-            unchanged=compared.unchanged,
+            unchanged=compared.unchanged + settled[0],
             target_only=compared.target_only,
         )
         if not dry_run:
@@ -224,10 +311,20 @@ def _run_flow(
                 f"{flow.name}: writing {compared.inserts + compared.updates} records "
                 f"to {flow.target}"
             )
-            loaded = load_flow(wh, run_id, flow, connectors[flow.target.system], clock)
+            connector = shared.connectors[flow.target.system]
+            loaded = load_flow(wh, run_id, flow, connector, clock)
+            if compared.inserts + compared.updates:
+                reads.written(flow.target.system, flow.target.entity)
             counts = replace(
                 counts, inserted=loaded.inserted, updated=loaded.updated, failed=loaded.failed
             )
+            quiet = compared.inserts + compared.updates == 0 and loaded.failed == 0
+            if plan is not None:
+                done = None
+                if outcomes is not None:
+                    done = settled_outcomes(outcomes, compared.written, compared.doubled)
+                keep_settled(wh, flow, plan, done, run_id)
+            remember(wh, flow, print_ if quiet else None, run_id)
     except P2CError as exc:
         raise StageError(stage, flow.name, run_id, exc) from exc
     except Exception as exc:  # a bug: the run fails naming the stage and flow, and goes on

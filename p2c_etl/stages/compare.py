@@ -4,12 +4,12 @@ The diff itself is `stages.diff`, pure polars."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import polars as pl
 
 from p2c_etl.model.flow import Flow
-from p2c_etl.model.keys import record_key
+from p2c_etl.model.keys import folded_record_key, record_key
 from p2c_etl.model.rejects import KEY, ROW
 from p2c_etl.stages.diff import (
     CHANGED,
@@ -21,7 +21,6 @@ from p2c_etl.stages.diff import (
     folded_twins,
     respell_keys,
 )
-from p2c_etl.stages.extract import target_name
 from p2c_etl.stages.prepare import claimed_table, staged_table
 from p2c_etl.warehouse.store import Warehouse
 
@@ -33,12 +32,16 @@ class CompareInfo:
     unchanged: int
     target_only: int
     rejected: int = 0
+    written: pl.Series = field(default_factory=lambda: pl.Series("key", [], dtype=pl.String))
+    """The target keys to insert or update, folded as the target compares keys."""
+    doubled: pl.Series = field(default_factory=lambda: pl.Series(ROW, [], dtype=pl.Int64))
+    """`__row` of the staged rows rejected as duplicate keys."""
 
 
-def compare_flow(wh: Warehouse, run_id: str, flow: Flow) -> CompareInfo:
-    """Diff the staged rows against the target snapshot; store every change."""
+def compare_flow(wh: Warehouse, run_id: str, flow: Flow, target: pl.DataFrame) -> CompareInfo:
+    """Diff the staged rows against the target (in the flow's scope, as this run read it:
+    `extract.target_frame`); store every change."""
     staged = wh.read_table(staged_table(run_id, flow))
-    target = wh.snapshot(run_id, target_name(flow))
     claimed = wh.read_table(claimed_table(run_id, flow))
     compared = compare_frames(run_id, flow, staged, target, claimed)
     with wh.transaction():
@@ -106,6 +109,10 @@ def compare_frames(
             unchanged=result.unchanged,
             target_only=result.count("target_only"),
             rejected=rejects.height,
+            written=result.changes.filter(pl.col(KIND).is_in(["insert", "update"])).select(
+                folded_record_key(keys).alias("key")
+            )["key"],
+            doubled=rejects["source_row"],
         ),
         restaged=respelt or rejects.height > 0,
     )

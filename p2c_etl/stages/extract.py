@@ -1,130 +1,273 @@
-"""Extract: full snapshots of a flow's source, its target and the reference data it looks up.
+"""Extract: bring the mirrors of a flow's source, target, references and inputs up to date.
+
+A run reads each entity set once (`EntityReads`), with every column any of its flows needs,
+and updates the entity set's mirror in place (`warehouse.mirror`); the flows that need it
+later in the run read the mirror. An entity set a flow writes is read again by the next flow
+that needs it.
 
 Source records that cannot be read exactly (a broken CSV line, text that is not UTF-8, a value
-not of its type) are kept beside the source snapshot as its bad rows, for prepare to turn into
-rejects; target, reference and input data that cannot be read exactly stop the flow."""
+not of its type) are kept for the run as the entity set's bad rows, for prepare to turn into
+rejects; a target, reference or input entity set with such records stops the flow."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 
 from p2c_etl.config import SystemName
-from p2c_etl.connectors.badrows import SOURCE_BAD_SCHEMA
+from p2c_etl.connectors.badrows import SOURCE_BAD_SCHEMA, SOURCE_FILE, unreadable
 from p2c_etl.connectors.base import Connector
+from p2c_etl.errors import ConnectorError
 from p2c_etl.model.flow import Context, Flow, Input
 from p2c_etl.stages.transform import filters_expr
+from p2c_etl.warehouse.mirror import Mirrored, mirror_digest, read_mirror, update_mirror
 from p2c_etl.warehouse.store import Warehouse
+
+Entity = tuple[SystemName, str]
 
 
 @dataclass(frozen=True)
 class ExtractInfo:
     source_rows: int
     target_rows: int
+    """Records of the target entity set (all of it: the flow's scope is applied later)."""
     bad_source_rows: int = 0
     """Bad rows of the source (a record with several bad values has several)."""
 
 
-def source_name(flow: Flow) -> str:
-    return f"{flow.name}.source"
+@dataclass(frozen=True)
+class Read:
+    """One read of an entity set in a run: its mirror, and its bad rows."""
+
+    mirrored: Mirrored
+    bad: pl.DataFrame
+    columns: tuple[str, ...]
+    maybe_missing: bool
+    """Read with `missing_ok` and found empty: perhaps the entity set does not exist."""
 
 
-def source_bad_name(flow: Flow) -> str:
-    return f"{flow.name}.source.bad"
+def target_columns(flow: Flow) -> list[str]:
+    names = [*flow.target_columns, *([flow.target_id] if flow.target_id else [])]
+    return list(dict.fromkeys([*names, *(f.column for f in flow.target_filters)]))
 
 
-def source_bad(wh: Warehouse, run_id: str, flow: Flow) -> pl.DataFrame:
-    """The bad rows of the flow's source in run `run_id` (SOURCE_BAD_SCHEMA)."""
-    try:
-        return wh.snapshot(run_id, source_bad_name(flow))
-    except KeyError:  # a run extracted before bad rows were kept
-        return pl.DataFrame(schema=SOURCE_BAD_SCHEMA)
-
-
-def target_name(flow: Flow) -> str:
-    return f"{flow.name}.target"
-
-
-def reference_name(flow: Flow, system: str, entity: str) -> str:
-    return f"{flow.name}.ref.{system}.{entity}"
-
-
-def extract_flow(
-    wh: Warehouse,
-    run_id: str,
-    flow: Flow,
-    connectors: Mapping[SystemName, Connector],
-    context: Context,
-    now: Callable[[], datetime],
-) -> ExtractInfo:
-    """Snapshot source (and its bad rows), target (in the flow's target scope) and references
-    into the warehouse."""
-    bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
-    source_pages = connectors[flow.source.system].pages(
-        flow.source.entity, flow.source_columns, on_bad=bad.append
-    )
-    taken = now()
-    source_rows = wh.save_snapshot_pages(
-        run_id, source_name(flow), flow.source.system, flow.source.entity, source_pages, taken
-    )
-    bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
-    wh.save_snapshot(  # taken with the source, in the same read
-        run_id, source_bad_name(flow), flow.source.system, flow.source.entity, bad_rows, taken
-    )
-    target_columns = [*flow.target_columns, *([flow.target_id] if flow.target_id else [])]
-    target_columns += [f.column for f in flow.target_filters]
-    target_columns = list(dict.fromkeys(target_columns))
-    scope = filters_expr(flow.target_filters, context)
-    target_pages = connectors[flow.target.system].pages(
-        flow.target.entity, target_columns, missing_ok=True
-    )
-    target_rows = wh.save_snapshot_pages(
-        run_id,
-        target_name(flow),
-        flow.target.system,
-        flow.target.entity,
-        (page.filter(scope) for page in target_pages),
-        now(),
-    )
-    for (system, entity), columns in _reference_columns(flow).items():
-        # The target system's entity sets may not exist yet: nothing has been written there.
-        ref = connectors[system].snapshot(entity, columns, missing_ok=system == flow.target.system)
-        wh.save_snapshot(run_id, reference_name(flow, system, entity), system, entity, ref, now())
-    for item in flow.inputs:
-        if (item.system, item.entity) == (flow.source.system, flow.source.entity):
-            # The flow's own source (all lines of a header): read once, not twice.
-            frame = wh.snapshot(run_id, source_name(flow)).select(item.columns)
-        else:
-            frame = connectors[item.system].snapshot(item.entity, item.columns)
-        frame = frame.filter(filters_expr(item.filters, context))
-        wh.save_snapshot(run_id, input_name(flow, item), item.system, item.entity, frame, now())
-    return ExtractInfo(
-        source_rows=source_rows, target_rows=target_rows, bad_source_rows=bad_rows.height
-    )
-
-
-def _reference_columns(flow: Flow) -> dict[tuple[SystemName, str], list[str]]:
+def reference_columns(flow: Flow) -> dict[Entity, list[str]]:
     """Per reference entity set, the columns every lookup of `flow` on it needs."""
-    columns: dict[tuple[SystemName, str], list[str]] = {}
+    columns: dict[Entity, list[str]] = {}
     for lookup in flow.lookups:
         names = columns.setdefault((lookup.system, lookup.entity), [])
         names.extend(c for c in lookup.columns if c not in names)
     return columns
 
 
-def input_name(flow: Flow, item: Input) -> str:
-    return f"{flow.name}.input.{item.name}"
+def flow_entities(flow: Flow) -> dict[Entity, list[str]]:
+    """Every entity set `flow` reads, with the columns it reads of each."""
+    uses: list[tuple[Entity, Iterable[str]]] = [
+        ((flow.source.system, flow.source.entity), flow.source_columns),
+        ((flow.target.system, flow.target.entity), target_columns(flow)),
+        *reference_columns(flow).items(),
+        *(((i.system, i.entity), i.columns) for i in flow.inputs),
+    ]
+    found: dict[Entity, list[str]] = {}
+    for entity, columns in uses:
+        names = found.setdefault(entity, [])
+        names.extend(c for c in columns if c not in names)
+    return found
 
 
-def inputs(wh: Warehouse, run_id: str, flow: Flow) -> dict[str, pl.DataFrame]:
-    return {item.name: wh.snapshot(run_id, input_name(flow, item)) for item in flow.inputs}
+class EntityReads:
+    """The reads of one run: each entity set once, with the columns of all `flows`, into its
+    mirror; `written` marks an entity set a flow wrote, to be read again when next needed.
+
+    `namespace` keeps the mirrors of a reconciliation (a read-only audit) apart from the
+    nightly run's."""
+
+    def __init__(
+        self,
+        connectors: Mapping[SystemName, Connector],
+        flows: Iterable[Flow],
+        namespace: str = "",
+    ) -> None:
+        self.connectors, self.namespace = connectors, namespace
+        self.columns: dict[Entity, list[str]] = {}
+        for flow in flows:
+            for entity, names in flow_entities(flow).items():
+                held = self.columns.setdefault(entity, [])
+                held.extend(c for c in names if c not in held)
+        self._reads: dict[Entity, Read] = {}
+
+    def system(self, system: SystemName) -> str:
+        """The mirror's system name (its namespace in front, for a reconciliation)."""
+        return f"{self.namespace}.{system}" if self.namespace else system
+
+    def written(self, system: SystemName, entity: str) -> None:
+        self._reads.pop((system, entity), None)
+
+    def read(
+        self,
+        wh: Warehouse,
+        run_id: str,
+        entity: Entity,
+        needs: Iterable[str],
+        now: Callable[[], datetime],
+        missing_ok: bool,
+    ) -> Read:
+        """The entity set's read of this run: made now if it was not made yet, or was
+        made when the entity set was missing and `missing_ok` is false (that read raises)."""
+        columns = self.columns.setdefault(entity, [])
+        columns.extend(c for c in needs if c not in columns)
+        done = self._reads.get(entity)
+        reusable = done is not None and not (done.maybe_missing and not missing_ok)
+        if done is not None and reusable and set(needs) <= set(done.columns):
+            return done
+        system, name = entity
+        bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
+        frame = self.connectors[system].snapshot(
+            name, columns, missing_ok=missing_ok, on_bad=bad.append
+        )
+        bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
+        digest = hashlib.sha256(bad_rows.write_csv().encode()).hexdigest()
+        mirrored = update_mirror(wh, self.system(system), name, frame, digest, run_id, now())
+        done = Read(mirrored, bad_rows, tuple(columns), missing_ok and frame.height == 0)
+        self._reads[entity] = done
+        return done
+
+    def bad(self, entity: Entity) -> pl.DataFrame:
+        """The unreadable records of the entity set in this run's read (SOURCE_BAD_SCHEMA)."""
+        return self._reads[entity].bad
+
+    def frame(
+        self,
+        wh: Warehouse,
+        entity: Entity,
+        columns: Iterable[str],
+        ords: pl.Series | None = None,
+        keep_ord: bool = False,
+    ) -> pl.DataFrame:
+        """`columns` of the entity set as this run read it (only the records at the places
+        `ords`, when given; with `keep_ord`, their places as `__ord`)."""
+        system, name = entity
+        return read_mirror(wh, self.system(system), name, list(columns), ords, keep_ord)
+
+    def digest(self, wh: Warehouse, entity: Entity, columns: Iterable[str]) -> str:
+        system, name = entity
+        return mirror_digest(wh, self.system(system), name, list(columns))
+
+    def versions(self, entities: Iterable[Entity]) -> list[tuple[str, str, int]]:
+        """(system, entity set, mirror version) of each entity set read this run."""
+        return [(s, e, self._reads[(s, e)].mirrored.version) for s, e in entities]
 
 
-def references(wh: Warehouse, run_id: str, flow: Flow) -> dict[tuple[str, str], pl.DataFrame]:
-    return {
-        (lk.system, lk.entity): wh.snapshot(run_id, reference_name(flow, lk.system, lk.entity))
-        for lk in flow.lookups
+def _refuse_bad(read: Read, system: str, entity: str, role: str) -> None:
+    if read.bad.height == 0:
+        return
+    first = str(read.bad.sort(SOURCE_FILE, "__line", nulls_last=True)[SOURCE_FILE][0] or "")
+    bad = read.bad.filter(pl.col(SOURCE_FILE) == first) if first else read.bad
+    raise ConnectorError(f"{unreadable(Path(first or f'{system}.{entity}'), bad)} ({role})")
+
+
+@dataclass(frozen=True)
+class SourceFrames:
+    """What prepare reads, from the mirrors: the source (and its unreadable records), the
+    reference entity sets of its lookups and the inputs of its derivations."""
+
+    source: pl.DataFrame
+    bad: pl.DataFrame
+    references: dict[tuple[str, str], pl.DataFrame]
+    inputs: dict[str, pl.DataFrame]
+
+
+def extract_flow(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    reads: EntityReads,
+    context: Context,
+    now: Callable[[], datetime],
+) -> ExtractInfo:
+    """Bring the mirrors of every entity set `flow` reads up to date for this run."""
+    source = (flow.source.system, flow.source.entity)
+    target = (flow.target.system, flow.target.entity)
+    src = reads.read(wh, run_id, source, flow.source_columns, now, missing_ok=False)
+    tgt = reads.read(wh, run_id, target, target_columns(flow), now, missing_ok=True)
+    if target != source:
+        _refuse_bad(tgt, *target, "the flow's target")
+    for entity, columns in reference_columns(flow).items():
+        # The target system's entity sets may not exist yet: nothing has been written there.
+        ref = reads.read(wh, run_id, entity, columns, now, missing_ok=entity[0] == target[0])
+        if entity != source:
+            _refuse_bad(ref, *entity, "a reference")
+    for item in flow.inputs:
+        entity = (item.system, item.entity)
+        got = reads.read(wh, run_id, entity, item.columns, now, missing_ok=False)
+        if entity != source:
+            _refuse_bad(got, *entity, "an input")
+    return ExtractInfo(
+        source_rows=src.mirrored.rows,
+        target_rows=tgt.mirrored.rows,
+        bad_source_rows=src.bad.height,
+    )
+
+
+def source_frames(
+    wh: Warehouse,
+    flow: Flow,
+    reads: EntityReads,
+    context: Context,
+    ords: pl.Series | None = None,
+) -> SourceFrames:
+    """The source, references and inputs of `flow` as this run read them; with `ords`, only
+    the source records at those places (with their places as `__ord`)."""
+    source = (flow.source.system, flow.source.entity)
+    src = reads.frame(wh, source, flow.source_columns, ords, keep_ord=ords is not None)
+    bad = reads.bad(source)
+    # no row to compute: no reference or input is looked at (bad rows derive their keys)
+    none = ords if ords is not None and ords.len() == 0 and bad.height == 0 else None
+    refs: dict[tuple[str, str], pl.DataFrame] = {
+        (system, entity): reads.frame(wh, (system, entity), columns, none)
+        for (system, entity), columns in reference_columns(flow).items()
     }
+    own = src if ords is None else None  # a part of the source is not all of its lines
+    extra = {
+        item.name: _input(
+            wh, reads, item, own if (item.system, item.entity) == source else None, none
+        ).filter(filters_expr(item.filters, context))
+        for item in flow.inputs
+    }
+    return SourceFrames(source=src, bad=bad, references=refs, inputs=extra)
+
+
+def target_frame(
+    wh: Warehouse,
+    flow: Flow,
+    reads: EntityReads,
+    context: Context,
+    ords: pl.Series | None = None,
+) -> pl.DataFrame:
+    """The target of `flow` in its scope (its target filters), as this run read it (only the
+    records at the places `ords`, when given)."""
+    target = (flow.target.system, flow.target.entity)
+    frame = reads.frame(wh, target, target_columns(flow), ords)
+    return frame.filter(filters_expr(flow.target_filters, context))
+
+
+def _input(
+    wh: Warehouse,
+    reads: EntityReads,
+    item: Input,
+    source: pl.DataFrame | None,
+    ords: pl.Series | None,
+) -> pl.DataFrame:
+    if source is not None and set(item.columns) <= set(source.columns):
+        return source.select(item.columns)  # the flow's own source: read once, not twice
+    return reads.frame(wh, (item.system, item.entity), item.columns, ords)
+
+
+def target_name(flow: Flow) -> str:
+    """The name of a migration's target snapshot (`snapshots`)."""
+    return f"{flow.name}.target"

@@ -17,8 +17,8 @@ from p2c_etl.model.ids import stable_id
 from p2c_etl.model.keys import record_key
 from p2c_etl.model.rejects import KEY, ROW
 from p2c_etl.stages.diff import CHANGED, KIND
-from p2c_etl.stages.extract import target_name
-from p2c_etl.stages.prepare import staged_table
+from p2c_etl.stages.prepare import claimed_table, staged_table
+from p2c_etl.warehouse.mirror import mirror_exists, read_mirror
 from p2c_etl.warehouse.store import Warehouse
 
 
@@ -76,7 +76,18 @@ def load_flow(
     values = _values(flow, staged)
     in_step = _newly_in_step(wh, flow, values.join(all_changes, on="record_key", how="anti"))
     changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
-    return _write(wh, run_id, run_id, flow, connector, staged, changes, values, in_step, now)
+    info = _write(wh, run_id, run_id, flow, connector, staged, changes, values, in_step, now)
+    # Of the staged rows, a retry needs only those written: the rest are not kept.
+    written = staged.join(
+        changes.select(pl.col("record_key").alias("__rk")),
+        left_on=record_key(flow.keys),
+        right_on="__rk",
+        how="semi",
+    )
+    with wh.transaction():
+        wh.write_table(staged_table(run_id, flow), written)
+        wh.con.execute(f'DROP TABLE IF EXISTS "{claimed_table(run_id, flow)}"')
+    return info
 
 
 def retry_flow(
@@ -122,10 +133,19 @@ def _write(
     in_step: pl.DataFrame,
     now: Callable[[], datetime],
 ) -> LoadInfo:
-    results = send(flow, connector, staged, changes, wh.snapshot(source_run, target_name(flow)))
+    results = send(flow, connector, staged, changes, _target_ids(wh, flow))
     with wh.transaction():
         record_results(wh, run_id, flow, results, values, in_step, now())
     return outcome(results)
+
+
+def _target_ids(wh: Warehouse, flow: Flow) -> pl.DataFrame | None:
+    """The key and primary id of each target record, as p2c-etl last read them (the target's
+    mirror), for the updates of a target that is addressed by id."""
+    system, entity = flow.target.system, flow.target.entity
+    if not flow.target_id or not mirror_exists(wh, system, entity):
+        return None
+    return read_mirror(wh, system, entity, [*flow.keys, flow.target_id])
 
 
 def send(
@@ -133,7 +153,7 @@ def send(
     connector: Connector,
     staged: pl.DataFrame,
     changes: pl.DataFrame,
-    target: pl.DataFrame,
+    target: pl.DataFrame | None,
 ) -> pl.DataFrame:
     """Write `changes` (inserts and updates) to the flow's target; one result row each."""
     if changes.height == 0:

@@ -5,8 +5,8 @@ is returned. The pure parts are `stages.transform` and `stages.validate`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 import polars as pl
 
@@ -15,12 +15,13 @@ from p2c_etl.model.casting import coerce
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.flow import Context, Flow, Inputs
 from p2c_etl.model.ids import stable_id
-from p2c_etl.model.keys import record_key
+from p2c_etl.model.keys import folded_record_key, record_key
 from p2c_etl.model.rejects import KEY, LINE, REJECT_SCHEMA, ROW, empty_rejects
 from p2c_etl.stages.diff import KIND
-from p2c_etl.stages.extract import inputs, references, source_bad, source_name
+from p2c_etl.stages.extract import SourceFrames
 from p2c_etl.stages.transform import Mappings, References, derive, transform
 from p2c_etl.stages.validate import validate
+from p2c_etl.warehouse.mirror import ORD
 from p2c_etl.warehouse.store import Warehouse, table_name
 
 
@@ -44,30 +45,95 @@ def prepare_flow(
     wh: Warehouse,
     run_id: str,
     flow: Flow,
+    frames: SourceFrames,
     contracts: ContractSet,
     context: Context,
     planned: Sequence[Flow] = (),
 ) -> PrepareInfo:
-    """Map and validate the source snapshot; store good rows, rejects and claimed keys.
+    """Map and validate the source (`frames`, read from the mirrors by `source_frames`);
+    store good rows, rejects and claimed keys.
 
     `planned` are the flows of a dry run that ran before this one: the records they would
     have inserted count as existing, so references resolve as they would in a real run.
     """
-    refs = references(wh, run_id, flow)
-    extra = inputs(wh, run_id, flow)
+    prepared, _ = compute_rows(wh, run_id, flow, frames, contracts, context, planned)
+    save_rows(wh, run_id, flow, prepared)
+    return prepared.info
+
+
+def compute_rows(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    frames: SourceFrames,
+    contracts: ContractSet,
+    context: Context,
+    planned: Sequence[Flow] = (),
+) -> tuple[Prepared, pl.DataFrame | None]:
+    """`prepare_flow` without storing: the prepared rows, and per source row its outcome
+    (`__ord`: its place in the source; `target_key`: the target key it claims, folded;
+    `staged`; `filtered`; `unmapped`: a value no value map knew). When `frames` holds only
+    some source rows (with their places, `__ord`), row numbers are their places. No
+    outcomes when the flow's derivations add or drop rows (see `Prepared.aligned`)."""
+    refs: References = frames.references
+    extra: Inputs = frames.inputs
     for earlier in planned:
         refs, extra = with_planned(refs, extra, earlier, planned_inserts(wh, run_id, earlier))
-    source = wh.snapshot(run_id, source_name(flow))
-    prepared = prepare_frame(run_id, flow, source, refs, extra, contracts, context)
-    bad = source_bad(wh, run_id, flow)
+    places = frames.source[ORD] if ORD in frames.source.columns else None
+    source = frames.source.drop(ORD, strict=False)
+    bad = frames.bad
+    keys = unreadable_keys(flow, bad, contracts, extra, context) if bad.height else None
+    prepared = prepare_frame(run_id, flow, source, refs, extra, contracts, context, unreadable=keys)
     if bad.height:
-        keys = unreadable_keys(flow, bad, contracts, extra, context)
         prepared = with_unreadable(prepared, run_id, flow, bad, keys)
+    if not prepared.aligned or bad.height:
+        return prepared, None  # rows that cannot be told apart, or unreadable twins: all rows
+    outcomes = _outcomes(flow, prepared)
+    if places is not None:
+        prepared = _at_places(prepared, places)
+        outcomes = outcomes.with_columns(pl.col(ORD).map_batches(_place(places), pl.Int64))
+    return prepared, outcomes
+
+
+def save_rows(wh: Warehouse, run_id: str, flow: Flow, prepared: Prepared) -> None:
     with wh.transaction():
         wh.write_table(staged_table(run_id, flow), prepared.valid)
         wh.write_table(claimed_table(run_id, flow), prepared.claimed)
         save_prepared(wh, prepared)
-    return prepared.info
+
+
+def _outcomes(flow: Flow, prepared: Prepared) -> pl.DataFrame:
+    rows = pl.int_range(prepared.claimed.height, dtype=pl.Int64, eager=True)
+    staged = prepared.valid[ROW].implode()
+    rejected = prepared.rejects["source_row"].drop_nulls().implode()
+    return prepared.claimed.select(
+        rows.alias(ORD),
+        folded_record_key(flow.keys).alias("target_key"),
+    ).with_columns(
+        pl.col(ORD).is_in(staged).alias("staged"),
+        (~pl.col(ORD).is_in(staged) & ~pl.col(ORD).is_in(rejected)).alias("filtered"),
+        pl.col(ORD).is_in(prepared.unmapped_rows.implode()).alias("unmapped"),
+    )
+
+
+def _place(places: pl.Series) -> Callable[[pl.Series], pl.Series]:
+    def at(rows: pl.Series) -> pl.Series:
+        return places.gather(rows)
+
+    return at
+
+
+def _at_places(prepared: Prepared, places: pl.Series) -> Prepared:
+    """`prepared` with its row numbers (the rows of a part of the source) made the places of
+    those rows in the whole source."""
+    at = _place(places.cast(pl.Int64))
+    return replace(
+        prepared,
+        valid=prepared.valid.with_columns(pl.col(ROW).map_batches(at, pl.Int64)),
+        rejects=prepared.rejects.with_columns(pl.col("source_row").map_batches(at, pl.Int64)),
+        unmapped_rows=at(prepared.unmapped_rows),
+        lines=prepared.lines.with_columns(pl.col(ROW).map_batches(at, pl.Int64)),
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +149,11 @@ class Prepared:
     lines: pl.DataFrame
     """`__row` → `__line`: where each source row starts in its export (null outside a
     migration)."""
+    unmapped_rows: pl.Series = field(default_factory=lambda: pl.Series(ROW, [], dtype=pl.Int64))
+    """`__row` of the rows with a value no value map knew."""
+    aligned: bool = True
+    """Row `i` (`__row`) is source row `i`: the derivations kept the rows as they were (some
+    add rows, such as a discount line beside its order line)."""
 
 
 def prepare_frame(
@@ -95,12 +166,15 @@ def prepare_frame(
     context: Context,
     first_wins: bool = False,
     mappings: Mappings | None = None,
+    unreadable: pl.Series | None = None,
 ) -> Prepared:
     """Map `source` onto the target and validate it against the target's contract.
 
     Two source records with one target key are both rejected; with `first_wins` (a
     migration, which streams and cannot take back what it wrote) the first one in the
     source goes on and the later ones are rejected, naming where the first one is.
+    `unreadable` are the source keys of the records that could not be read (extract's bad
+    rows, `unreadable_keys`): a record holding one of them is a `duplicate_key` reject too.
     """
     mapped = transform(flow, source, refs, context, extra, mappings)
     lines = mapped.source.select(
@@ -116,7 +190,9 @@ def prepare_frame(
         source=mapped.source,  # its text is held to the source system's lengths too
         source_contract=contracts.get(flow.source.system, flow.source.entity),
     )
-    rejects = pl.concat([mapped.rejects, later, checked.rejects], how="vertical")
+    twins = _twins_of_unreadable(flow, mapped.source, checked.valid, unreadable)
+    valid = checked.valid.join(twins.select(ROW), on=ROW, how="anti")
+    rejects = pl.concat([mapped.rejects, later, checked.rejects, twins], how="vertical")
     unmapped = mapped.unmapped.select(
         pl.lit(run_id).alias("run_id"),
         pl.lit(flow.name).alias("flow"),
@@ -124,7 +200,7 @@ def prepare_frame(
         pl.lit(flow.unmapped).alias("policy"),
     )
     return Prepared(
-        valid=checked.valid,
+        valid=valid,
         claimed=mapped.claimed,
         rejects=_reject_rows(run_id, flow, mapped.source, rejects),
         unmapped=unmapped,
@@ -132,9 +208,40 @@ def prepare_frame(
             source_rows=mapped.source.height,
             filtered_out=mapped.filtered_out,
             rejected=rejects[ROW].n_unique(),
-            staged=checked.valid.height,
+            staged=valid.height,
         ),
         lines=lines,
+        unmapped_rows=mapped.unmapped_rows,
+        aligned=mapped.aligned,
+    )
+
+
+def _twins_of_unreadable(
+    flow: Flow, source: pl.DataFrame, valid: pl.DataFrame, unreadable: pl.Series | None
+) -> pl.DataFrame:
+    """A `duplicate_key` reject for each valid row whose source key a record that could not
+    be read also holds: of two records with one key neither is taken, whether both read or
+    not (the one that did not might be the right one)."""
+    if unreadable is None or unreadable.drop_nulls().is_empty():
+        return empty_rejects()
+    keys = unreadable.drop_nulls().unique().implode()
+    rows = source.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW),
+        record_key(flow.source_keys).alias("value"),
+    ).join(valid.select(ROW), on=ROW, how="semi")
+    return (
+        rows.filter(pl.col("value").is_in(keys))
+        .select(
+            ROW,
+            pl.lit(",".join(flow.source_keys)).alias("field"),
+            pl.lit("duplicate_key").alias("reason"),
+            "value",
+            pl.lit(
+                "a record that could not be read has the same key (see its reject); "
+                "neither is taken"
+            ).alias("message"),
+        )
+        .cast(REJECT_SCHEMA)
     )
 
 

@@ -49,6 +49,11 @@ class Transformed:
     filtered_out: int
     claimed: pl.DataFrame
     unmapped: pl.DataFrame
+    unmapped_rows: pl.Series
+    """`__row` of each row with a value no value map knew (a row counted in `unmapped`)."""
+    aligned: bool = True
+    """Row `i` of `source` is row `i` of the source given: the derivations kept the rows as
+    they were (some add rows, such as a discount line beside its order line)."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,9 @@ class _Problem:
     failed: pl.Expr
     value: pl.Expr
     message: pl.Expr
+
+
+_SOURCE_ROW = "__source_row"
 
 
 def derive(flow: Flow, source: pl.DataFrame, inputs: Inputs, context: Context) -> pl.DataFrame:
@@ -76,7 +84,10 @@ def transform(
     mappings: Mappings | None = None,
 ) -> Transformed:
     """Map `source` (a snapshot of `flow.source`) onto the target columns of `flow`."""
-    derived = derive(flow, source, inputs or {}, context)
+    marked = source.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_SOURCE_ROW))
+    derived = derive(flow, marked, inputs or {}, context)
+    aligned = _SOURCE_ROW in derived.columns and derived[_SOURCE_ROW].equals(marked[_SOURCE_ROW])
+    derived = derived.drop(_SOURCE_ROW, strict=False)
     frame = (
         derived.with_row_index(ROW)
         .with_columns(pl.col(ROW).cast(pl.Int64), record_key(flow.source_keys).alias(KEY))
@@ -111,6 +122,8 @@ def transform(
         filtered_out=frame.height - kept.height,
         claimed=frame.select([columns[k] for k in flow.keys]),
         unmapped=_unmapped_counts(mapped, checks),
+        unmapped_rows=_unmapped_rows(mapped, checks),
+        aligned=aligned,
     )
 
 
@@ -126,6 +139,13 @@ def _rejects(mapped: pl.DataFrame, problems: list[_Problem]) -> pl.DataFrame:
         for i, p in enumerate(problems)
     ]
     return pl.concat([empty_rejects(), *parts], how="vertical").cast(REJECT_SCHEMA)
+
+
+def _unmapped_rows(mapped: pl.DataFrame, checks: list[_Problem]) -> pl.Series:
+    flags = [pl.col(f"__fail{i}") for i, p in enumerate(checks) if p.reason == "unmapped_value"]
+    if not flags:
+        return pl.Series(ROW, [], dtype=pl.Int64)
+    return mapped.filter(pl.any_horizontal(flags).fill_null(False))[ROW]
 
 
 def _unmapped_counts(mapped: pl.DataFrame, checks: list[_Problem]) -> pl.DataFrame:

@@ -2,7 +2,15 @@
 
     runs            the ledger: run id, mode, start, end, status, report paths (and, for
                     a retry, the run whose failed writes it sent again)
-    run_flows       per-flow counts of each run
+    run_flows       per-flow counts of each run (and, for a flow that found nothing changed
+                    since an earlier run, `details_run`: the run whose rejects, changes and
+                    unmapped values are its own, unchanged)
+    mirrors         catalog of the mirrors: per system and entity set, what p2c-etl last
+                    read of it, a row hash per record, updated in place (`mirror`)
+    settled_flows   per flow, the fingerprint of its inputs when it last found nothing to
+                    do, and that run; the context print its settled rows hold under
+    settled_rows    per flow, the source rows its last computation found unchanged or
+                    filtered out, by hash, with the target key and record hash (`stages.settle`)
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
     rejects         flow, record key, reason code, value, message, the source row as JSON
@@ -16,14 +24,17 @@
     migrate_chunks  per migration, flow and chunk: counts and timings; a chunk's row commits
                     with its rejects, changes and load results, so it is the checkpoint
 
-Snapshot and staged rows live in one table each per run (`snap_<run>_<flow>_<role>`), so a
-later stage, a re-run of one stage or a report can read exactly what an earlier one saw.
+What a run reads lives in the mirrors (`mirror_<system>_<entity>`), one per entity set, not
+copied per run. Per run there are only what the run found or did: its staged rows while it
+runs (`stage_<run>_<flow>`, cut down to the records it wrote once it has loaded them), the
+unreadable records of its sources (`snap_<run>_<system>.<entity>.bad`), and the ledger rows.
 Each stage's writes are committed together.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -89,7 +100,23 @@ CREATE TABLE IF NOT EXISTS migrate_chunks (
 CREATE TABLE IF NOT EXISTS last_written (
     flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS mirrors (
+    system VARCHAR NOT NULL, entity VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
+    schema_text VARCHAR NOT NULL, version BIGINT NOT NULL, row_count BIGINT NOT NULL,
+    bad_digest VARCHAR NOT NULL, run_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (system, entity));
+CREATE TABLE IF NOT EXISTS settled_flows (
+    flow VARCHAR PRIMARY KEY, fingerprint VARCHAR, run_id VARCHAR NOT NULL,
+    context_print VARCHAR);
+CREATE TABLE IF NOT EXISTS settled_rows (
+    flow VARCHAR NOT NULL, source_hash UBIGINT NOT NULL, target_key VARCHAR,
+    target_hash UBIGINT, filtered BOOLEAN NOT NULL);
+ALTER TABLE run_flows ADD COLUMN IF NOT EXISTS details_run VARCHAR;
+CREATE TABLE IF NOT EXISTS warehouse_format (version INTEGER NOT NULL);
 """
+FORMAT = 2
+"""1: a copy of every entity set a flow read, per run and flow (`snap_<run>_<flow>_<role>`);
+2: mirrors. A warehouse of format 1 is migrated when first opened (`_migrate_format`)."""
 # last_written once had PRIMARY KEY (flow, record_key): DuckDB keeps such an index in memory
 # whole, so an upsert of a large night ran out of memory; it is now kept unique by
 # `remember_written` (delete, then insert: joins that spill). Warehouses made before are
@@ -128,6 +155,7 @@ class Warehouse:
         if not read_only:
             self.con.execute(_SCHEMA)
             self._unindex_last_written()
+            self._migrate_format()
 
     def _unindex_last_written(self) -> None:
         indexed = self.con.execute(
@@ -137,6 +165,30 @@ class Warehouse:
         if indexed[0][0]:
             with self.transaction():
                 self.con.execute(_UNINDEX_LAST_WRITTEN)
+
+    def _migrate_format(self) -> None:
+        """From format 1: drop the per-run copies of what the nightly runs read (the mirrors
+        replace them; the next run reads everything once and builds them) and give their
+        space back. The ledger, staged rows, rejects, changes, load results, last-written
+        values, migrations (whose target snapshots resume them) and reconciliations stay."""
+        found = self.con.execute("SELECT max(version) FROM warehouse_format").fetchall()
+        if found[0][0] is not None and int(found[0][0]) >= FORMAT:
+            return
+        copies = self.con.execute(
+            "SELECT s.run_id, s.table_name FROM snapshots s JOIN runs r USING (run_id) "
+            "WHERE r.mode <> 'migrate' AND NOT ends_with(s.name, '.bad')"
+        ).fetchall()
+        with self.transaction():
+            for run_id, table in copies:
+                self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+                self.con.execute(
+                    "DELETE FROM snapshots WHERE run_id = ? AND table_name = ?", [run_id, table]
+                )
+            self.con.execute("DELETE FROM warehouse_format")
+            self.con.execute("INSERT INTO warehouse_format VALUES (?)", [FORMAT])
+        if copies:
+            self.con.execute("CHECKPOINT")
+            self.compact_if_mostly_free(least=0)
 
     @classmethod
     def open(cls, path: Path, wait: float = 900.0) -> Warehouse:
@@ -219,7 +271,17 @@ class Warehouse:
             )
             with contextlib.suppress(FileNotFoundError):
                 reconcile_lock_path(self.path, rec_id).unlink()
+            self._drop_audit_mirrors(rec_id)
         return len(dead)
+
+    def _drop_audit_mirrors(self, rec_id: str) -> None:
+        """The mirrors a killed reconciliation left (see `jobs.reconcile.records`)."""
+        prefix = f"audit {rec_id}."
+        for (table,) in self.con.execute(
+            "SELECT table_name FROM mirrors WHERE starts_with(system, ?)", [prefix]
+        ).fetchall():
+            self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+        self.con.execute("DELETE FROM mirrors WHERE starts_with(system, ?)", [prefix])
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -282,12 +344,12 @@ class Warehouse:
             [status, at, report[0], report[1], error, run_id],
         )
 
-    def save_counts(self, run_id: str, counts: FlowCounts) -> None:
+    def save_counts(self, run_id: str, counts: FlowCounts, details_run: str | None = None) -> None:
         values = [getattr(counts, c) for c in _COUNT_COLUMNS]
         self.con.execute(
-            f"INSERT OR REPLACE INTO run_flows (run_id, flow, {', '.join(_COUNT_COLUMNS)}) "
-            f"VALUES (?, ?, {', '.join('?' * len(values))})",
-            [run_id, counts.flow, *values],
+            f"INSERT OR REPLACE INTO run_flows (run_id, flow, {', '.join(_COUNT_COLUMNS)}, "
+            f"details_run) VALUES (?, ?, {', '.join('?' * len(values))}, ?)",
+            [run_id, counts.flow, *values, details_run],
         )
 
     def counts(self, run_id: str) -> tuple[FlowCounts, ...]:
@@ -378,29 +440,88 @@ class Warehouse:
             self.con.unregister("__frame")
 
     def for_flow(self, table: str, run_id: str, flow: str) -> pl.DataFrame:
+        """The rows of `flow` in `run_id` (for a flow that found nothing changed, those of
+        the run it found unchanged: `details_run`)."""
         return self.query(
-            f"SELECT * EXCLUDE (run_id, flow) FROM {table} WHERE run_id = ? AND flow = ?",
-            [run_id, flow],
+            f"SELECT * EXCLUDE (run_id, flow) FROM {table} WHERE flow = ? AND run_id = "
+            "(SELECT coalesce(max(details_run), ?) FROM run_flows WHERE run_id = ? AND flow = ?)",
+            [flow, run_id, run_id, flow],
         )
 
     # --- housekeeping ------------------------------------------------------------------
 
     def prune(self, before: datetime) -> tuple[int, int]:
-        """Drop the snapshot and stage tables of runs started before `before`; the ledger,
-        rejects, changes, load results, last-written values and reconciliations stay.
+        """Prune the runs started before `before`: drop their per-run tables, and the
+        details (changes, load results, rejects, unmapped values) of the nightly runs and
+        retries whose details no kept run or settled flow points at. The ledger (`runs`,
+        `run_flows`), migrations and reconciliations with their evidence, the mirrors and the
+        last-written values stay. When most of the
+        file is then free space, the file is rewritten to give it back (`compact`).
         Returns (runs pruned, tables dropped)."""
-        runs = self.query("SELECT run_id FROM runs WHERE started_at < ?", [before])["run_id"]
+        old = self.query(
+            "SELECT run_id, mode FROM runs WHERE started_at < ? AND status <> 'running'",
+            [before],
+        )
         tables = self.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")[
             "table_name"
         ].to_list()
+        kept = {
+            str(r[0])
+            for r in self.con.execute(
+                "SELECT DISTINCT details_run FROM run_flows f JOIN runs r USING (run_id) "
+                "WHERE details_run IS NOT NULL AND r.started_at >= ? "
+                "UNION SELECT run_id FROM settled_flows WHERE fingerprint IS NOT NULL",
+                [before],
+            ).fetchall()
+        }
         dropped = 0
         with self.transaction():
-            for run_id in runs.to_list():
+            for run_id, mode in old.iter_rows():
                 prefixes = [table_name(kind, run_id) for kind in ("snap", "stage", "claimed")]
                 for table in tables:
                     if any(table.startswith(prefix) for prefix in prefixes):
                         self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
                         dropped += 1
                 self.con.execute("DELETE FROM snapshots WHERE run_id = ?", [run_id])
+                if mode not in ("migrate", "reconcile") and run_id not in kept:
+                    for detail in ("changes", "load_results", "rejects", "unmapped_values"):
+                        self.con.execute(f"DELETE FROM {detail} WHERE run_id = ?", [run_id])
         self.con.execute("CHECKPOINT")
-        return runs.len(), dropped
+        self.compact_if_mostly_free()
+        return old.height, dropped
+
+    def free_share(self) -> float:
+        """The share of the file's blocks that are free (DuckDB reuses them, but the file
+        does not shrink by itself)."""
+        size = self.con.execute("PRAGMA database_size").fetchall()[0]
+        total, free = int(size[3]), int(size[5])  # total_blocks, free_blocks
+        return free / total if total else 0.0
+
+    def compact_if_mostly_free(self, share: float = 0.5, least: int = 64 << 20) -> bool:
+        """Rewrite the file when more than `share` of it is free space and that is at least
+        `least` bytes: the space goes back to the disk. True when it was rewritten."""
+        if self.path is None or not self.path.exists():
+            return False
+        free = self.free_share()
+        if free <= share or free * self.path.stat().st_size < least:
+            return False
+        self.compact()
+        return True
+
+    def compact(self) -> None:
+        """Rewrite the warehouse into a new file holding only live data, then put it in the
+        old one's place (the connection is reopened on it)."""
+        assert self.path is not None
+        fresh = self.path.with_name(self.path.name + ".compact")
+        fresh.unlink(missing_ok=True)
+        name = str(self.con.execute("SELECT current_database()").fetchall()[0][0])
+        self.con.execute("CHECKPOINT")
+        self.con.execute(f"ATTACH '{fresh}' AS p2c_compacted")
+        try:
+            self.con.execute(f'COPY FROM DATABASE "{name}" TO p2c_compacted')
+        finally:
+            self.con.execute("DETACH p2c_compacted")
+        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
+        self.con.close()
+        os.replace(fresh, self.path)
+        self.con = duckdb.connect(str(self.path), config=config)

@@ -392,9 +392,11 @@ class FlowJob:
                 ],
             )
             wh.con.execute(
-                "INSERT OR REPLACE INTO run_flows SELECT run_id, flow, sum(records), "
-                "sum(filtered_out), sum(rejected), sum(inserted), sum(updated), sum(unchanged), "
-                "0, sum(failed) FROM migrate_chunks WHERE run_id = ? AND flow = ? GROUP BY ALL",
+                "INSERT OR REPLACE INTO run_flows (run_id, flow, source_rows, filtered_out, "
+                "rejected, inserted, updated, unchanged, target_only, failed) "
+                "SELECT run_id, flow, sum(records), sum(filtered_out), sum(rejected), "
+                "sum(inserted), sum(updated), sum(unchanged), 0, sum(failed) "
+                "FROM migrate_chunks WHERE run_id = ? AND flow = ? GROUP BY ALL",
                 [run_id, flow.name],
             )
 

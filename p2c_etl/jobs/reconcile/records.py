@@ -30,8 +30,9 @@ from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.flow import Context, Flow
 from p2c_etl.stages.compare import compare_flow
 from p2c_etl.stages.diff import CHANGED, KIND
-from p2c_etl.stages.extract import extract_flow
+from p2c_etl.stages.extract import EntityReads, extract_flow, source_frames, target_frame
 from p2c_etl.stages.prepare import prepare_flow
+from p2c_etl.warehouse.mirror import drop_mirrors
 from p2c_etl.warehouse.store import Warehouse
 
 Classification = Literal[
@@ -79,28 +80,57 @@ def reconcile_records(
 ) -> tuple[list[FlowAgreement], list[Discrepancy]]:
     agreements: list[FlowAgreement] = []
     found: list[Discrepancy] = []
-    for flow in flows:
-        with session() as wh:  # a flow at a time, so a nightly run can work in between
-            extract_flow(wh, run_id, flow, connectors, context, clock)
-            prepared = prepare_flow(wh, run_id, flow, contracts, context)
-            compared = compare_flow(wh, run_id, flow)
-            mine = _flow_discrepancies(wh, run_id, flow, tolerances)
-        found.extend(mine)
-        compared_records = prepared.staged + compared.target_only + prepared.rejected
-        classes: dict[str, int] = {}
-        for item in mine:
-            classes[item.classification] = classes.get(item.classification, 0) + 1
-        agreements.append(
-            FlowAgreement(
-                flow=flow.name,
-                source=str(flow.source),
-                target=str(flow.target),
-                compared=compared_records,
-                agree=compared_records - len(mine),
-                by_class=tuple(sorted(classes.items())),
-            )
-        )
+    # Its own mirrors, dropped at the end: an audit does not change what a run last saw.
+    reads = EntityReads(connectors, flows, namespace=audit_namespace(run_id))
+    try:
+        for flow in flows:
+            with session() as wh:  # a flow at a time, so a nightly run can work in between
+                mine, agreement = _reconcile_flow(
+                    wh, run_id, flow, reads, contracts, context, clock, tolerances
+                )
+            found.extend(mine)
+            agreements.append(agreement)
+    finally:
+        with session() as wh:
+            drop_mirrors(wh, reads.namespace)
     return agreements, found
+
+
+def audit_namespace(run_id: str) -> str:
+    """The namespace of a reconciliation's mirrors."""
+    return f"audit {run_id}"
+
+
+def _reconcile_flow(
+    wh: Warehouse,
+    run_id: str,
+    flow: Flow,
+    reads: EntityReads,
+    contracts: ContractSet,
+    context: Context,
+    clock: Callable[[], Any],
+    tolerances: Mapping[str, Decimal],
+) -> tuple[list[Discrepancy], FlowAgreement]:
+    """Extract, prepare and compare `flow` as a run does; its discrepancies and agreement."""
+    extract_flow(wh, run_id, flow, reads, context, clock)
+    frames = source_frames(wh, flow, reads, context)
+    prepared = prepare_flow(wh, run_id, flow, frames, contracts, context)
+    del frames
+    compared = compare_flow(wh, run_id, flow, target_frame(wh, flow, reads, context))
+    mine = _flow_discrepancies(wh, run_id, flow, tolerances)
+    compared_records = prepared.staged + compared.target_only + prepared.rejected
+    classes: dict[str, int] = {}
+    for item in mine:
+        classes[item.classification] = classes.get(item.classification, 0) + 1
+    agreement = FlowAgreement(
+        flow=flow.name,
+        source=str(flow.source),
+        target=str(flow.target),
+        compared=compared_records,
+        agree=compared_records - len(mine),
+        by_class=tuple(sorted(classes.items())),
+    )
+    return mine, agreement
 
 
 def _flow_discrepancies(

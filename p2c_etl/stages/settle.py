@@ -1,0 +1,290 @@
+"""Settled flows: a flow whose inputs are all as they were when it last found nothing to write
+has nothing to write again, and the same rejects, unmapped values and target-only records.
+
+Every stage of a flow is a pure function of what it reads (the mirrors of its source, target,
+references and inputs, with their unreadable records), of p2c-etl's code and contracts, of the
+flow's settings in p2c.toml and of the run's context. The fingerprint is a digest of all of
+them: the mirrors by their versions, which change whenever their content does. When a run of a
+flow ends with nothing to insert or update and nothing failed, its fingerprint is kept with
+the run; a later run whose fingerprint is the same takes that run's counts and points at its
+rejects, changes and unmapped values (`run_flows.details_run`) instead of computing them
+again: the same result, without reading a row through Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+import p2c_etl
+from p2c_etl.model.flow import Context, Flow
+from p2c_etl.model.keys import folded_record_key
+from p2c_etl.model.summary import FlowCounts
+from p2c_etl.resources import contracts_dir
+from p2c_etl.stages.extract import EntityReads, reference_columns
+from p2c_etl.stages.transform import filters_expr
+from p2c_etl.warehouse.mirror import HASH, ORD
+from p2c_etl.warehouse.store import Warehouse
+
+
+@cache
+def code_digest() -> str:
+    """A digest of p2c-etl's code and contracts as installed (a new release settles nothing)."""
+    digest = hashlib.sha256(f"p2c-etl {p2c_etl.__version__} polars {pl.__version__}".encode())
+    for root in (Path(p2c_etl.__file__).resolve().parent, contracts_dir()):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and path.suffix != ".pyc":
+                digest.update(str(path.relative_to(root)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(
+    flow: Flow, settings: str, context: Context, versions: Iterable[tuple[str, str, int]]
+) -> str:
+    """The digest of everything `flow`'s result depends on (`versions`: the mirror version of
+    every entity set it reads; `settings`: its p2c.toml settings as text)."""
+    digest = hashlib.sha256(code_digest().encode())
+    digest.update(flow.name.encode())
+    digest.update(settings.encode())
+    digest.update(repr(sorted((k, repr(v)) for k, v in context.items())).encode())
+    digest.update(repr(sorted(versions)).encode())
+    return digest.hexdigest()
+
+
+def settled_run(wh: Warehouse, flow: Flow, print_: str) -> str | None:
+    """The run whose result `flow` would repeat, when its fingerprint is `print_`."""
+    rows = wh.con.execute(
+        "SELECT s.run_id FROM settled_flows s JOIN run_flows f ON f.run_id = s.run_id "
+        "AND f.flow = s.flow WHERE s.flow = ? AND s.fingerprint = ?",
+        [flow.name, print_],
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def settled_counts(wh: Warehouse, run_id: str, flow: Flow, origin: str) -> FlowCounts:
+    """`flow`'s counts in `run_id`, taken from `origin` (where its details stay)."""
+    counts = next(c for c in wh.counts(origin) if c.flow == flow.name)
+    rows = wh.con.execute(
+        "SELECT coalesce(details_run, run_id) FROM run_flows WHERE run_id = ? AND flow = ?",
+        [origin, flow.name],
+    ).fetchall()
+    wh.save_counts(run_id, counts, details_run=str(rows[0][0]))
+    return counts
+
+
+def remember(wh: Warehouse, flow: Flow, print_: str | None, run_id: str) -> None:
+    """Keep `print_` for `flow` as found in `run_id` (None: the flow wrote or failed to write
+    something, so a later run must look again)."""
+    wh.con.execute(
+        "INSERT INTO settled_flows (flow, fingerprint, run_id) VALUES (?, ?, ?) "
+        "ON CONFLICT (flow) DO UPDATE SET fingerprint = excluded.fingerprint, "
+        "run_id = excluded.run_id",
+        [flow.name, print_, run_id],
+    )
+
+
+# --- settled rows -------------------------------------------------------------------------
+#
+# A flow whose source or target changed is computed again, but only for the rows that may
+# come out differently. Of the rows its last computation found unchanged or filtered out
+# (`settled_rows`: the source row's hash, the target key it claims, folded as the target
+# compares keys, and the hash of that target record), those whose source row and target record
+# still have those hashes come out the same again: unchanged, or filtered out, claiming the same
+# key. That holds while the rest of what the flow's rows depend on is as it was (`context`:
+# code, settings, run context and the columns the flow reads of its references and inputs);
+# when it is not, every row is computed.
+
+FOLD = "__fold"
+T_HASH = "__t_hash"
+
+
+def context_print(
+    wh: Warehouse, flow: Flow, reads: EntityReads, settings: str, context: Context
+) -> str:
+    """The digest of what every row of `flow` depends on besides its own source row and
+    target record: code, settings, context, and the columns it reads of references and
+    inputs."""
+    digest = hashlib.sha256(fingerprint(flow, settings, context, []).encode())
+    for entity, columns in sorted(reference_columns(flow).items()):
+        digest.update(f"{entity}:{reads.digest(wh, entity, columns)}".encode())
+    for item in flow.inputs:
+        held = reads.digest(wh, (item.system, item.entity), list(item.columns))
+        digest.update(f"{item.name}:{held}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which source rows of a flow to compute, and what the others settle as."""
+
+    ords: pl.Series | None
+    """Places (`__ord`) of the source rows to compute; None: every row."""
+    settled: pl.DataFrame
+    """The settled rows: `__ord`, `target_key` (folded), `filtered`."""
+    source: pl.DataFrame
+    """`__ord`, `__hash` of every source row."""
+    target: pl.DataFrame
+    """`__ord`, `__fold` (folded key), `__hash` of every target record in the flow's scope."""
+    print_: str | None
+
+    @property
+    def unchanged(self) -> int:
+        return int((~self.settled["filtered"]).sum())
+
+    @property
+    def filtered(self) -> int:
+        return int(self.settled["filtered"].sum())
+
+    def without(self, ords: pl.Series) -> Plan:
+        """This plan with the settled rows at `ords` computed after all."""
+        assert self.ords is not None
+        return replace(
+            self,
+            ords=pl.concat([self.ords, ords]).unique().sort(),
+            settled=self.settled.filter(~pl.col(ORD).is_in(ords.implode())),
+        )
+
+    def every_row(self) -> Plan:
+        return replace(self, ords=None, settled=_NO_SETTLED)
+
+    def twins(self, outcomes: pl.DataFrame) -> pl.Series:
+        """Places of the settled unchanged rows whose target key a computed row stages too
+        (two source rows for one record: both must be computed to be found)."""
+        staged = outcomes.filter(pl.col("staged"))["target_key"].implode()
+        unfiltered = ~pl.col("filtered") & pl.col("target_key").is_in(staged)
+        return self.settled.filter(unfiltered)[ORD]
+
+    def target_ords(self, keys: pl.Series) -> pl.Series | None:
+        """Places of the target records the computed rows must be compared with: every record
+        no settled row claims, and those whose folded key is in `keys` (claimed by a computed
+        row)."""
+        if self.ords is None:
+            return None
+        claimed = self.settled["target_key"].drop_nulls().implode()
+        wanted = ~pl.col(FOLD).is_in(claimed) | pl.col(FOLD).is_in(keys.implode())
+        return self.target.filter(wanted)[ORD]
+
+
+_NO_SETTLED = pl.DataFrame(schema={ORD: pl.Int64, "target_key": pl.String, "filtered": pl.Boolean})
+
+
+def plan_rows(
+    wh: Warehouse, flow: Flow, reads: EntityReads, context: Context, print_: str | None
+) -> Plan:
+    """The plan of `flow`'s run: with `print_` (its context print) the same as when its
+    settled rows were kept, only the rows that may have changed; otherwise every row."""
+    source = reads.frame(wh, (flow.source.system, flow.source.entity), [HASH], keep_ord=True)
+    target_entity = (flow.target.system, flow.target.entity)
+    filters = [f.column for f in flow.target_filters]
+    target = (
+        reads.frame(wh, target_entity, [*flow.keys, *filters, HASH], keep_ord=True)
+        .filter(filters_expr(flow.target_filters, context))
+        .select(ORD, folded_record_key(flow.keys).alias(FOLD), HASH)
+    )
+    stored = wh.con.execute(
+        "SELECT context_print FROM settled_flows WHERE flow = ?", [flow.name]
+    ).fetchall()
+    if print_ is None or not stored or stored[0][0] != print_:
+        return Plan(None, _NO_SETTLED, source, target, print_)
+    state = wh.query(
+        "SELECT source_hash, target_key, target_hash, filtered FROM settled_rows WHERE flow = ?",
+        [flow.name],
+    )
+    once = target.filter(pl.col(FOLD).is_unique()).select(FOLD, pl.col(HASH).alias(T_HASH))
+    rows = (
+        source.filter(pl.col(HASH).is_unique())
+        .join(state, left_on=HASH, right_on="source_hash")
+        .join(once, left_on="target_key", right_on=FOLD, how="left")
+    )
+    holds = pl.col("filtered") | (pl.col(T_HASH) == pl.col("target_hash")).fill_null(False)
+    settled = rows.filter(holds).select(ORD, "target_key", "filtered")
+    ords = source.join(settled, on=ORD, how="anti")[ORD]
+    return Plan(ords, settled, source, target, print_)
+
+
+def settled_outcomes(
+    outcomes: pl.DataFrame, written: pl.Series, doubled: pl.Series
+) -> pl.DataFrame:
+    """`outcomes` with `settled`: filtered out, or staged and found unchanged (not written,
+    not a duplicate key), and with no value a value map did not know."""
+    unchanged = (
+        pl.col("staged")
+        & ~pl.col("target_key").is_in(written.implode())
+        & ~pl.col(ORD).is_in(doubled.drop_nulls().cast(pl.Int64).implode())
+    )
+    return outcomes.with_columns(
+        ((pl.col("filtered") | unchanged) & ~pl.col("unmapped")).alias("settled")
+    )
+
+
+def keep_settled(
+    wh: Warehouse,
+    flow: Flow,
+    plan: Plan,
+    outcomes: pl.DataFrame | None,
+    run_id: str,
+) -> None:
+    """Keep the rows this run settled (`outcomes` of the computed rows: `__ord`, `target_key`
+    folded, `settled` true for a row found unchanged or filtered out, `filtered`), with the
+    plan's context print. Rows whose source row is gone, or was computed, are replaced; a run
+    that computed no row writes nothing."""
+    if plan.print_ is None:
+        return
+    if outcomes is None:  # its rows cannot be told apart (`Prepared.aligned`): none kept
+        with wh.transaction():
+            wh.con.execute("DELETE FROM settled_rows WHERE flow = ?", [flow.name])
+            wh.con.execute(
+                "UPDATE settled_flows SET context_print = NULL WHERE flow = ?", [flow.name]
+            )
+        return
+    hashes = plan.source.select(ORD, HASH)
+    new = (
+        outcomes.filter(pl.col("settled"))
+        .join(hashes, on=ORD)
+        .join(
+            plan.target.filter(pl.col(FOLD).is_unique()),
+            left_on="target_key",
+            right_on=FOLD,
+            how="left",
+            suffix="_t",
+        )
+        .filter(pl.col("filtered") | pl.col(f"{HASH}_t").is_not_null())
+        .select(
+            pl.lit(flow.name).alias("flow"),
+            pl.col(HASH).alias("source_hash"),
+            "target_key",
+            pl.when(~pl.col("filtered")).then(pl.col(f"{HASH}_t")).alias("target_hash"),
+            "filtered",
+        )
+    )
+    with wh.transaction():
+        if plan.ords is None:
+            wh.con.execute("DELETE FROM settled_rows WHERE flow = ?", [flow.name])
+        else:
+            computed = outcomes.join(hashes, on=ORD).select(pl.col(HASH).alias("source_hash"))
+            state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
+            gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")
+            drop = pl.concat([computed, gone]).unique()
+            if drop.height:
+                wh.con.register("__drop", drop.to_arrow())
+                try:
+                    wh.con.execute(
+                        "DELETE FROM settled_rows USING __drop d WHERE settled_rows.flow = ? "
+                        "AND settled_rows.source_hash = d.source_hash",
+                        [flow.name],
+                    )
+                finally:
+                    wh.con.unregister("__drop")
+        wh.append("settled_rows", new)
+        wh.con.execute(
+            "INSERT INTO settled_flows (flow, fingerprint, run_id, context_print) "
+            "VALUES (?, NULL, ?, ?) ON CONFLICT (flow) DO UPDATE SET "
+            "context_print = excluded.context_print",
+            [flow.name, run_id, plan.print_],
+        )

@@ -1,0 +1,163 @@
+"""Mirrors: what p2c-etl last saw of each entity set, one table per system and entity set.
+
+A mirror holds the columns the selected flows read of the entity set, with two more:
+`__ord`, the record's place in the read (so a flow sees its source in the order the system
+gave it), and `__hash`, a hash of the record's values. A run reads each entity set once and
+updates its mirror in place: the records whose (place, hash) the mirror lacks are inserted,
+those the read lacks are deleted, and nothing else is touched. A read that finds nothing new
+writes nothing, not even the catalog row.
+
+The catalog (`mirrors`) keeps per mirror its columns and their types, its row count, and a
+`version` that goes up whenever its content changes (records, or the entity set's unreadable
+records, `bad_digest`). A flow whose inputs all have the versions they had when it last found
+nothing to do has nothing to do again (see `stages.settle`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+
+from p2c_etl.warehouse.store import Warehouse, table_name
+
+HASH = "__hash"
+ORD = "__ord"
+_SEED = 0x5032_4345_544C  # "P2CETL": hashes are compared only within one polars version
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What updating a mirror found: its table, version, rows, and the rows it touched."""
+
+    table: str
+    version: int
+    rows: int
+    inserted: int
+    deleted: int
+
+    @property
+    def touched(self) -> int:
+        return self.inserted + self.deleted
+
+
+def mirror_table(system: str, entity: str) -> str:
+    return table_name("mirror", system, entity)
+
+
+def _schema_text(frame: pl.DataFrame) -> str:
+    return f"polars {pl.__version__}: " + ", ".join(f"{c} {t}" for c, t in frame.schema.items())
+
+
+def update_mirror(
+    wh: Warehouse,
+    system: str,
+    entity: str,
+    frame: pl.DataFrame,
+    bad_digest: str,
+    run_id: str,
+    at: datetime,
+) -> Mirrored:
+    """Make the mirror of (`system`, `entity`) hold `frame` (a full read, in the system's
+    order), touching only the records that differ; one transaction."""
+    table = mirror_table(system, entity)
+    hashed = frame.with_columns(
+        frame.hash_rows(_SEED).alias(HASH),
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(ORD),
+    )
+    schema = _schema_text(frame)
+    known = wh.con.execute(
+        "SELECT schema_text, version, bad_digest FROM mirrors WHERE system = ? AND entity = ?",
+        [system, entity],
+    ).fetchall()
+    exists = mirror_exists(wh, system, entity)
+    version = int(known[0][1]) if known else 0
+    with wh.transaction():
+        if not known or not exists or known[0][0] != schema:
+            wh.write_table(table, hashed)
+            inserted, deleted = hashed.height, -1
+        else:
+            held = wh.query(f'SELECT "{ORD}", "{HASH}" FROM "{table}"')
+            pairs = [ORD, HASH]
+            gone = held.join(hashed.select(pairs), on=pairs, how="anti")
+            new = hashed.join(held, on=pairs, how="anti")
+            if gone.height:
+                wh.con.register("__gone", gone.to_arrow())
+                try:
+                    wh.con.execute(
+                        f'DELETE FROM "{table}" USING __gone g WHERE "{table}"."{ORD}" = g."{ORD}" '
+                        f'AND "{table}"."{HASH}" = g."{HASH}"'
+                    )
+                finally:
+                    wh.con.unregister("__gone")
+            wh.append(f'"{table}"', new)
+            inserted, deleted = new.height, gone.height
+            if inserted == 0 and deleted == 0 and known[0][2] == bad_digest:
+                return Mirrored(table, version, hashed.height, 0, 0)
+        version += 1
+        wh.con.execute(
+            "INSERT OR REPLACE INTO mirrors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [system, entity, table, schema, version, hashed.height, bad_digest, run_id, at],
+        )
+    return Mirrored(table, version, hashed.height, inserted, max(deleted, 0))
+
+
+def mirror_exists(wh: Warehouse, system: str, entity: str) -> bool:
+    rows = wh.con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [mirror_table(system, entity)]
+    ).fetchall()
+    return bool(rows[0][0])
+
+
+def mirror_version(wh: Warehouse, system: str, entity: str) -> int:
+    rows = wh.con.execute(
+        "SELECT version FROM mirrors WHERE system = ? AND entity = ?", [system, entity]
+    ).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def read_mirror(
+    wh: Warehouse,
+    system: str,
+    entity: str,
+    columns: list[str],
+    ords: pl.Series | None = None,
+    keep_ord: bool = False,
+) -> pl.DataFrame:
+    """`columns` of every record of the mirror (or of those at the places `ords`), in the
+    order of the read that made it; with `keep_ord`, `__ord` too."""
+    names = ", ".join(f'"{c}"' for c in dict.fromkeys([*columns, ORD]))
+    table = mirror_table(system, entity)
+    if ords is None:
+        frame = wh.query(f'SELECT {names} FROM "{table}"')
+    else:
+        wh.con.register("__ords", pl.DataFrame({ORD: ords.cast(pl.Int64)}).to_arrow())
+        try:
+            frame = wh.query(f'SELECT {names} FROM "{table}" SEMI JOIN __ords USING ("{ORD}")')
+        finally:
+            wh.con.unregister("__ords")
+    # sorted by polars: DuckDB's sort must hold the rows in its (small) memory
+    frame = frame.sort(ORD)
+    return frame if keep_ord else frame.drop(ORD)
+
+
+def mirror_digest(wh: Warehouse, system: str, entity: str, columns: list[str]) -> str:
+    """A digest of `columns` of every record of the mirror (whatever their order)."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    rows = wh.con.execute(
+        f'SELECT count(*), sum(hash({names})::HUGEINT) FROM "{mirror_table(system, entity)}"'
+    ).fetchall()
+    return f"{rows[0][0]}:{rows[0][1]}"
+
+
+def drop_mirrors(wh: Warehouse, namespace: str) -> int:
+    """Drop the mirrors of `namespace` (a reconciliation's own) with their catalog rows."""
+    rows = wh.con.execute(
+        "SELECT table_name FROM mirrors WHERE starts_with(system, ?)", [f"{namespace}."]
+    ).fetchall()
+    with wh.transaction():
+        for (table,) in rows:
+            wh.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+        wh.con.execute("DELETE FROM mirrors WHERE starts_with(system, ?)", [f"{namespace}."])
+    return len(rows)

@@ -1,0 +1,276 @@
+"""The warehouse keeps state, not copies: a run from the mirrors (settled flows taking an
+earlier run's result) gives exactly what the same run gives on a fresh warehouse, and a run
+with nothing changed writes nothing, to the targets or to the mirrors."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+
+import duckdb
+import polars as pl
+
+from p2c_etl.config import load_settings
+from p2c_etl.jobs.run import run_batch
+from p2c_etl.model.summary import FlowCounts, RunSummary
+from p2c_etl.warehouse.store import Warehouse
+
+
+def _files(root: Path) -> dict[str, str]:
+    return {
+        f"{p.parent.name}/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+        for system in ("crm", "erp")
+        for p in sorted((root / system).rglob("*"))
+        if p.is_file()
+    }
+
+
+def _run(root: Path, clock: Callable[[], datetime]) -> RunSummary:
+    return run_batch(load_settings(root / "p2c.toml"), clock=clock)
+
+
+def _rejects(root: Path, run_id: str) -> list[tuple[object, ...]]:
+    """The rejects a report of `run_id` shows, flow by flow (as the report reads them)."""
+    con = duckdb.connect(str(root / "p2c.duckdb"), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT r.flow, r.record_key, r.source_row, r.field, r.reason, r.value, r.message "
+            "FROM rejects r JOIN run_flows f ON r.flow = f.flow "
+            "AND r.run_id = coalesce(f.details_run, f.run_id) WHERE f.run_id = ? "
+            "ORDER BY ALL",
+            [run_id],
+        ).fetchall()
+    finally:
+        con.close()
+    return rows
+
+
+def _mirror_rows(root: Path) -> dict[str, tuple[int, int]]:
+    """Per mirror: (version, rows)."""
+    con = duckdb.connect(str(root / "p2c.duckdb"), read_only=True)
+    try:
+        return {
+            f"{s}.{e}": (int(v), int(n))
+            for s, e, v, n in con.execute(
+                "SELECT system, entity, version, row_count FROM mirrors"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+
+
+def _rewrite(
+    path: Path, change: Callable[[list[dict[str, object]]], list[dict[str, object]]]
+) -> None:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    path.write_text("".join(json.dumps(r) + "\n" for r in change(records)), encoding="utf-8")
+
+
+def _edit_both_systems(root: Path) -> None:
+    """Changes on both sides, through lookups and derivations: a renamed account, a new one,
+    a contact gone, a quote line's quantity (a header total is derived from its lines), an
+    ERP product's price, and a hand edit in the ERP."""
+
+    def accounts(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        rows[0] = {**rows[0], "name": "Adventure Works Cycles (renamed)"}
+        new = {**rows[1], "accountid": "0d0a8c1e-1111-4e4e-9999-000000000001"}
+        return [*rows, {**new, "accountnumber": "ACC-09999-NEWCO", "name": "Newco"}]
+
+    _rewrite(root / "crm" / "accounts.jsonl", accounts)
+    _rewrite(root / "crm" / "contacts.jsonl", lambda rows: rows[1:])
+
+    def lines(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{**rows[0], "quantity": 7}, *rows[1:]]
+
+    _rewrite(root / "crm" / "quotedetails.jsonl", lines)
+
+    def products(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{**rows[0], "SalesPrice": "123.45"}, *rows[1:]]
+
+    _rewrite(root / "erp" / "SellableReleasedProducts.jsonl", products)
+
+    def customers(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [*rows[:-1], {**rows[-1], "OrganizationName": "edited by hand"}]
+
+    _rewrite(root / "erp" / "CustomersV2.jsonl", customers)
+
+
+def _fresh_copy(root: Path, to: Path) -> Path:
+    """The systems and p2c.toml of `root`, with an empty warehouse."""
+    shutil.rmtree(to, ignore_errors=True)
+    to.mkdir(parents=True)
+    for system in ("crm", "erp"):
+        shutil.copytree(root / system, to / system)
+    shutil.copy(root / "p2c.toml", to / "p2c.toml")
+    return to
+
+
+def _same_result(mine: RunSummary, fresh: RunSummary, a: Path, b: Path) -> None:
+    assert mine.status == fresh.status
+    assert mine.flows == fresh.flows  # every count of every flow
+    assert _files(a) == _files(b)  # the targets, byte for byte
+    assert _rejects(a, mine.run_id) == _rejects(b, fresh.run_id)
+    report_a = json.loads(Path(str(mine.report_json)).read_text(encoding="utf-8"))
+    report_b = json.loads(Path(str(fresh.report_json)).read_text(encoding="utf-8"))
+    assert report_a["flows"] == report_b["flows"]
+
+
+def test_runs_from_the_mirrors_equal_runs_on_a_fresh_warehouse(
+    demo_dir: Path,
+    tmp_path: Path,
+    clock: Callable[[], datetime],
+    assert_accounted: Callable[[object], None],
+) -> None:
+    _run(demo_dir, clock)  # the first sync
+    _run(demo_dir, clock)  # settles what the first one wrote
+    quiet = _run(demo_dir, clock)
+    assert sum(c.inserted + c.updated for c in quiet.flows) == 0
+
+    written = []
+    for step in range(2):  # changes, then nothing changed after them
+        if step == 0:
+            _edit_both_systems(demo_dir)
+        fresh_dir = _fresh_copy(demo_dir, tmp_path / f"fresh{step}")
+        mine = _run(demo_dir, clock)
+        fresh = _run(fresh_dir, clock)
+        assert_accounted(mine.flows)
+        _same_result(mine, fresh, demo_dir, fresh_dir)
+        written.append(sum(c.inserted + c.updated for c in mine.flows))
+    assert written[0] > 0 and written[1] == 0  # the edits were carried, and only once
+
+
+def test_a_run_with_nothing_changed_writes_nothing_and_touches_no_mirror_row(
+    demo_dir: Path, clock: Callable[[], datetime]
+) -> None:
+    _run(demo_dir, clock)
+    _run(demo_dir, clock)
+    before_files, before_mirrors = _files(demo_dir), _mirror_rows(demo_dir)
+    con = duckdb.connect(str(demo_dir / "p2c.duckdb"), read_only=True)
+    mirrored = {
+        t: con.execute(f'SELECT count(*), sum("__hash") FROM "{t}"').fetchall()[0]
+        for (t,) in con.execute("SELECT table_name FROM mirrors").fetchall()
+    }
+    con.close()
+    quiet = _run(demo_dir, clock)
+    assert sum(c.inserted + c.updated + c.failed for c in quiet.flows) == 0
+    assert _files(demo_dir) == before_files
+    assert _mirror_rows(demo_dir) == before_mirrors  # no version moved: no mirror row touched
+    con = duckdb.connect(str(demo_dir / "p2c.duckdb"), read_only=True)
+    try:
+        # every flow took the result of the run before, and no per-run copy was made
+        details = con.execute(
+            "SELECT count(*) FROM run_flows WHERE run_id = ? AND details_run IS NOT NULL",
+            [quiet.run_id],
+        ).fetchall()[0][0]
+        assert details == len(quiet.flows)
+        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+        ours = [t for t in tables if quiet.run_id.lower().replace("-", "_") in t]
+        assert ours == []
+        after = {
+            t: con.execute(f'SELECT count(*), sum("__hash") FROM "{t}"').fetchall()[0]
+            for t in mirrored
+        }
+    finally:
+        con.close()
+    assert after == mirrored
+    frame = pl.DataFrame([c.__dict__ for c in quiet.flows])
+    assert frame["source_rows"].sum() > 0
+
+
+def _old_run(wh: Warehouse, run_id: str, started: datetime) -> None:
+    wh.start_run(run_id, "run", False, ["accounts"], started)
+    wh.finish_run(run_id, "partial", started)
+
+
+def test_pruning_an_old_run_gives_its_space_back_to_the_disk(tmp_path: Path) -> None:
+    path = tmp_path / "p2c.duckdb"
+    wh = Warehouse.open(path)
+    try:
+        _old_run(wh, "r-old", datetime(2026, 1, 1, tzinfo=UTC))
+        # a large per-run table (the staged rows of a big first sync), hard to compress
+        wh.con.execute(
+            "CREATE TABLE stage_r_old_accounts AS SELECT md5(i::VARCHAR) || md5((i * 7)::VARCHAR) "
+            "|| md5((i * 13)::VARCHAR) AS v FROM range(2000000) t(i)"
+        )
+        wh.con.execute("CHECKPOINT")
+    finally:
+        wh.close()
+    before = path.stat().st_size
+    assert before > 80 << 20  # more than the 64 MiB of free space that makes it worth it
+    wh = Warehouse.open(path)
+    try:
+        assert wh.prune(datetime(2026, 2, 1, tzinfo=UTC)) == (1, 1)
+        assert wh.query("SELECT run_id FROM runs")["run_id"].to_list() == ["r-old"]  # ledger
+    finally:
+        wh.close()
+    after = path.stat().st_size
+    assert after < before / 10, (before, after)
+
+
+def test_a_warehouse_of_the_copying_format_is_migrated_on_first_open(tmp_path: Path) -> None:
+    """Format 1 kept a copy of each entity set per run and flow: they are dropped (the next run
+    builds the mirrors), the space goes back, and the ledger stays."""
+    path = tmp_path / "p2c.duckdb"
+    wh = Warehouse.open(path)
+    try:
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        _old_run(wh, "r1", at)
+        wh.save_counts("r1", FlowCounts("accounts", 3, 0, 1, 2, 0, 0, 0, 0))
+        big = pl.DataFrame({"v": [f"{i:08d}" * 16 for i in range(400_000)]})
+        wh.save_snapshot("r1", "accounts.source", "crm", "accounts", big, at)
+        wh.append(
+            "rejects",
+            pl.DataFrame(
+                {"run_id": ["r1"], "flow": ["accounts"], "reason": ["bad_format"], "message": ["m"]}
+            ),
+        )
+        wh.con.execute("DELETE FROM warehouse_format")  # as a warehouse made before mirrors
+        wh.con.execute("DROP TABLE mirrors")
+        wh.con.execute("CHECKPOINT")
+    finally:
+        wh.close()
+    wh = Warehouse.open(path)
+    try:
+        tables = wh.query("SELECT table_name FROM duckdb_tables()")["table_name"].to_list()
+        assert not [t for t in tables if t.startswith("snap_")]
+        assert "mirrors" in tables
+        assert wh.counts("r1") == (FlowCounts("accounts", 3, 0, 1, 2, 0, 0, 0, 0),)
+        assert wh.query("SELECT count(*) AS n FROM rejects")["n"][0] == 1
+        assert wh.query("SELECT version FROM warehouse_format")["version"].to_list() == [2]
+    finally:
+        wh.close()
+
+
+def _nightly_bench() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "bench" / "nightly_bench.py"
+    spec = importlib.util.spec_from_file_location("nightly_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_generated_company_run_from_the_mirrors_equals_a_fresh_warehouse(
+    tmp_path: Path, clock: Callable[[], datetime], assert_accounted: Callable[[object], None]
+) -> None:
+    """The benchmark's company (Parquet, every flow, lookups, derived quote totals) at a small
+    size: after a first sync and a quiet night, 1% of records change on both sides."""
+    bench = _nightly_bench()
+    root = tmp_path / "company"
+    bench.build(root, 600)
+    _run(root, clock)
+    _run(root, clock)
+    seed = 20261201
+    print(f"random seed of the 1% change: {seed}")
+    assert bench.change_one_percent(root, seed) > 0
+    fresh_dir = _fresh_copy(root, tmp_path / "fresh")
+    mine, fresh = _run(root, clock), _run(fresh_dir, clock)
+    assert_accounted(mine.flows)
+    _same_result(mine, fresh, root, fresh_dir)
+    assert sum(c.inserted + c.updated for c in mine.flows) > 0
