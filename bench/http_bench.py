@@ -1,14 +1,27 @@
-"""The nightly run over HTTP (sandbox on loopback) beside the same run on the files connector.
+"""The three nights an operator cares about, over HTTP (sandbox on loopback) beside files.
 
-    python bench/http_bench.py [--accounts 100000] [--products 20000]
+    python bench/http_bench.py [--accounts 100000] [--products 20000] [--seed 20261201]
 
-Builds a company of ACCOUNTS Sales accounts and PRODUCTS F&O products in the files layout, of
-which 90% were synced earlier (by p2c-etl itself) and 1% of those changed since; then runs the
-`products` and `accounts` flows once on files and once through the Dataverse and F&O
-connectors against the sandbox (`p2c sandbox serve` in its own process, as a real service
-is) seeded with the same data. Prints wall time, records/s, records
-written and records written per write request (`UpsertMultiple` and `$batch`, target >= 500),
-and the HTTP / files ratio (target <= 5).
+Builds a company of ACCOUNTS Sales accounts and PRODUCTS F&O products in the files layout,
+nothing synced yet (the targets, CRM products and ERP customers, are empty). The files side
+runs the `products` and `accounts` flows on a copy of it; the HTTP side runs them through the
+Dataverse and F&O connectors against the sandbox (`p2c sandbox serve` in its own process, as
+a real service is), seeded once from the same files before the first night and then written
+only by the runs (and by night 3's change). Each side keeps its warehouse between nights:
+
+    1. first sync   empty targets: every record is inserted;
+    2. no change    the same run again: nothing is written;
+    3. 1% changed   1% of the accounts and of the products (picked by --seed, printed)
+                    renamed, in the files and in the sandbox's source entity sets (through
+                    its Web API: `UpsertMultiple` on accounts, PATCH on products, before the
+                    night's counters are reset): exactly those are written.
+
+Prints, per night and side, wall seconds, records written, write requests (`UpsertMultiple`
+and `$batch` posted to the sandbox; the files side makes none) and records per write
+request; then per night the HTTP / files ratio against its target (first sync <= 3x, no
+change <= 2x, 1% changed <= 2x). Each night the files side runs first, then the HTTP side;
+it asserts that both write the same number of records and that it is the expected one
+(every record, none, the changed ones).
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +116,23 @@ def products(n: int) -> pl.DataFrame:
     )
 
 
-def build(root: Path, n_accounts: int, n_products: int) -> Path:
-    """A company where 90% was synced earlier and 1% of that changed since."""
+@dataclass(frozen=True)
+class Company:
+    """The generated company: its files-layout folder and its source records."""
+
+    folder: Path
+    accounts: pl.DataFrame
+    products: pl.DataFrame
+
+
+def build(root: Path, n_accounts: int, n_products: int) -> Company:
+    """A company where nothing was synced yet: every source record, empty targets."""
     demo = demo_fixtures_dir()
-    state = root / "state"
+    folder = root / "company"
     for system in ("crm", "erp"):
-        (state / system).mkdir(parents=True)
+        (folder / system).mkdir(parents=True)
     for name in ("transactioncurrencies", "uoms", "uomschedules"):
-        shutil.copy(demo / "crm" / f"{name}.jsonl", state / "crm")
+        shutil.copy(demo / "crm" / f"{name}.jsonl", folder / "crm")
     currency = json.loads(
         (demo / "crm" / "transactioncurrencies.jsonl").read_text().splitlines()[0]
     )
@@ -117,29 +140,82 @@ def build(root: Path, n_accounts: int, n_products: int) -> Path:
         pl.lit(currency["transactioncurrencyid"]).alias("_transactioncurrencyid_value")
     )
     all_products = products(n_products)
-    synced = int(n_accounts * 0.9), int(n_products * 0.9)
-    all_accounts.head(synced[0]).write_ndjson(state / "crm" / "accounts.jsonl")
-    all_products.head(synced[1]).write_ndjson(state / "erp" / "SellableReleasedProducts.jsonl")
-    (state / "crm" / "products.jsonl").write_text("")
-    (state / "erp" / "CustomersV2.jsonl").write_text("")
-    (state / "p2c.toml").write_text(demo_config_text())
-    earlier = run_batch(load_settings(state / "p2c.toml"), flows=FLOWS)
-    assert earlier.status == "ok", earlier.error
-    changed = pl.col("accountnumber").str.slice(-2) == "07"  # 1% of the accounts
-    all_accounts.with_columns(
-        pl.when(changed).then(pl.col("name") + " (renamed)").otherwise("name").alias("name")
-    ).write_ndjson(state / "crm" / "accounts.jsonl")
-    all_products.write_ndjson(state / "erp" / "SellableReleasedProducts.jsonl")
-    (state / "p2c.duckdb").unlink()
-    shutil.rmtree(state / "reports")
-    return state
+    all_accounts.write_ndjson(folder / "crm" / "accounts.jsonl")
+    all_products.write_ndjson(folder / "erp" / "SellableReleasedProducts.jsonl")
+    (folder / "crm" / "products.jsonl").write_text("")
+    (folder / "erp" / "CustomersV2.jsonl").write_text("")
+    (folder / "p2c.toml").write_text(demo_config_text())
+    return Company(folder, all_accounts, all_products)
 
 
-def files_run(state: Path, root: Path) -> tuple[float, RunSummary]:
-    work = root / "files"
-    shutil.copytree(state, work)
+@dataclass(frozen=True)
+class Change:
+    """1% of the accounts and of the products renamed: the new frames and the changed rows."""
+
+    accounts: pl.DataFrame
+    products: pl.DataFrame
+    changed_accounts: pl.DataFrame  # accountid, name (the new one)
+    changed_products: pl.DataFrame  # dataAreaId, ProductNumber, ProductName (the new one)
+
+    @property
+    def records(self) -> int:
+        return self.changed_accounts.height + self.changed_products.height
+
+
+def one_percent(company: Company, seed: int) -> Change:
+    """Rename 1% of the accounts and 1% of the products, picked by `seed`."""
+
+    def renamed(frame: pl.DataFrame, column: str) -> tuple[pl.DataFrame, pl.Series]:
+        pick = (pl.int_range(pl.len()).shuffle(seed) < pl.len() // 100).alias("pick")
+        picked = frame.select(pick).to_series()
+        new = pl.when(picked).then(pl.col(column) + " (changed)").otherwise(pl.col(column))
+        return frame.with_columns(new.alias(column)), picked
+
+    new_accounts, picked_accounts = renamed(company.accounts, "name")
+    new_products, picked_products = renamed(company.products, "ProductName")
+    return Change(
+        new_accounts,
+        new_products,
+        new_accounts.filter(picked_accounts).select("accountid", "name"),
+        new_products.filter(picked_products).select("dataAreaId", "ProductNumber", "ProductName"),
+    )
+
+
+def change_files(folder: Path, change: Change) -> None:
+    change.accounts.write_ndjson(folder / "crm" / "accounts.jsonl")
+    change.products.write_ndjson(folder / "erp" / "SellableReleasedProducts.jsonl")
+
+
+def change_sandbox(crm_url: str, erp_url: str, change: Change) -> None:
+    """The same change in the sandbox's `accounts` and `SellableReleasedProducts`, through
+    its Web API (the sandbox is seeded only at start; its data API writes any entity set)."""
+    with httpx.Client(timeout=60) as client:
+        headers = {"Authorization": f"Bearer {_token(crm_url)}"}
+        targets = [
+            {"@odata.type": "Microsoft.Dynamics.CRM.account", **row}
+            for row in change.changed_accounts.to_dicts()
+        ]
+        for start in range(0, len(targets), 1000):
+            answer = client.post(
+                f"{crm_url}/api/data/v9.2/accounts/Microsoft.Dynamics.CRM.UpsertMultiple",
+                json={"Targets": targets[start : start + 1000]},
+                headers=headers,
+            )
+            answer.raise_for_status()
+        headers = {"Authorization": f"Bearer {_token(erp_url)}"}
+        for row in change.changed_products.iter_rows(named=True):
+            key = f"dataAreaId='{row['dataAreaId']}',ProductNumber='{row['ProductNumber']}'"
+            answer = client.patch(
+                f"{erp_url}/data/SellableReleasedProducts({key})",
+                json={"ProductName": row["ProductName"]},
+                headers=headers,
+            )
+            answer.raise_for_status()
+
+
+def files_night(folder: Path) -> tuple[float, RunSummary]:
     start = time.perf_counter()
-    summary = run_batch(load_settings(work / "p2c.toml"), flows=FLOWS)
+    summary = run_batch(load_settings(folder / "p2c.toml"), flows=FLOWS)
     return time.perf_counter() - start, summary
 
 
@@ -212,18 +288,24 @@ def _answers(url: str) -> bool:
     return True
 
 
-def http_run(state: Path, root: Path) -> tuple[float, RunSummary, int]:
-    work = root / "http"
-    work.mkdir()
-    with sandbox_process(state) as (crm_url, erp_url):
-        config = work / "p2c.toml"
+def _reset_stats(url: str) -> None:
+    headers = {"Authorization": f"Bearer {_token(url)}"}
+    httpx.post(f"{url}/_sandbox/reset-stats", headers=headers, timeout=10).raise_for_status()
+
+
+def http_night(folder: Path, crm_url: str, erp_url: str) -> tuple[float, RunSummary, int]:
+    """One run through the connectors against the running sandbox: seconds, summary and
+    the write requests (`UpsertMultiple`, `$batch`) the sandbox received."""
+    config = folder / "p2c.toml"
+    if not config.exists():
         token_url = f"{crm_url}/sandbox/oauth2/v2.0/token"
         config.write_text(http_config_text(crm_url, erp_url, token_url))
-        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
-        start = time.perf_counter()
-        summary = run_batch(settings, flows=FLOWS)
-        elapsed = time.perf_counter() - start
-        stats = _stats(crm_url)
+    settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+    _reset_stats(crm_url)
+    start = time.perf_counter()
+    summary = run_batch(settings, flows=FLOWS)
+    elapsed = time.perf_counter() - start
+    stats = _stats(crm_url)
     writes = sum(
         n
         for system in stats.values()
@@ -233,37 +315,77 @@ def http_run(state: Path, root: Path) -> tuple[float, RunSummary, int]:
     return elapsed, summary, writes
 
 
+# (night, HTTP / files target)
+NIGHTS = (("first sync", 3.0), ("no change", 2.0), ("1% changed", 2.0))
+
+
+def show(night: str, side: str, seconds: float, summary: RunSummary, requests: int | None) -> None:
+    written = summary.written
+    if requests is None:
+        shown, per = f"{'-':>7}", f"{'-':>7}"
+    else:
+        shown = f"{requests:7,}"
+        per = f"{written / requests:7,.0f}" if requests else f"{'-':>7}"
+    print(
+        f"{night:<10}  {side:5}  wall {seconds:7.2f} s  written {written:9,}  "
+        f"write requests {shown}  records/request {per}  ({summary.status})",
+        flush=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--products", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=20261201)
     args = parser.parse_args(argv)
+    ratios: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        print(f"building {args.accounts:,} accounts and {args.products:,} products ...")
-        state = build(root, args.accounts, args.products)
-        files_s, files_summary = files_run(state, root)
-        http_s, http_summary, write_requests = http_run(state, root)
-    rows = sum(f.source_rows for f in files_summary.flows)
-    for label, seconds, summary in (
-        ("files", files_s, files_summary),
-        ("http", http_s, http_summary),
-    ):
-        written = summary.written
         print(
-            f"{label:5}  wall {seconds:7.2f} s  {rows / seconds:10,.0f} source rows/s  "
-            f"written {written:,} ({summary.status})"
+            f"building {args.accounts:,} accounts and {args.products:,} products "
+            f"(seed {args.seed}) ...",
+            flush=True,
         )
-    assert http_summary.status != "failed", http_summary.error
-    assert http_summary.written == files_summary.written, "both runs must write the same"
-    per_request = http_summary.written / write_requests if write_requests else 0.0
-    print(
-        f"http write requests: {write_requests:,}  records per write request: {per_request:,.0f} "
-        "(target >= 500)"
-    )
-    print(f"ratio http / files: {http_s / files_s:.2f} (target <= 5)")
+        company = build(root, args.accounts, args.products)
+        files_dir = root / "files"
+        shutil.copytree(company.folder, files_dir)
+        http_dir = root / "http"
+        http_dir.mkdir()
+        expected = {"first sync": args.accounts + args.products, "no change": 0}
+        # Seeded once, from the files the files side starts from; from then on only the
+        # runs (and night 3's change) write to it: it keeps its state between requests.
+        with sandbox_process(files_dir) as (crm_url, erp_url):
+            for night, target in NIGHTS:
+                if night == "1% changed":
+                    change = one_percent(company, args.seed)
+                    change_files(files_dir, change)
+                    change_sandbox(crm_url, erp_url, change)
+                    expected[night] = change.records
+                    print(
+                        f"changed {change.changed_accounts.height:,} accounts and "
+                        f"{change.changed_products.height:,} products (seed {args.seed}), in "
+                        "the files and in the running sandbox through its Web API",
+                        flush=True,
+                    )
+                files_s, files_summary = files_night(files_dir)
+                show(night, "files", files_s, files_summary, None)
+                http_s, http_summary, requests = http_night(http_dir, crm_url, erp_url)
+                show(night, "http", http_s, http_summary, requests)
+                assert files_summary.status == "ok", files_summary.error
+                assert http_summary.status != "failed", http_summary.error
+                assert http_summary.written == files_summary.written, (
+                    f"{night}: both sides must write the same"
+                )
+                assert files_summary.written == expected[night], (
+                    f"{night}: wrote {files_summary.written:,}, expected {expected[night]:,}"
+                )
+                ratios.append((night, http_s / files_s, target))
+    for night, ratio, target in ratios:
+        verdict = "ok" if ratio <= target else "MISSED"
+        print(f"{night:<10}  ratio http / files {ratio:5.2f} (target <= {target:g}) {verdict}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"peak resident memory of p2c-etl (both runs; the sandbox runs apart): {peak:,.0f} MiB")
+    print(f"peak resident memory of p2c-etl (all runs; the sandbox runs apart): {peak:,.0f} MiB")
 
 
 if __name__ == "__main__":

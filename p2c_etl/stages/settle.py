@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -24,9 +24,11 @@ import polars as pl
 import p2c_etl
 from p2c_etl.model.flow import Context, Flow
 from p2c_etl.model.keys import folded_record_key
+from p2c_etl.model.rejects import ROW
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.resources import contracts_dir
 from p2c_etl.stages.extract import EntityReads, reference_columns
+from p2c_etl.stages.prepare import staged_table
 from p2c_etl.stages.transform import filters_expr
 from p2c_etl.warehouse.mirror import HASH, ORD
 from p2c_etl.warehouse.store import Warehouse
@@ -132,6 +134,18 @@ class Plan:
     target: pl.DataFrame
     """`__ord`, `__fold` (folded key), `__hash` of every target record in the flow's scope."""
     print_: str | None
+    refreshed: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(
+            schema={
+                ORD: pl.Int64,
+                "target_key": pl.String,
+                "filtered": pl.Boolean,
+                T_HASH: pl.UInt64,
+            }
+        )
+    )
+    """The settled rows that were written last and are found held: kept again by the hash of
+    their target record."""
 
     @property
     def unchanged(self) -> int:
@@ -193,10 +207,13 @@ def plan_rows(
     if print_ is None or not stored or stored[0][0] != print_:
         return Plan(None, _NO_SETTLED, source, target, print_)
     state = wh.query(
-        "SELECT source_hash, target_key, target_hash, filtered FROM settled_rows WHERE flow = ?",
+        "SELECT source_hash, target_key, target_hash, filtered, values_hash "
+        "FROM settled_rows WHERE flow = ?",
         [flow.name],
     )
-    once = target.filter(pl.col(FOLD).is_unique()).select(FOLD, pl.col(HASH).alias(T_HASH))
+    once = target.filter(pl.col(FOLD).is_unique()).select(
+        FOLD, pl.col(HASH).alias(T_HASH), pl.col(ORD).alias("__t_ord")
+    )
     rows = (
         source.filter(pl.col(HASH).is_unique())
         .join(state, left_on=HASH, right_on="source_hash")
@@ -204,22 +221,60 @@ def plan_rows(
     )
     holds = pl.col("filtered") | (pl.col(T_HASH) == pl.col("target_hash")).fill_null(False)
     settled = rows.filter(holds).select(ORD, "target_key", "filtered")
+    refreshed = _written_and_held(wh, flow, reads, rows.filter(pl.col("values_hash").is_not_null()))
+    settled = pl.concat([settled, refreshed.select(ORD, "target_key", "filtered")])
     ords = source.join(settled, on=ORD, how="anti")[ORD]
-    return Plan(ords, settled, source, target, print_)
+    return Plan(ords, settled, source, target, print_, refreshed)
+
+
+def _written_and_held(
+    wh: Warehouse, flow: Flow, reads: EntityReads, written: pl.DataFrame
+) -> pl.DataFrame:
+    """Of the rows last written (`values_hash`: of the values written), those whose source row
+    is as it was and whose target record now holds exactly those values: unchanged, found
+    without mapping them again. `__ord`, `target_key`, `filtered`, and the target record's
+    hash (`__t_hash`) to keep them by from now on."""
+    written = written.filter(pl.col("__t_ord").is_not_null())
+    if written.height == 0:
+        return written.select(ORD, "target_key", "filtered", T_HASH)
+    target = (flow.target.system, flow.target.entity)
+    columns = list(flow.compare_columns)
+    held = reads.frame(wh, target, columns, written["__t_ord"], keep_ord=True)
+    values = held.select(pl.col(ORD).alias("__t_ord"), values_hash(held, columns).alias("__held"))
+    return (
+        written.join(values, on="__t_ord")
+        .filter(pl.col("__held") == pl.col("values_hash"))
+        .select(ORD, "target_key", "filtered", T_HASH)
+    )
+
+
+def values_hash(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
+    """The hash of a record's values in `columns`, as written (staged) or as held (target)."""
+    return frame.select(columns).hash_rows(_VALUES_SEED)
+
+
+_VALUES_SEED = 0x5032_5641_4C53
 
 
 def settled_outcomes(
     outcomes: pl.DataFrame, written: pl.Series, doubled: pl.Series
 ) -> pl.DataFrame:
     """`outcomes` with `settled`: filtered out, or staged and found unchanged (not written,
-    not a duplicate key), and with no value a value map did not know."""
+    not a duplicate key), and with no value a value map did not know; and `written`: staged
+    to be inserted or updated (kept by the values sent, to be found held next time)."""
     unchanged = (
         pl.col("staged")
         & ~pl.col("target_key").is_in(written.implode())
         & ~pl.col(ORD).is_in(doubled.drop_nulls().cast(pl.Int64).implode())
     )
+    sent = (
+        pl.col("staged")
+        & pl.col("target_key").is_in(written.implode())
+        & ~pl.col(ORD).is_in(doubled.drop_nulls().cast(pl.Int64).implode())
+    )
     return outcomes.with_columns(
-        ((pl.col("filtered") | unchanged) & ~pl.col("unmapped")).alias("settled")
+        ((pl.col("filtered") | unchanged) & ~pl.col("unmapped")).alias("settled"),
+        (sent & ~pl.col("unmapped")).alias("written"),
     )
 
 
@@ -244,16 +299,11 @@ def keep_settled(
             )
         return
     hashes = plan.source.select(ORD, HASH)
-    new = (
+    once = plan.target.filter(pl.col(FOLD).is_unique())
+    kept = (
         outcomes.filter(pl.col("settled"))
         .join(hashes, on=ORD)
-        .join(
-            plan.target.filter(pl.col(FOLD).is_unique()),
-            left_on="target_key",
-            right_on=FOLD,
-            how="left",
-            suffix="_t",
-        )
+        .join(once, left_on="target_key", right_on=FOLD, how="left", suffix="_t")
         .filter(pl.col("filtered") | pl.col(f"{HASH}_t").is_not_null())
         .select(
             pl.lit(flow.name).alias("flow"),
@@ -261,13 +311,40 @@ def keep_settled(
             "target_key",
             pl.when(~pl.col("filtered")).then(pl.col(f"{HASH}_t")).alias("target_hash"),
             "filtered",
+            pl.lit(None, pl.UInt64).alias("values_hash"),
         )
     )
+    staged = wh.read_table(staged_table(run_id, flow))  # after load: the rows written
+    columns = list(flow.compare_columns)
+    sent = staged.select(pl.col(ROW).alias(ORD), values_hash(staged, columns).alias("values_hash"))
+    written = (
+        outcomes.filter(pl.col("written"))
+        .join(hashes, on=ORD)
+        .join(sent, on=ORD)
+        .select(
+            pl.lit(flow.name).alias("flow"),
+            pl.col(HASH).alias("source_hash"),
+            "target_key",
+            pl.lit(None, pl.UInt64).alias("target_hash"),
+            pl.lit(False).alias("filtered"),
+            "values_hash",
+        )
+    )
+    refreshed = plan.refreshed.join(hashes, on=ORD).select(
+        pl.lit(flow.name).alias("flow"),
+        pl.col(HASH).alias("source_hash"),
+        "target_key",
+        pl.col(T_HASH).alias("target_hash"),
+        "filtered",
+        pl.lit(None, pl.UInt64).alias("values_hash"),
+    )
+    new = pl.concat([kept, written, refreshed])
     with wh.transaction():
         if plan.ords is None:
             wh.con.execute("DELETE FROM settled_rows WHERE flow = ?", [flow.name])
         else:
-            computed = outcomes.join(hashes, on=ORD).select(pl.col(HASH).alias("source_hash"))
+            computed = pl.concat([outcomes.select(ORD), plan.refreshed.select(ORD)])
+            computed = computed.join(hashes, on=ORD).select(pl.col(HASH).alias("source_hash"))
             state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
             gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")
             drop = pl.concat([computed, gone]).unique()

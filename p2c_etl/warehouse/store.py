@@ -110,7 +110,7 @@ CREATE TABLE IF NOT EXISTS settled_flows (
     context_print VARCHAR);
 CREATE TABLE IF NOT EXISTS settled_rows (
     flow VARCHAR NOT NULL, source_hash UBIGINT NOT NULL, target_key VARCHAR,
-    target_hash UBIGINT, filtered BOOLEAN NOT NULL);
+    target_hash UBIGINT, filtered BOOLEAN NOT NULL, values_hash UBIGINT);
 ALTER TABLE run_flows ADD COLUMN IF NOT EXISTS details_run VARCHAR;
 CREATE TABLE IF NOT EXISTS warehouse_format (version INTEGER NOT NULL);
 """

@@ -128,7 +128,9 @@ def test_runs_from_the_mirrors_equal_runs_on_a_fresh_warehouse(
     assert_accounted: Callable[[object], None],
 ) -> None:
     _run(demo_dir, clock)  # the first sync
-    _run(demo_dir, clock)  # settles what the first one wrote
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "after_sync")
+    after = _run(demo_dir, clock)  # finds what the first one wrote held
+    _same_result(after, _run(fresh_dir, clock), demo_dir, fresh_dir)
     quiet = _run(demo_dir, clock)
     assert sum(c.inserted + c.updated for c in quiet.flows) == 0
 
