@@ -162,10 +162,11 @@ class Plan:
             self,
             ords=pl.concat([self.ords, ords]).unique().sort(),
             settled=self.settled.filter(~pl.col(ORD).is_in(ords.implode())),
+            refreshed=self.refreshed.filter(~pl.col(ORD).is_in(ords.implode())),
         )
 
     def every_row(self) -> Plan:
-        return replace(self, ords=None, settled=_NO_SETTLED)
+        return replace(self, ords=None, settled=_NO_SETTLED, refreshed=self.refreshed.clear())
 
     def twins(self, outcomes: pl.DataFrame) -> pl.Series:
         """Places of the settled unchanged rows whose target key a computed row stages too

@@ -128,6 +128,12 @@ def test_runs_from_the_mirrors_equal_runs_on_a_fresh_warehouse(
     assert_accounted: Callable[[object], None],
 ) -> None:
     _run(demo_dir, clock)  # the first sync
+
+    def twin(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        # a new account with the number of one just written: both become duplicate_key
+        return [*rows, {**rows[2], "accountid": "0d0a8c1e-2222-4e4e-9999-000000000002"}]
+
+    _rewrite(demo_dir / "crm" / "accounts.jsonl", twin)
     fresh_dir = _fresh_copy(demo_dir, tmp_path / "after_sync")
     after = _run(demo_dir, clock)  # finds what the first one wrote held
     _same_result(after, _run(fresh_dir, clock), demo_dir, fresh_dir)
