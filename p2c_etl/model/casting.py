@@ -93,6 +93,20 @@ def _held(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> tuple[pl.E
     return expr, source
 
 
+_DATETIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.fZ",
+    "%Y-%m-%dT%H:%M:%S%.f%:z",
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%dT%H:%M:%S%.f",  # no offset: UTC, as OData's DateTimeOffset is
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f%:z",
+    "%Y-%m-%dT%H:%MZ",
+    "%Y-%m-%dT%H:%M%:z",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",  # a date: its midnight, UTC (no loss)
+)
+
+
 def _value(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
     if source.is_nested() or isinstance(source, pl.Object):
         return pl.lit(None, dtype=target)  # an object or a list is no scalar of any type
@@ -113,7 +127,12 @@ def _value(expr: pl.Expr, source: pl.DataType, target: pl.DataType) -> pl.Expr:
         utc = expr.dt.convert_time_zone("UTC") if source.time_zone else expr  # naive: UTC
         return pl.when(utc.dt.time().is_in(_DAY_TIMES)).then(utc.dt.date())
     if source == pl.String and isinstance(target, pl.Datetime):
-        return expr.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        # Each value by the first of these formats it matches, never by a format guessed from
+        # the first value of the column (which made a naive value after a `Z` one null).
+        return pl.coalesce(
+            expr.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False)
+            for f in _DATETIME_FORMATS
+        )
     return expr.cast(target, strict=False)
 
 

@@ -158,3 +158,22 @@ def test_an_object_or_a_list_is_no_text_and_its_reject_shows_it_as_json(
         (0, "description", "wrong_type", '["p","Ünïcode"]'),
         (0, "name", "wrong_type", '{"a":"x"}'),  # not '{"x"}', as polars casts a struct
     ]
+
+
+def test_a_date_time_in_text_reads_the_same_wherever_it_stands_in_its_column() -> None:
+    """Each value by its own format: a value without an offset after one with `Z` (or the
+    other way round) is not made null by a format guessed from the first value."""
+    texts = ["2026-10-05T13:45:00Z", "2026-10-05T13:45:00", "2026-10-05T15:45:00.5+02:00"]
+    at = datetime(2026, 10, 5, 13, 45, tzinfo=UTC)
+    expected = {
+        texts[0]: (at, False, False),
+        texts[1]: (at, False, False),  # no offset: UTC
+        texts[2]: (at.replace(microsecond=500_000), False, False),
+    }
+    target = pl.Datetime("us", "UTC")
+    for order in (texts, texts[::-1], [texts[1], texts[0], texts[2]]):
+        assert cast(order, pl.String(), target) == [expected[t] for t in order]
+    assert cast(["2026-10-05", "5 Oct 2026"], pl.String(), target) == [
+        (datetime(2026, 10, 5, tzinfo=UTC), False, False),
+        (None, True, False),
+    ]
