@@ -24,6 +24,7 @@ from p2c_etl.connectors.badrows import SOURCE_BAD_SCHEMA, SOURCE_FILE, unreadabl
 from p2c_etl.connectors.base import Connector
 from p2c_etl.errors import ConnectorError
 from p2c_etl.model.flow import Context, Flow, Input
+from p2c_etl.model.rejects import LINE
 from p2c_etl.stages.transform import filters_expr
 from p2c_etl.warehouse.mirror import Mirrored, mirror_digest, read_mirror, update_mirror
 from p2c_etl.warehouse.store import Warehouse
@@ -122,8 +123,8 @@ class EntityReads:
         columns = self.columns.setdefault(entity, [])
         columns.extend(c for c in needs if c not in columns)
         done = self._reads.get(entity)
-        reusable = done is not None and not (done.maybe_missing and not missing_ok)
-        if done is not None and reusable and set(needs) <= set(done.columns):
+        fits = done is not None and set(needs) <= set(done.columns)
+        if done is not None and fits and (missing_ok or not done.maybe_missing):
             return done
         system, name = entity
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
@@ -166,7 +167,7 @@ class EntityReads:
 def _refuse_bad(read: Read, system: str, entity: str, role: str) -> None:
     if read.bad.height == 0:
         return
-    first = str(read.bad.sort(SOURCE_FILE, "__line", nulls_last=True)[SOURCE_FILE][0] or "")
+    first = str(read.bad.sort(SOURCE_FILE, LINE, nulls_last=True)[SOURCE_FILE][0] or "")
     bad = read.bad.filter(pl.col(SOURCE_FILE) == first) if first else read.bad
     raise ConnectorError(f"{unreadable(Path(first or f'{system}.{entity}'), bad)} ({role})")
 

@@ -149,15 +149,3 @@ def mirror_digest(wh: Warehouse, system: str, entity: str, columns: list[str]) -
         f'SELECT count(*), sum(hash({names})::HUGEINT) FROM "{mirror_table(system, entity)}"'
     ).fetchall()
     return f"{rows[0][0]}:{rows[0][1]}"
-
-
-def drop_mirrors(wh: Warehouse, namespace: str) -> int:
-    """Drop the mirrors of `namespace` (a reconciliation's own) with their catalog rows."""
-    rows = wh.con.execute(
-        "SELECT table_name FROM mirrors WHERE starts_with(system, ?)", [f"{namespace}."]
-    ).fetchall()
-    with wh.transaction():
-        for (table,) in rows:
-            wh.con.execute(f'DROP TABLE IF EXISTS "{table}"')
-        wh.con.execute("DELETE FROM mirrors WHERE starts_with(system, ?)", [f"{namespace}."])
-    return len(rows)

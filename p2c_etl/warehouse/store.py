@@ -133,8 +133,17 @@ _STALE = "interrupted: its process ended before the run finished"
 _COUNT_COLUMNS = [f.name for f in fields(FlowCounts) if f.name != "flow"]
 
 
+def _config() -> dict[str, str | bool | int | float | list[str]]:
+    return {"memory_limit": MEMORY_LIMIT}  # read when connecting: tests lower it
+
+
 def _reconcile_alive(warehouse: Path, rec_id: str) -> bool:
     return held_by(reconcile_lock_path(warehouse, rec_id)) is not None
+
+
+def audit_namespace(run_id: str) -> str:
+    """The namespace of a reconciliation's own mirrors (`jobs.reconcile.records`)."""
+    return f"audit {run_id}"
 
 
 def table_name(*parts: str) -> str:
@@ -217,7 +226,7 @@ class Warehouse:
     @classmethod
     def _connect(cls, path: Path, wait: float, read_only: bool) -> Warehouse:
         deadline, pause = time.monotonic() + wait, 0.05
-        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
+        config = _config()
         while True:
             try:
                 con = duckdb.connect(str(path), read_only=read_only, config=config)
@@ -271,17 +280,21 @@ class Warehouse:
             )
             with contextlib.suppress(FileNotFoundError):
                 reconcile_lock_path(self.path, rec_id).unlink()
-            self._drop_audit_mirrors(rec_id)
+            self.drop_mirrors(audit_namespace(rec_id))  # what it left
         return len(dead)
 
-    def _drop_audit_mirrors(self, rec_id: str) -> None:
-        """The mirrors a killed reconciliation left (see `jobs.reconcile.records`)."""
-        prefix = f"audit {rec_id}."
-        for (table,) in self.con.execute(
+    def drop_mirrors(self, namespace: str) -> int:
+        """Drop the mirrors of `namespace` (a reconciliation's own, `audit_namespace`) with
+        their catalog rows; returns how many."""
+        prefix = f"{namespace}."
+        rows = self.con.execute(
             "SELECT table_name FROM mirrors WHERE starts_with(system, ?)", [prefix]
-        ).fetchall():
-            self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
-        self.con.execute("DELETE FROM mirrors WHERE starts_with(system, ?)", [prefix])
+        ).fetchall()
+        with self.transaction():
+            for (table,) in rows:
+                self.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+            self.con.execute("DELETE FROM mirrors WHERE starts_with(system, ?)", [prefix])
+        return len(rows)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -521,7 +534,6 @@ class Warehouse:
             self.con.execute(f'COPY FROM DATABASE "{name}" TO p2c_compacted')
         finally:
             self.con.execute("DETACH p2c_compacted")
-        config: dict[str, str | bool | int | float | list[str]] = {"memory_limit": MEMORY_LIMIT}
         self.con.close()
         os.replace(fresh, self.path)
-        self.con = duckdb.connect(str(self.path), config=config)
+        self.con = duckdb.connect(str(self.path), config=_config())

@@ -32,8 +32,7 @@ from p2c_etl.stages.compare import compare_flow
 from p2c_etl.stages.diff import CHANGED, KIND
 from p2c_etl.stages.extract import EntityReads, extract_flow, source_frames, target_frame
 from p2c_etl.stages.prepare import prepare_flow
-from p2c_etl.warehouse.mirror import drop_mirrors
-from p2c_etl.warehouse.store import Warehouse
+from p2c_etl.warehouse.store import Warehouse, audit_namespace
 
 Classification = Literal[
     "pending", "drift", "conflict", "never synced", "not synced", "rejected", "only in target"
@@ -92,13 +91,8 @@ def reconcile_records(
             agreements.append(agreement)
     finally:
         with session() as wh:
-            drop_mirrors(wh, reads.namespace)
+            wh.drop_mirrors(reads.namespace)
     return agreements, found
-
-
-def audit_namespace(run_id: str) -> str:
-    """The namespace of a reconciliation's mirrors."""
-    return f"audit {run_id}"
 
 
 def _reconcile_flow(
