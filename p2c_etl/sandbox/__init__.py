@@ -2,10 +2,15 @@
 
 `Sandbox(crm_seed, erp_seed)` serves the contracted entity sets of both systems over HTTP on
 loopback, seeded from folders in the files-connector layout: OAuth2 client credentials,
-OData queries and paging, upserts, alternate and composite keys, `@odata.bind` lookups,
-`UpsertMultiple` / `CreateMultiple`, `$batch` with change sets, `EntityDefinitions` and
-`$metadata`, with switchable `Faults` (throttling, 5xx, slow pages, refused records).
-`serve()` runs them until interrupted, for `p2c sandbox serve`.
+OData queries and paging (`$select`, `$filter` with `in` and the common Dataverse query
+functions, `$orderby`, `$top`, `$count`, `<set>/$count`, `$expand` of navigation properties,
+Dataverse `$apply` aggregation), upserts, alternate and composite keys, `@odata.bind`
+lookups, conditional requests by ETag, `CreateMultiple` / `UpdateMultiple` /
+`UpsertMultiple`, `$batch` with change sets, `WhoAmI`, `EntityDefinitions` with attributes,
+option sets and keys, formatted-value annotations, and `$metadata`, with switchable `Faults`
+(throttling, 5xx, slow pages, refused records). What the sandbox does not implement it
+refuses with 501 (or 400) and an OData error, never with a 200 that ignores part of the
+request. `serve()` runs them until interrupted, for `p2c sandbox serve`.
 
 Imports `model` and `connectors` (the files layout it is seeded from), `config` and `errors`;
 never `stages`, `jobs` or `cli`.

@@ -34,7 +34,7 @@ from p2c_etl.sandbox.protocol import (
 from p2c_etl.sandbox.resource import endpoint_key
 from p2c_etl.sandbox.stats import Stats
 
-_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
+_METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE", "OPTIONS"]
 
 
 class Service(Protocol):

@@ -61,6 +61,10 @@ class TokenIssuer:
             end = self._tokens.get(token.strip())
         return end is not None and end > self._clock()
 
+    def client_of(self, authorization: str | None) -> str | None:
+        """The client id a live token was issued to, else None."""
+        return self.client_id if self.valid(authorization) else None
+
     def _problem(self, form: Mapping[str, str]) -> tuple[int, dict[str, Any]] | None:
         if form.get("grant_type") != "client_credentials":
             return _error(400, "unsupported_grant_type", "grant_type must be client_credentials")

@@ -2,11 +2,16 @@
 
 A batch body holds `application/http` parts (one HTTP request each: request line with a
 relative or absolute URL, headers, JSON body) and change sets (nested multipart/mixed parts
-whose requests carry a `Content-ID`; a later request may address `$<id>`). Requests outside
-change sets run independently. A change set runs in one `atomic()` block: the first request
-that fails rolls the whole change set back. Dataverse then answers the change set with that
-one error response; F&O answers every request of it, the failed one with its error and the
-others with 424 Failed Dependency.
+whose requests carry a `Content-ID`, which Dataverse requires and F&O does not; a later
+request may address `$<id>`). Requests outside change sets run independently. A change set
+runs in one `atomic()` block: the first request that fails rolls the whole change set back.
+Dataverse then answers the change set with that one error response; F&O answers every
+request of it, the failed one with its error and the others with 424 Failed Dependency.
+
+Dataverse stops at the first failed request (or change set): the answer holds the responses
+up to and including the failure and nothing after it, unless the batch asks
+`Prefer: odata.continue-on-error`, which it then names in `Preference-Applied`. Every request
+inside a batch runs as the batch's caller (its `Authorization`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class BatchRules:
 
     limit: int
     changeset_errors: ChangesetErrors
+    stop_on_error: bool = False
+    content_id_required: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,25 +67,40 @@ def run_batch(req: ApiRequest, rules: BatchRules, handle: Handler, atomic: Atomi
     """Run every request of a `$batch` request and answer them in one multipart response."""
     if req.method != "POST":
         raise ODataError(405, "$batch takes POST", NOT_SUPPORTED)
-    items = parse_batch(req.header("content-type") or "", req.body)
+    items = parse_batch(
+        req.header("content-type") or "", req.body, content_id_required=rules.content_id_required
+    )
     total = sum(len(item) if isinstance(item, list) else 1 for item in items)
     if total > rules.limit:
         message = f"The batch holds {total} requests; at most {rules.limit} are allowed."
         raise ODataError(400, message, BAD_QUERY)
+    go_on = _continues(req)
     parts: list[bytes] = []
     for item in items:
         if isinstance(item, list):
-            parts.append(_changeset(req, item, rules, handle, atomic))
+            part, failed = _changeset(req, item, rules, handle, atomic)
         else:
-            parts.append(_http_part(_Answer(_run(req, item, {}, handle), item.content_id)))
+            answer = _run(req, item, {}, handle)
+            part, failed = _http_part(_Answer(answer, item.content_id)), answer.status >= 400
+        parts.append(part)
+        if failed and rules.stop_on_error and not go_on:
+            break
     boundary = f"batchresponse_{uuid.uuid4()}"
     headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
+    if go_on and rules.stop_on_error:
+        headers["Preference-Applied"] = "odata.continue-on-error"
     return ApiResponse(200, headers, _multipart(parts, boundary))
+
+
+def _continues(req: ApiRequest) -> bool:
+    value = req.prefers("odata.continue-on-error")
+    return value is not None and value.lower() != "false"
 
 
 def _changeset(
     req: ApiRequest, operations: list[Operation], rules: BatchRules, handle: Handler, atomic: Atomic
-) -> bytes:
+) -> tuple[bytes, bool]:
+    """The answer part of a change set, and whether it failed."""
     answers: list[_Answer] = []
     ids: dict[str, str] = {}
     try:
@@ -92,10 +114,15 @@ def _changeset(
     except _ChangesetFailed as failed:
         failing = operations[failed.index]
         if rules.changeset_errors == "single":
-            return _http_part(_Answer(failed.response, failing.content_id))
+            return _http_part(_Answer(failed.response, failing.content_id)), True
         answers = [
             _Answer(_rolled_back(i, failed), op.content_id) for i, op in enumerate(operations)
         ]
+        return _changeset_part(answers), True
+    return _changeset_part(answers), False
+
+
+def _changeset_part(answers: list[_Answer]) -> bytes:
     boundary = f"changesetresponse_{uuid.uuid4()}"
     nested = _multipart([_http_part(a) for a in answers], boundary)
     head = f"Content-Type: multipart/mixed; boundary={boundary}".encode()
@@ -135,7 +162,9 @@ def _request(outer: ApiRequest, operation: Operation, ids: dict[str, str]) -> Ap
     if path.split("?")[0] == "$batch":
         raise ODataError(400, "A $batch cannot contain another $batch", BAD_QUERY)
     params = dict(parse_qsl(query, keep_blank_values=True))
-    return ApiRequest(operation.method, path, params, operation.headers, operation.body, outer.root)
+    caller = {"authorization": outer.header("authorization") or ""}
+    headers = caller | operation.headers
+    return ApiRequest(operation.method, path, params, headers, operation.body, outer.root)
 
 
 def _http_part(answer: _Answer) -> bytes:

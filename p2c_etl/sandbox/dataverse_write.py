@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from p2c_etl.model.contracts import GUID_PATTERN
-from p2c_etl.sandbox.entitydefs import logical_name
+from p2c_etl.sandbox.conditional import check_if_match, check_if_none_match
+from p2c_etl.sandbox.entitynames import logical_name, type_name
 from p2c_etl.sandbox.faults import Faults
 from p2c_etl.sandbox.protocol import (
     BAD_PAYLOAD,
@@ -30,6 +31,7 @@ from p2c_etl.sandbox.protocol import (
     REFUSED,
     ODataError,
 )
+from p2c_etl.sandbox.query import SYSTEM_COLUMNS
 from p2c_etl.sandbox.resource import KeySpec, relative_path, split_resource
 from p2c_etl.sandbox.store import Key, Row, Store, Table
 from p2c_etl.sandbox.values import coerce, folded, literal_for, text
@@ -55,7 +57,13 @@ class DataverseWriter:
             return self._insert(table, self.payload(table, body))
 
     def upsert(
-        self, table: Table, key: KeySpec, body: object, mode: WriteMode, etag: str | None = None
+        self,
+        table: Table,
+        key: KeySpec,
+        body: object,
+        mode: WriteMode,
+        etag: str | None = None,
+        none_match: str | None = None,
     ) -> tuple[Row, bool]:
         """Update the addressed record, or create it (`mode` may forbid either); the row
         and whether it was created."""
@@ -72,18 +80,21 @@ class DataverseWriter:
                 raise ODataError(
                     412, "A record with matching key values already exists.", DUPLICATE
                 )
-            _check_etag(table.get(found), etag)
+            check_if_match(etag, table.get(found))
+            check_if_none_match(none_match, table.get(found))
             return self._update(table, found, values), False
 
-    def delete(self, table: Table, key: KeySpec) -> None:
+    def delete(self, table: Table, key: KeySpec, etag: str | None = None) -> None:
         with self.store.journal.atomic():
             found = self.locate(table, key)
             if found is None:
                 raise _not_found(table, key)
+            check_if_match(etag, table.get(found))
             table.delete(found)
 
-    def multiple(self, table: Table, body: object, create_only: bool) -> list[str]:
-        """`UpsertMultiple` / `CreateMultiple`: every target is written, or none."""
+    def multiple(self, table: Table, body: object, mode: WriteMode) -> list[str]:
+        """`CreateMultiple` / `UpdateMultiple` / `UpsertMultiple`: every target is written,
+        or none; the ids written."""
         targets = body.get("Targets") if isinstance(body, dict) else None
         if not isinstance(targets, list) or not targets:
             raise ODataError(400, "The request needs a non-empty Targets array", BAD_PAYLOAD)
@@ -91,7 +102,7 @@ class DataverseWriter:
         with self.store.journal.atomic():
             for index, target in enumerate(targets, start=1):
                 try:
-                    row = self._target(table, target, create_only)
+                    row = self._target(table, target, mode)
                 except ODataError as error:
                     where = f"Target {index} ({_describe(table, target)})"
                     raise ODataError(400, f"{where}: {error.message}", error.code) from None
@@ -107,30 +118,52 @@ class DataverseWriter:
             if name.endswith("@odata.bind"):
                 column, target = self._bind(table, name.removesuffix("@odata.bind"), raw)
                 values[column] = target
+            elif name in SYSTEM_COLUMNS and name not in table.contract.columns:
+                _check_server_kept(table, name, raw)
             elif "@" not in name:
                 values[name] = _typed(table, name, raw)
         return values
 
-    def _target(self, table: Table, target: object, create_only: bool) -> Row:
+    def _target(self, table: Table, target: object, mode: WriteMode) -> Row:
         if not isinstance(target, dict):
             raise ODataError(400, "A target must be a JSON object", BAD_PAYLOAD)
         expected = f"Microsoft.Dynamics.CRM.{logical_name(table.name)}"
         if str(target.get("@odata.type", "")).lstrip("#") != expected:
             raise ODataError(400, f'A target needs "@odata.type": "{expected}"', BAD_PAYLOAD)
         values = self.payload(table, target)
-        if create_only:
+        if mode == "create" and "@odata.id" not in target:
             return self._insert(table, values)
+        address = self._target_address(table, target, values)
+        _check_matches(values, address)
+        found = self._find(table, address)
+        if found is None and mode == "update":
+            shown = ",".join(f"{k}={text(v)}" for k, v in address.items())
+            message = f"{logical_name(table.name)} With Id = {shown} Does Not Exist"
+            raise ODataError(404, message, NOT_FOUND)
+        if found is None or mode == "create":
+            return self._insert(table, address | values)
+        return self._update(table, found, values)
+
+    def _target_address(
+        self, table: Table, target: dict[str, Any], values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What names a target's record: `@odata.id` (`accounts(accountnumber='A-1')`), its
+        primary id, or its alternate key values."""
+        reference = target.get("@odata.id")
+        if reference is not None:
+            address = split_resource(relative_path(str(reference), BASE_PATH)[0])
+            if address.name != table.name or address.key is None or address.rest:
+                message = f"@odata.id {reference!r} does not name a record of {table.name}"
+                raise ODataError(400, message, BAD_PAYLOAD)
+            return self._address(table, address.key)
         primary = table.primary or ""
         if values.get(primary) is not None:
-            address = {primary: values[primary]}
-        elif table.alternate_of(values) is not None:
-            address = {c: values[c] for c in table.alternate}
-        else:
-            names = ", ".join(table.alternate)
-            message = f"A target needs {primary} or the alternate key ({names})"
-            raise ODataError(400, message, BAD_PAYLOAD)
-        found = self._find(table, address)
-        return self._insert(table, values) if found is None else self._update(table, found, values)
+            return {primary: values[primary]}
+        if table.alternate_of(values) is not None:
+            return {c: values[c] for c in table.alternate}
+        names = ", ".join(table.alternate)
+        message = f"A target needs @odata.id, {primary} or the alternate key ({names})"
+        raise ODataError(400, message, BAD_PAYLOAD)
 
     def _insert(self, table: Table, values: dict[str, Any]) -> Row:
         primary = table.primary or ""
@@ -184,7 +217,7 @@ class DataverseWriter:
         if set(named) == {primary}:
             return {primary: _guid(named[primary])}
         if set(named) != set(table.alternate):
-            message = f"The key ({', '.join(key.named)}) is not a key of {table.name}."
+            message = f"The key ({', '.join(key.named)}) is not a key of {type_name(table)}."
             raise ODataError(400, message, BAD_QUERY)
         try:
             return {c: literal_for(table.contract.columns[c], v) for c, v in named.items()}
@@ -199,7 +232,7 @@ class DataverseWriter:
         alternate = table.alternate_of(address)
         found = table.find(alternate) if alternate is not None else []
         if len(found) > 1:
-            message = f"{len(found)} records of {table.name} have the key {alternate}."
+            message = f"{len(found)} records of {type_name(table)} have the key {alternate}."
             raise ODataError(400, message, DUPLICATE_KEY)
         return found[0] if found else None
 
@@ -247,6 +280,17 @@ def _typed(table: Table, name: str, raw: Any) -> Any:
         raise ODataError(400, message, BAD_PAYLOAD) from None
 
 
+def _check_server_kept(table: Table, name: str, raw: Any) -> None:
+    """A server-kept column may be sent empty (as clients that send every property do), and
+    is then left as the server keeps it; a value for it is refused."""
+    if raw is not None:
+        logical = logical_name(table.name)
+        message = (
+            f"The attribute '{name}' of '{logical}' is set by the server; it cannot be written."
+        )
+        raise ODataError(400, message, BAD_PAYLOAD)
+
+
 def _lookup_column(table: Table, nav: str) -> tuple[str, str | None]:
     """The `_x_value` column a navigation property writes, and the logical name a
     polymorphic one (`customerid_account`) requires of its target."""
@@ -286,11 +330,6 @@ def _check_matches(values: Mapping[str, Any], address: Mapping[str, Any]) -> Non
             raise ODataError(400, message, BAD_PAYLOAD)
 
 
-def _check_etag(row: Row | None, etag: str | None) -> None:
-    if row is not None and etag not in (None, "*") and etag != f'W/"{row.version}"':
-        raise ODataError(412, "The version of the record does not match If-Match.", DUPLICATE)
-
-
 def _not_found(table: Table, key: KeySpec) -> ODataError:
     shown = (
         key.single if not key.named else ",".join(f"{k}={text(v)}" for k, v in key.named.items())
@@ -302,6 +341,8 @@ def _not_found(table: Table, key: KeySpec) -> ODataError:
 def _describe(table: Table, target: object) -> str:
     values = target if isinstance(target, dict) else {}
     primary = table.primary or ""
+    if values.get("@odata.id") is not None:
+        return str(values["@odata.id"])
     if values.get(primary) is not None:
         return f"{primary}={values[primary]}"
     return ",".join(f"{c}={text(values.get(c))!r}" for c in table.alternate) or "no key"

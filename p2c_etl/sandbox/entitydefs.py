@@ -1,22 +1,32 @@
-"""Dataverse metadata: `EntityDefinitions`, their `Keys` and `Attributes`.
+"""Dataverse table definitions: `EntityDefinitions`, their `Keys` and `Attributes`.
 
-    GET EntityDefinitions?$select=LogicalName,EntitySetName,PrimaryIdAttribute&$expand=Keys
-    GET EntityDefinitions(LogicalName='account')
+    GET EntityDefinitions?$select=LogicalName,EntitySetName&$filter=IsPrivate eq false
+    GET EntityDefinitions?$select=LogicalName&$expand=Keys($select=KeyAttributes)
+    GET EntityDefinitions(LogicalName='account')            (or by MetadataId)
     GET EntityDefinitions(LogicalName='account')/Attributes?$select=LogicalName,AttributeType
+    GET EntityDefinitions(LogicalName='account')/Attributes(LogicalName='name')
+    GET EntityDefinitions(LogicalName='account')/Attributes/
+        Microsoft.Dynamics.CRM.PicklistAttributeMetadata?$expand=OptionSet($select=Options)
+    GET EntityDefinitions(LogicalName='account')/Keys
 
-A lookup column `_x_value` is reported as attribute `x` of type Lookup, as Dataverse does.
-The logical name of an entity set is its name singularised (accounts → account,
-transactioncurrencies → transactioncurrency).
+Entity definitions take `$select`, `$filter` and `$expand` (of Keys and Attributes);
+attributes `$select`, `$filter`, and `$expand` of `OptionSet` / `GlobalOptionSet` behind a
+type-cast segment. The relationship and privilege navigation properties are not implemented
+(501). The logical name of an entity set is its name singularised (accounts → account).
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from p2c_etl.model.contracts import ColumnSpec
+from p2c_etl.sandbox.annotations import primary_name
+from p2c_etl.sandbox.attributemeta import CASTS, attributes, metadata_id, option_set_of
+from p2c_etl.sandbox.entitynames import attribute_name, logical_name
+from p2c_etl.sandbox.expand import split_top_level
 from p2c_etl.sandbox.odata_filter import compile_filter
+from p2c_etl.sandbox.options import check_options
 from p2c_etl.sandbox.protocol import (
     BAD_QUERY,
     NOT_FOUND,
@@ -24,36 +34,42 @@ from p2c_etl.sandbox.protocol import (
     ApiResponse,
     ODataError,
     json_response,
+    not_implemented,
 )
-from p2c_etl.sandbox.resource import Resource
+from p2c_etl.sandbox.resource import KeySpec, Resource, split_resource
 from p2c_etl.sandbox.store import Store, Table
 
 Definition = dict[str, Any]
 _NAVIGATIONS = ("Keys", "Attributes")
-
-
-def logical_name(entity_set: str) -> str:
-    if entity_set.endswith("ies"):
-        return entity_set[:-3] + "y"
-    return entity_set[:-1] if entity_set.endswith("s") else entity_set
-
-
-def attribute_name(column: str) -> str:
-    """`_parentcustomerid_value` → `parentcustomerid`; other columns keep their name."""
-    if column.startswith("_") and column.endswith("_value"):
-        return column[1:-6]
-    return column
+_NOT_IMPLEMENTED = (
+    "OneToManyRelationships",
+    "ManyToOneRelationships",
+    "ManyToManyRelationships",
+    "Privileges",
+)
+_READ = frozenset({"$select", "$filter", "$expand"})
+_ONE = frozenset({"$select", "$expand"})
+OBJECT_TYPE_CODES = {
+    "account": 1, "contact": 2, "transactioncurrency": 9105, "pricelevel": 1022,
+    "product": 1024, "uom": 1055, "uomschedule": 1056, "quote": 1084, "quotedetail": 1085,
+    "salesorder": 1088, "salesorderdetail": 1089, "invoice": 1090, "invoicedetail": 1091,
+}  # fmt: skip
 
 
 def definition(table: Table) -> Definition:
     logical = logical_name(table.name)
     return {
-        "MetadataId": str(uuid.uuid5(uuid.NAMESPACE_URL, f"p2c-sandbox:{logical}")),
+        "@odata.type": "#Microsoft.Dynamics.CRM.EntityMetadata",
+        "MetadataId": metadata_id(logical),
         "LogicalName": logical,
         "SchemaName": logical,
         "EntitySetName": table.name,
         "LogicalCollectionName": table.name,
         "PrimaryIdAttribute": table.primary,
+        "PrimaryNameAttribute": primary_name(table),
+        "ObjectTypeCode": OBJECT_TYPE_CODES.get(logical),
+        "IsPrivate": False,
+        "ChangeTrackingEnabled": True,
         "Keys": keys(table),
         "Attributes": attributes(table),
     }
@@ -63,40 +79,18 @@ def keys(table: Table) -> list[Definition]:
     if not table.alternate:
         return []
     logical = logical_name(table.name)
+    name = f"{logical}_p2c_key"
     return [
         {
-            "LogicalName": f"{logical}_p2c_key",
+            "@odata.type": "#Microsoft.Dynamics.CRM.EntityKeyMetadata",
+            "MetadataId": metadata_id(logical, "key", name),
+            "LogicalName": name,
+            "SchemaName": name,
             "EntityLogicalName": logical,
             "KeyAttributes": [attribute_name(c) for c in table.alternate],
+            "EntityKeyIndexStatus": "Active",
         }
     ]
-
-
-def attributes(table: Table) -> list[Definition]:
-    return [_attribute(table, spec) for spec in table.contract.columns.values()]
-
-
-def _attribute(table: Table, spec: ColumnSpec) -> Definition:
-    name = attribute_name(spec.name)
-    item: Definition = {
-        "LogicalName": name,
-        "AttributeType": _attribute_type(spec, name != spec.name),
-        "IsPrimaryId": spec.name == table.primary,
-    }
-    if name != spec.name:
-        item["Targets"] = [logical_name(s) for s in spec.bind]
-    if spec.max_length is not None:
-        item["MaxLength"] = spec.max_length
-    return item
-
-
-def _attribute_type(spec: ColumnSpec, lookup: bool) -> str:
-    if lookup:
-        return "Lookup"
-    if spec.type.startswith("decimal"):
-        return "Money" if spec.type.replace(" ", "") == "decimal(19,4)" else "Decimal"
-    names = {"string": "String", "guid": "Uniqueidentifier", "int": "Integer", "bool": "Boolean"}
-    return names.get(spec.type, "DateTime")
 
 
 def entity_definitions(req: ApiRequest, resource: Resource, store: Store) -> ApiResponse:
@@ -104,45 +98,94 @@ def entity_definitions(req: ApiRequest, resource: Resource, store: Store) -> Api
     if req.method != "GET":
         raise ODataError(405, "EntityDefinitions are read-only here", BAD_QUERY)
     with store.lock:
-        found = [definition(t) for t in store.tables.values()]
+        tables = {logical_name(t.name): t for t in store.tables.values()}
+        found = [definition(t) for t in tables.values()]
     context = f"{req.root}$metadata#EntityDefinitions"
     if resource.key is None:
-        chosen = _filtered(req, found)
+        if resource.rest:
+            raise not_implemented(f"The path EntityDefinitions/{resource.rest}")
+        check_options(req, _READ)
+        chosen = _filtered(req, found, "EntityMetadata")
         return _answer({"@odata.context": context, "value": [_shaped(req, d) for d in chosen]})
-    item = _one(resource, found)
+    item = _one(resource.key, found)
     if not resource.rest:
+        check_options(req, _ONE)
         return _answer({"@odata.context": f"{context}/$entity", **_shaped(req, item)})
-    if resource.rest not in _NAVIGATIONS:
-        raise ODataError(404, f"Resource not found for the segment '{resource.rest}'.", NOT_FOUND)
-    value = [_selected(req.query.get("$select"), x) for x in _filtered(req, item[resource.rest])]
-    return _answer({"@odata.context": f"{context}/{resource.rest}", "value": value})
+    table = tables[item["LogicalName"]]
+    return _below(
+        req, table, item, split_resource(resource.rest), f"{context}({item['MetadataId']})"
+    )
 
 
-def _one(resource: Resource, found: list[Definition]) -> Definition:
-    key = resource.key
-    assert key is not None
+def _below(
+    req: ApiRequest, table: Table, item: Definition, part: Resource, context: str
+) -> ApiResponse:
+    """`Attributes`, `Attributes/<cast>`, `Attributes(LogicalName='x')[/<cast>]`, `Keys`."""
+    if part.name in _NOT_IMPLEMENTED:
+        raise not_implemented(f"EntityDefinitions/{part.name}")
+    if part.name not in _NAVIGATIONS:
+        raise ODataError(404, f"Resource not found for the segment '{part.name}'.", NOT_FOUND)
+    items: list[Definition] = item[part.name]
+    cast = _cast(part.rest if part.key is None else split_resource(part.rest).name)
+    if part.key is not None:
+        items = [_one(part.key, items)]
+        if part.rest and cast is None:
+            raise ODataError(404, f"Resource not found for the segment '{part.rest}'.")
+    if cast is not None:
+        items = [a for a in items if a["@odata.type"] == f"#{cast}"]
+    check_options(req, _READ if part.key is None else _ONE)
+    shown = [_attribute_shaped(req, table, a, cast) for a in _filtered(req, items, part.name)]
+    if part.key is not None:
+        if not shown:
+            raise ODataError(404, f"The attribute is not a {cast}.", NOT_FOUND)
+        return _answer({"@odata.context": f"{context}/{part.name}/$entity", **shown[0]})
+    return _answer({"@odata.context": f"{context}/{part.name}", "value": shown})
+
+
+def _cast(segment: str) -> str | None:
+    if not segment:
+        return None
+    if segment not in CASTS:
+        raise ODataError(404, f"Resource not found for the segment '{segment}'.", NOT_FOUND)
+    return segment
+
+
+def _one(key: KeySpec, found: list[Definition]) -> Definition:
     wanted = key.named.get("LogicalName") if key.named else None
     for item in found:
         if item["LogicalName"] == wanted or (key.single and item["MetadataId"] == key.single):
             return item
-    raise ODataError(404, "Could not find an entity with the given key.", NOT_FOUND)
+    raise ODataError(404, "Could not find an item with the given key.", NOT_FOUND)
 
 
-def _filtered(req: ApiRequest, items: list[Definition]) -> list[Definition]:
+def _filtered(req: ApiRequest, items: list[Definition], kind: str) -> list[Definition]:
     raw = req.query.get("$filter")
     if not raw or not items:
         return items
     columns: dict[str, ColumnSpec | None] = dict.fromkeys(items[0])
-    test = compile_filter(raw, columns, "Microsoft.Dynamics.CRM.EntityMetadata")
+    test = compile_filter(raw, columns, f"Microsoft.Dynamics.CRM.{kind}")
     return [item for item in items if test(item)]
 
 
 def _shaped(req: ApiRequest, item: Definition) -> Definition:
-    expand = _expansions(req.query.get("$expand", ""))
+    expand = _expansions(req.query.get("$expand", ""), _NAVIGATIONS)
     base = {k: v for k, v in item.items() if k not in _NAVIGATIONS}
     shaped = _selected(req.query.get("$select"), base)
     for name, select in expand.items():
         shaped[name] = [_selected(select, x) for x in item[name]]
+    return shaped
+
+
+def _attribute_shaped(
+    req: ApiRequest, table: Table, item: Definition, cast: str | None
+) -> Definition:
+    raw = req.query.get("$expand", "")
+    if raw and cast is None:
+        raise ODataError(400, "Expand OptionSet behind a type-cast segment.", BAD_QUERY)
+    shaped = _selected(req.query.get("$select"), item)
+    for name, select in _expansions(raw, ("OptionSet", "GlobalOptionSet")).items():
+        options = option_set_of(table, item) if name == "OptionSet" else None
+        shaped[name] = _selected(select, options) if options is not None else None
     return shaped
 
 
@@ -153,32 +196,27 @@ def _selected(select: str | None, item: Definition) -> Definition:
     unknown = [n for n in names if n not in item]
     if unknown:
         raise ODataError(400, f"Could not find a property named '{unknown[0]}'.", BAD_QUERY)
-    return {n: item[n] for n in names}
+    kept = {n: item[n] for n in names}
+    return {"@odata.type": item["@odata.type"], **kept} if "@odata.type" in item else kept
 
 
-def _expansions(raw: str) -> dict[str, str | None]:
+def _expansions(raw: str, allowed: tuple[str, ...]) -> dict[str, str | None]:
     """`Keys($select=KeyAttributes),Attributes` → {"Keys": "KeyAttributes", "Attributes": None}."""
     found: dict[str, str | None] = {}
-    for part in _top_level_split(raw):
+    for part in split_top_level(raw):
         name, _, options = part.partition("(")
         name = name.strip()
-        if name not in _NAVIGATIONS:
+        if name not in allowed:
             raise ODataError(400, f"Cannot $expand {name!r} here", BAD_QUERY)
-        select = options.rstrip(")").partition("$select=")[2] if options else ""
-        found[name] = select or None
+        inner = options[:-1] if options.endswith(")") else options
+        select: str | None = None
+        for option in split_top_level(inner, ";"):
+            key, _, value = option.partition("=")
+            if key.strip() != "$select":
+                raise not_implemented(f"The option {key.strip()} inside $expand")
+            select = value
+        found[name] = select
     return found
-
-
-def _top_level_split(raw: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for char in raw:
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [p for p in [*parts, current] if p.strip()]
 
 
 def _answer(body: dict[str, Any]) -> ApiResponse:

@@ -1,12 +1,17 @@
 """The Finance and Operations OData service below `/data/`, over one in-memory store.
 
-    GET    CustomersV2                      $select $filter $orderby $top $skip $count;
-                                            paging of 10,000 (or Prefer: odata.maxpagesize);
-                                            cross-company=true to see every company
+    GET    CustomersV2                      $select $filter $orderby $top $skip $count
+                                            $expand; paging of 10,000 (or a smaller
+                                            Prefer: odata.maxpagesize), $top of more than
+                                            10,000 paged too; cross-company=true to see every
+                                            company
+    GET    CustomersV2/$count               the number of records (with $filter), plain text
     POST   CustomersV2                      create (201 with the record; 400 if the key exists)
     GET / PATCH / PUT / DELETE CustomersV2(dataAreaId='usmf',CustomerAccount='C-1')
+                                            If-None-Match (304) and If-Match (412)
     POST   $batch                           up to 5000 requests; every request of a failed
-                                            change set is answered (424 for the rolled back)
+                                            change set is answered (424 for the rolled back);
+                                            Content-ID is optional in a change set
     GET    $metadata                        CSDL of the served entity sets
 
 Dates are written as DateTimeOffsets at noon UTC (`2026-03-01T12:00:00Z`), as F&O writes a
@@ -20,11 +25,13 @@ from typing import Any
 from urllib.parse import quote
 
 from p2c_etl.sandbox.batch import BatchRules, run_batch
-from p2c_etl.sandbox.csdl import metadata_document
+from p2c_etl.sandbox.conditional import not_modified
+from p2c_etl.sandbox.expand import Expander, parse_expand
 from p2c_etl.sandbox.faults import Faults
 from p2c_etl.sandbox.finops_write import FinOpsWriter
 from p2c_etl.sandbox.jsonout import dumps, finops_date
 from p2c_etl.sandbox.literals import literal_url_text
+from p2c_etl.sandbox.options import ENTITY, NONE, check_options
 from p2c_etl.sandbox.protocol import (
     NOT_FOUND,
     NOT_SUPPORTED,
@@ -35,11 +42,14 @@ from p2c_etl.sandbox.protocol import (
 )
 from p2c_etl.sandbox.query import (
     PagingRules,
+    Shape,
+    count_response,
+    etag,
     page_response,
     project,
+    projector,
     read_page,
     select_columns,
-    service_document,
 )
 from p2c_etl.sandbox.resource import KeySpec, split_resource
 from p2c_etl.sandbox.service import ODataService
@@ -50,6 +60,8 @@ from p2c_etl.sandbox.values import finops_shown
 SERVICE_PATH = "/data/"
 NAMESPACE = "Microsoft.Dynamics.DataEntities"
 PAGE_SIZE = 10_000
+_CUSTOM = frozenset({"cross-company"})
+PAGING = PagingRules(PAGE_SIZE, PAGE_SIZE, skip_allowed=True, custom=_CUSTOM)
 
 
 class FinOpsService(ODataService):
@@ -59,18 +71,24 @@ class FinOpsService(ODataService):
         self.store = store
         self.stats = stats
         self.writer = FinOpsWriter(store, faults, company)
-        self.batch_rules = BatchRules(limit=5000, changeset_errors="each")
+        self.batch_rules = BatchRules(
+            limit=5000, changeset_errors="each", content_id_required=False
+        )
 
     def _route(self, req: ApiRequest) -> ApiResponse:
-        if req.path == "":
-            return service_document(req, self.store)
-        if req.path == "$metadata":
-            document = metadata_document(self.store.tables.values(), NAMESPACE)
-            return ApiResponse(200, {"Content-Type": "application/xml"}, document)
+        document = self.documents(req, NAMESPACE)
+        if document is not None:
+            return document
         if req.path == "$batch":
             return run_batch(req, self.batch_rules, self._inner, self.store.journal.atomic)
         resource = split_resource(req.path)
         table = self.store.table(resource.name)
+        if table is not None and resource.rest == "$count" and resource.key is None:
+            if req.method != "GET":
+                raise ODataError(405, "$count takes GET", NOT_SUPPORTED)
+            visible = self.writer.visible(table, _cross_company(req))
+            with self.store.lock:
+                return count_response(req, table, PAGING, visible)
         if table is None or resource.rest:
             missing = resource.name if table is None else resource.rest
             raise ODataError(404, f"Resource not found for the segment '{missing}'.", NOT_FOUND)
@@ -80,24 +98,26 @@ class FinOpsService(ODataService):
 
     def _collection(self, req: ApiRequest, table: Table) -> ApiResponse:
         if req.method == "GET":
-            rules = PagingRules(PAGE_SIZE, PAGE_SIZE, skip_allowed=True)
             visible = self.writer.visible(table, _cross_company(req))
             with self.store.lock:
-                page = read_page(req, table, rules, visible)
+                select = select_columns(req, table, ())
+                page = read_page(req, table, PAGING, visible, self._shape(req, table, select))
             self.stats.read(len(page.records))
-            _show_empty_dates(table, page.records)
             return page_response(req, table, page, finops_date)
         if req.method == "POST":
+            check_options(req, NONE, _CUSTOM)
             row = self.writer.create(table, req.json())
             url = _entity_url(req, table, row)
-            headers = {"Location": url, "OData-EntityId": url, "ETag": f'W/"{row.version}"'}
-            return _record_response(req, table, project(row, None), 201, headers)
+            headers = {"Location": url, "OData-EntityId": url, "ETag": etag(row)}
+            (shown,) = _show_empty_dates(table, [project(table, row, None)])
+            return _record_response(req, table, shown, 201, headers)
         raise ODataError(405, f"{req.method} is not allowed on {table.name}", NOT_SUPPORTED)
 
     def _entity(self, req: ApiRequest, table: Table, key: KeySpec) -> ApiResponse:
         cross = _cross_company(req)
         if req.method == "GET":
             return self._read_one(req, table, key, cross)
+        check_options(req, NONE, _CUSTOM)
         if req.method in ("PATCH", "PUT"):
             row = self.writer.update(
                 table,
@@ -107,23 +127,42 @@ class FinOpsService(ODataService):
                 etag=req.header("if-match"),
                 replace=req.method == "PUT",
             )
-            return ApiResponse(204, {"ETag": f'W/"{row.version}"'})
+            return ApiResponse(204, {"ETag": etag(row)})
         if req.method == "DELETE":
-            self.writer.delete(table, key, cross)
+            self.writer.delete(table, key, cross, req.header("if-match"))
             return ApiResponse(204, {})
         raise ODataError(405, f"{req.method} is not allowed on a record", NOT_SUPPORTED)
 
     def _read_one(self, req: ApiRequest, table: Table, key: KeySpec, cross: bool) -> ApiResponse:
+        check_options(req, ENTITY, _CUSTOM)
         with self.store.lock:
             select = select_columns(req, table, ())
             found = self.writer.locate(table, key, cross)
             row = table.get(found) if found is not None else None
-        if row is None:
-            shown = ",".join(f"{k}={v}" for k, v in key.named.items())
-            raise ODataError(404, f"No {table.name} record with key ({shown}).", NOT_FOUND)
+            if row is None:
+                shown = ",".join(f"{k}={v}" for k, v in key.named.items())
+                raise ODataError(404, f"No {table.name} record with key ({shown}).", NOT_FOUND)
+            unchanged = not_modified(req, row)
+            if unchanged is not None:
+                return unchanged
+            values = self._shape(req, table, select)(row)
         self.stats.read(1)
-        (values,) = _show_empty_dates(table, [project(row, select)])
-        return _record_response(req, table, values, 200, {})
+        return _record_response(req, table, values, 200, {"ETag": etag(row)})
+
+    def _shape(self, req: ApiRequest, table: Table, select: list[str] | None) -> Shape:
+        """A record as `req` shows it: selected, expanded, empty dates as F&O shows them."""
+
+        def shown(target: Table, row: Row, columns: list[str] | None) -> dict[str, Any]:
+            (values,) = _show_empty_dates(target, [project(target, row, columns)])
+            return values
+
+        expansions = parse_expand(req.query.get("$expand"), table, self.store)
+        plain = projector(table, select)
+        dated = any(s.type in ("date", "datetime") for s in table.contract.columns.values())
+        if not expansions and not dated:
+            return plain
+        expander = Expander(expansions, shown)
+        return lambda row: expander.add(row, _show_empty_dates(table, [plain(row)])[0])
 
 
 def _record_response(

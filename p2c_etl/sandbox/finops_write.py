@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from p2c_etl.sandbox.conditional import check_if_match
 from p2c_etl.sandbox.faults import Faults
 from p2c_etl.sandbox.odata_filter import Predicate
 from p2c_etl.sandbox.protocol import (
@@ -89,18 +90,21 @@ class FinOpsWriter:
             if row is None:
                 raise _not_found(table, key)
             _check_keys(table, values, row.values)
-            _check_etag(row, etag)
+            check_if_match(etag, row)
             base = dict.fromkeys(table.contract.columns) if replace else dict(row.values)
             record = base | values | {c: row.values[c] for c in table.key_columns}
             _check_required(table, record, values if not replace else record)
             self._check_refused(record)
             return table.put(record)
 
-    def delete(self, table: Table, key: KeySpec, cross_company: bool) -> None:
+    def delete(
+        self, table: Table, key: KeySpec, cross_company: bool, etag: str | None = None
+    ) -> None:
         with self.store.journal.atomic():
             found = self.locate(table, key, cross_company)
             if found is None:
                 raise _not_found(table, key)
+            check_if_match(etag, table.get(found))
             table.delete(found)
 
     def payload(self, table: Table, body: object) -> dict[str, Any]:
@@ -150,11 +154,6 @@ def _check_required(table: Table, record: Mapping[str, Any], written: Mapping[st
         spec = table.contract.columns.get(name)
         if spec is not None and not spec.nullable and record.get(name) is None:
             raise ODataError(400, f"Field {name} of {table.name} must be filled in", BAD_PAYLOAD)
-
-
-def _check_etag(row: Row, etag: str | None) -> None:
-    if etag not in (None, "*") and etag != f'W/"{row.version}"':
-        raise ODataError(412, "The version of the record does not match If-Match.", DUPLICATE)
 
 
 def _not_found(table: Table, key: KeySpec) -> ODataError:

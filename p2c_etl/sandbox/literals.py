@@ -28,7 +28,7 @@ _TOKEN = re.compile(
     |(?P<date>\d{4}-\d{2}-\d{2})(?![\w:])
     |(?P<number>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?![\w.])
     |(?P<name>[A-Za-z_@$][\w.@$/]*)
-    |(?P<punct>[(),=])
+    |(?P<punct>[(),=\[\]])
     """,
     re.VERBOSE,
 )

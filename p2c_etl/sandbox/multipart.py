@@ -26,13 +26,18 @@ class Operation:
 BatchItem = Operation | list[Operation]
 
 
-def parse_batch(content_type: str, body: bytes) -> list[BatchItem]:
-    """The requests and change sets of a batch body, in order."""
+def parse_batch(
+    content_type: str, body: bytes, *, content_id_required: bool = True
+) -> list[BatchItem]:
+    """The requests and change sets of a batch body, in order; a request in a change set
+    needs a `Content-ID` where `content_id_required`."""
     items: list[BatchItem] = []
     for headers, content in _parts(content_type, body):
         kind = headers.get("content-type", "")
         if kind.lower().startswith("multipart/mixed"):
-            changeset = [_operation(h, c, nested=True) for h, c in _parts(kind, content)]
+            changeset = [
+                _operation(h, c, nested=content_id_required) for h, c in _parts(kind, content)
+            ]
             items.append(changeset)
         else:
             items.append(_operation(headers, content, nested=False))

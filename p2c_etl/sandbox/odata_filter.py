@@ -6,8 +6,14 @@ Grammar (both APIs, as far as p2c-etl needs it):
     and_expr   := unary ("and" unary)*
     unary      := "not" unary | "(" expr ")" | function | comparison
     comparison := operand ("eq" | "ne" | "gt" | "ge" | "lt" | "le") operand
+                | column "in" "(" literal ("," literal)* ")"
     function   := ("contains" | "startswith" | "endswith") "(" column "," 'text' ")"
+                | "Microsoft.Dynamics.CRM." name "(" param "=" value ("," ...)* ")"
     operand    := column | literal
+
+The Dataverse query functions (`Microsoft.Dynamics.CRM.In`, `Between`, `On`, ...) are in
+`query_functions`; the standard functions and query functions the sandbox does not implement
+(`tolower`, `year`, `any`, `LastXDays`, ...) are refused with 501.
 
 A literal compared with a column is read as that column's type (an F&O DateTimeOffset
 against a `date` column compares its date). Text compares case-insensitively, as SQL Server
@@ -17,13 +23,15 @@ does; `null` equals only null, and an ordering comparison with null is false.
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.literals import Token, tokenize
-from p2c_etl.sandbox.protocol import BAD_QUERY, ODataError
+from p2c_etl.sandbox.protocol import BAD_QUERY, ODataError, not_implemented
+from p2c_etl.sandbox.query_functions import CRM_PREFIX, FunctionCall, crm_function
 from p2c_etl.sandbox.values import folded, literal_for
 
 Record = Mapping[str, Any]
@@ -37,6 +45,42 @@ _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
     "lt": operator.lt,
     "le": operator.le,
 }
+_LAMBDA = re.compile(r"/\s*(any|all)\s*\(")
+_STANDARD = {
+    "concat",
+    "indexof",
+    "length",
+    "substring",
+    "matchesPattern",
+    "tolower",
+    "toupper",
+    "trim",
+    "year",
+    "month",
+    "day",
+    "hour",
+    "minute",
+    "second",
+    "fractionalseconds",
+    "totalseconds",
+    "date",
+    "time",
+    "totaloffsetminutes",
+    "mindatetime",
+    "maxdatetime",
+    "now",
+    "round",
+    "floor",
+    "ceiling",
+    "cast",
+    "isof",
+    "geo.distance",
+    "geo.intersects",
+    "geo.length",
+    "hassubset",
+    "hassubsequence",
+    "case",
+}
 _FUNCTIONS: dict[str, Callable[[str, str], bool]] = {
     "contains": lambda value, part: part in value,
     "startswith": str.startswith,
@@ -45,7 +89,10 @@ _FUNCTIONS: dict[str, Callable[[str, str], bool]] = {
 
 
 def compile_filter(source: str, columns: Columns, type_name: str) -> Predicate:
-    """The predicate `source` describes; 400 for a syntax error or an unknown column."""
+    """The predicate `source` describes; 400 for a syntax error or an unknown column, 501 for
+    what the sandbox does not implement."""
+    if _LAMBDA.search(source):
+        raise not_implemented("A lambda operator (any/all) in $filter")
     parser = _Parser(tokenize(source), columns, type_name)
     predicate = parser.expression()
     parser.expect_end()
@@ -140,8 +187,12 @@ class _Parser:
 
     def function(self) -> Predicate:
         name = self.take().text
+        if name.startswith(CRM_PREFIX):
+            return crm_function(self._call(name), self.columns, self.type_name)
+        if name in _STANDARD:
+            raise not_implemented(f"The $filter function {name}")
         if name not in _FUNCTIONS:
-            raise ODataError(400, f"The function {name!r} is not supported", BAD_QUERY)
+            raise ODataError(400, f"Unknown function '{name}' in $filter.", BAD_QUERY)
         self.expect("(")
         column = self.operand()
         self.expect(",")
@@ -157,8 +208,35 @@ class _Parser:
 
         return predicate
 
+    def _call(self, name: str) -> FunctionCall:
+        """`(Name=value, Name=[v, ...])` after a query function's name."""
+        self.expect("(")
+        params: dict[str, Any] = {}
+        while not self.accept(")"):
+            if params:
+                self.expect(",")
+            key = self.take()
+            self.expect("=")
+            params[key.text] = self._list("[", "]") if self.accept("[") else self.take().value
+        return FunctionCall(name, params)
+
+    def _list(self, opening: str, closing: str) -> list[Any]:
+        """Literals up to `closing` (the `opening` already read)."""
+        items: list[Any] = []
+        while not self.accept(closing):
+            if items:
+                self.expect(",")
+            token = self.take()
+            if token.kind != "literal":
+                raise ODataError(400, f"Expected a literal in {opening}...{closing}", BAD_QUERY)
+            items.append(token.value)
+        return items
+
     def comparison(self) -> Predicate:
         left = self.operand()
+        if left.column is not None and self.accept("in"):
+            self.expect("(")
+            return _membership(left, self._list("(", ")"))
         token = self.take()
         if token.kind != "name" or token.value not in _FLIPPED:
             raise ODataError(400, f"Expected a comparison operator, found {token.text!r}")
@@ -174,6 +252,8 @@ class _Parser:
             return _Operand(None, None, token.value)
         if token.kind == "name" and token.value in self.columns:
             return _Operand(token.value, self.columns[token.value])
+        if (token.kind == "name" and token.value in ("any", "all")) or "/" in token.text:
+            raise not_implemented(f"The $filter path or lambda {token.text!r}")
         raise ODataError(
             400,
             f"Could not find a property named '{token.text}' on type '{self.type_name}'.",
@@ -195,3 +275,13 @@ def _comparison(left: _Operand, op: str, right: _Operand) -> Predicate:
     except ValueError as exc:
         raise ODataError(400, f"Invalid $filter: {exc}", BAD_QUERY) from None
     return lambda r: test(folded(r.get(column)), wanted)
+
+
+def _membership(left: _Operand, values: list[Any]) -> Predicate:
+    """`column in (a, b, ...)`."""
+    column = left.column or ""
+    try:
+        wanted = {folded(literal_for(left.spec, v)) for v in values}
+    except (ValueError, TypeError) as exc:
+        raise ODataError(400, f"Invalid $filter: {exc}", BAD_QUERY) from None
+    return lambda r: folded(r.get(column)) in wanted

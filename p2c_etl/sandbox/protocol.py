@@ -53,12 +53,26 @@ class ApiRequest:
             ) from None
 
     def prefers(self, name: str) -> str | None:
-        """The value of one `Prefer` preference ("" when given without a value), else None."""
-        for part in (self.header("prefer") or "").split(","):
+        """The value of one `Prefer` preference ("" when given without a value), else None.
+        Preferences are split at commas outside quotes: `odata.include-annotations="a,b"`."""
+        for part in _outside_quotes(self.header("prefer") or "", ","):
             key, _, value = part.strip().partition("=")
             if key.strip().lower() == name:
                 return value.strip().strip('"')
         return None
+
+
+def _outside_quotes(text: str, separator: str) -> list[str]:
+    parts, current, quoted = [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == separator and not quoted:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
 
 
 @dataclass
@@ -76,6 +90,11 @@ class ODataError(Exception):
     def __init__(self, status: int, message: str, code: str = BAD_QUERY) -> None:
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
+
+
+def not_implemented(what: str) -> ODataError:
+    """A 501 for a documented feature the sandbox does not implement."""
+    return ODataError(501, f"{what} is not implemented by the sandbox.", NOT_SUPPORTED)
 
 
 def error_response(status: int, message: str, code: str) -> ApiResponse:

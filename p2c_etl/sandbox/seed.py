@@ -4,14 +4,16 @@ Every entity set with a contract is served; those with a file start with its rec
 contract's columns are read exactly by the files connector (decimals as `Decimal`, dates as
 `date`); other columns of the file are kept as plain JSON values. Contract columns the file
 lacks are null. A Dataverse record without a primary id gets a new GUID. A file that cannot
-be read exactly, or that holds one key twice, is a `ConnectorError` naming the file.
+be read exactly, or that holds one key twice, is a `ConnectorError` naming the file. With
+`unique_alternate_keys`, so is a Dataverse file that holds one alternate key value twice (as
+a tenant with that key could not), naming the key and the value.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,13 @@ def build_store(
     folder: Path | None,
     contracts: ContractSet,
     on_commit: Callable[[int], None],
+    *,
+    unique_alternate_keys: bool = False,
+    alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Store:
-    """A store with one table per contract of `system`, seeded from `folder` (if given)."""
+    """A store with one table per contract of `system`, seeded from `folder` (if given).
+    A Dataverse table's alternate key is its contract's `keys`, unless `alternate_keys`
+    names the entity set (an empty tuple: the tenant declares no alternate key there)."""
     journal = Journal(on_commit)
     connector = FilesConnector(system, folder, contracts) if folder is not None else None
     tables: dict[str, Table] = {}
@@ -39,8 +46,10 @@ def build_store(
         if contract.system != system:
             continue
         table = _table(contract, journal)
+        if table.primary and alternate_keys and contract.entity in alternate_keys:
+            table.alternate = _alternate(contract, alternate_keys[contract.entity])
         if connector is not None:
-            _seed(table, connector)
+            _seed(table, connector, unique_alternate_keys)
         tables[contract.entity] = table
     return Store(system, tables, journal)
 
@@ -51,7 +60,13 @@ def _table(contract: Contract, journal: Journal) -> Table:
     return Table(contract, journal, contract.primary_id if contract.system == "crm" else None)
 
 
-def _seed(table: Table, connector: FilesConnector) -> None:
+def _alternate(contract: Contract, columns: tuple[str, ...]) -> tuple[str, ...]:
+    for name in columns:
+        contract.column(name)
+    return tuple(columns)
+
+
+def _seed(table: Table, connector: FilesConnector, unique_alternate: bool) -> None:
     path = connector.path(table.name)
     if path is None:
         return
@@ -66,7 +81,23 @@ def _seed(table: Table, connector: FilesConnector) -> None:
             values[table.primary] = str(uuid.uuid4())
         if table.get(table.key_of(values)) is not None:
             raise ConnectorError(f"{path}: key {table.key_of(values)} occurs more than once")
+        if unique_alternate:
+            _check_alternate(table, values, path)
         table.load(values)
+
+
+def _check_alternate(table: Table, values: dict[str, Any], path: Path) -> None:
+    alternate = table.alternate_of(values)
+    found = table.find(alternate) if alternate is not None else []
+    if found:
+        held = table.get(found[0])
+        assert held is not None
+        shown = ", ".join(f"{c} = {held.values[c]!r}" for c in table.alternate)
+        again = ", ".join(repr(values[c]) for c in table.alternate)
+        raise ConnectorError(
+            f"{path}: two records have the alternate key {shown} (the second as {again}); "
+            "an alternate key is unique"
+        )
 
 
 def read_records(

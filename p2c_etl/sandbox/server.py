@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
@@ -37,6 +38,7 @@ from p2c_etl.sandbox.finops import FinOpsService
 from p2c_etl.sandbox.seed import build_store
 from p2c_etl.sandbox.stats import Stats
 from p2c_etl.sandbox.store import Store
+from p2c_etl.sandbox.whoami import Identity
 
 _START_TIMEOUT = 15.0
 
@@ -60,7 +62,13 @@ class Sandbox:
         tls_key: Path | None = None,
         faults: Faults | None = None,
         contracts: ContractSet | None = None,
+        unique_alternate_keys: bool = False,
+        alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
+        """`unique_alternate_keys`: refuse a CRM seed that holds one alternate key value twice
+        (off by default: the demo data plants a duplicate account number). `alternate_keys`:
+        the alternate key of a Dataverse entity set where the tenant's differs from the
+        contract's `keys` (`{"accounts": ()}`: accounts have none)."""
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
         contracts = contracts or ContractSet.load(contracts_dir())
@@ -68,14 +76,22 @@ class Sandbox:
         self.faults = faults if faults is not None else Faults()
         self._stats: dict[SystemName, Stats] = {"crm": Stats(), "erp": Stats()}
         self._stores: dict[SystemName, Store] = {
-            "crm": build_store("crm", crm_seed, contracts, self._stats["crm"].written),
+            "crm": build_store(
+                "crm",
+                crm_seed,
+                contracts,
+                self._stats["crm"].written,
+                unique_alternate_keys=unique_alternate_keys,
+                alternate_keys=alternate_keys,
+            ),
             "erp": build_store("erp", erp_seed, contracts, self._stats["erp"].written),
         }
         issuer = TokenIssuer(client_id, client_secret, tenant)
         admin = Admin(self.faults, self.stats, self.reset_stats)
+        identity = Identity(client_id, tenant, issuer.client_of)
         services: dict[SystemName, tuple[Service, str]] = {
             "crm": (
-                DataverseService(self._stores["crm"], self.faults, self._stats["crm"]),
+                DataverseService(self._stores["crm"], self.faults, self._stats["crm"], identity),
                 DATAVERSE_PATH,
             ),
             "erp": (

@@ -1,17 +1,29 @@
-"""What the Dataverse and F&O services share: OData errors answered as error responses, and
-the requests inside a `$batch` counted per endpoint."""
+"""What the Dataverse and F&O services share: OData errors answered as error responses, the
+requests inside a `$batch` counted per endpoint, and the service and metadata documents
+(GET only)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from p2c_etl.sandbox.protocol import ApiRequest, ApiResponse, ODataError, from_error
+from p2c_etl.sandbox.csdl import metadata_document
+from p2c_etl.sandbox.options import NONE, check_options
+from p2c_etl.sandbox.protocol import (
+    NOT_SUPPORTED,
+    ApiRequest,
+    ApiResponse,
+    ODataError,
+    from_error,
+)
+from p2c_etl.sandbox.query import service_document
 from p2c_etl.sandbox.resource import endpoint_key
 from p2c_etl.sandbox.stats import Stats
+from p2c_etl.sandbox.store import Store
 
 
 class ODataService(ABC):
     stats: Stats
+    store: Store
 
     def handle(self, req: ApiRequest) -> ApiResponse:
         try:
@@ -23,6 +35,18 @@ class ODataService(ABC):
         """One request of a `$batch`: counted under its own endpoint, then handled."""
         self.stats.operation(endpoint_key(req.method, req.path))
         return self.handle(req)
+
+    def documents(self, req: ApiRequest, namespace: str) -> ApiResponse | None:
+        """The service document (`/`) or `$metadata`; None for any other path."""
+        if req.path not in ("", "$metadata"):
+            return None
+        if req.method != "GET":
+            raise ODataError(405, f"{req.method} is not allowed here; use GET", NOT_SUPPORTED)
+        check_options(req, NONE)
+        if req.path == "":
+            return service_document(req, self.store)
+        document = metadata_document(self.store, namespace)
+        return ApiResponse(200, {"Content-Type": "application/xml"}, document)
 
     @abstractmethod
     def _route(self, req: ApiRequest) -> ApiResponse:

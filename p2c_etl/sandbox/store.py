@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from p2c_etl.model.contracts import Contract
@@ -25,20 +26,34 @@ from p2c_etl.sandbox.values import folded
 Key = tuple[Any, ...]
 
 
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
 @dataclass(frozen=True)
 class Row:
-    """One record: `seq` orders rows by insertion, `version` changes with every write."""
+    """One record: `seq` orders rows by insertion, `version` changes with every write;
+    `created` and `modified` are when the server wrote it first and last (server-managed,
+    kept apart from the values a client wrote)."""
 
     seq: int
     version: int
     values: dict[str, Any]
+    created: datetime | None = None
+    modified: datetime | None = None
 
 
 class Journal:
     """The store's lock, its undo log while `atomic()` is open, and its committed writes."""
 
-    def __init__(self, on_commit: Callable[[int], None]) -> None:
+    def __init__(self, on_commit: Callable[[int], None], clock: Clock = utc_now) -> None:
         self.lock = threading.RLock()
+        self.clock = clock
+        self.started = clock()
+        """When the store was built: the write time of every seed record."""
         self._on_commit = on_commit
         self._undo: list[tuple[Table, Key, Row | None]] | None = None
         self._version = 0
@@ -115,7 +130,7 @@ class Table:
 
     def load(self, values: dict[str, Any]) -> None:
         """Add a seed record, outside the journal."""
-        self._set(self.key_of(values), self._new_row(values, None))
+        self._set(self.key_of(values), self._new_row(values, None, self._journal.started))
 
     def put(self, values: dict[str, Any]) -> Row:
         """Insert or replace the record with `values`' key."""
@@ -147,11 +162,18 @@ class Table:
         for key in order[bisect.bisect_right(self._seqs, seq) :]:
             yield self._rows[key]
 
-    def _new_row(self, values: dict[str, Any], previous: Row | None) -> Row:
+    def _new_row(
+        self, values: dict[str, Any], previous: Row | None, at: datetime | None = None
+    ) -> Row:
+        now = at or self._journal.clock()
+        version = self._journal.next_version()
         if previous is not None:
-            return Row(previous.seq, self._journal.next_version(), values)
+            return Row(previous.seq, version, values, previous.created, now)
         self._next_seq += 1
-        return Row(self._next_seq, self._journal.next_version(), values)
+        created = values.get("createdon")
+        if not isinstance(created, datetime):
+            created = now
+        return Row(self._next_seq, version, values, created, now)
 
     def _set(self, key: Key, row: Row | None) -> None:
         previous = self._rows.pop(key, None) if row is None else self._rows.get(key)
