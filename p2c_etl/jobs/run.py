@@ -287,13 +287,16 @@ def _run_flow(
         if not dry_run:
             here = context_print(wh, flow, reads, shared.settings, context)
             plan = plan_rows(wh, flow, reads, context, here)
+            if plan.ords is not None:
+                progress(
+                    f"{flow.name}: computing {plan.ords.len()} of {plan.source.height} source "
+                    "rows (the others are as they were)"
+                )
         prepared, outcomes, plan = _prepare(wh, run_id, flow, shared, planned, plan)
         stage = "compare"
         keys = outcomes["target_key"] if outcomes is not None else None
         ords = plan.target_ords(keys) if plan and keys is not None else None
-        target = target_frame(wh, flow, reads, context, ords)
-        compared = compare_flow(wh, run_id, flow, target)
-        del target
+        compared = compare_flow(wh, run_id, flow, target_frame(wh, flow, reads, context, ords))
         settled = (plan.unchanged, plan.filtered) if plan else (0, 0)
         counts = FlowCounts(
             flow=flow.name,

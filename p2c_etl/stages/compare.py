@@ -38,19 +38,76 @@ class CompareInfo:
     """`__row` of the staged rows rejected as duplicate keys."""
 
 
+PART = 250_000
+"""Records per part of a large diff: the keys are split by a hash of their folded value, so
+every record of one key (both sides, each spelling, and its claims) is in one part, and
+the parts are diffed one at a time in bounded memory."""
+
+
 def compare_flow(wh: Warehouse, run_id: str, flow: Flow, target: pl.DataFrame) -> CompareInfo:
     """Diff the staged rows against the target (in the flow's scope, as this run read it:
     `extract.target_frame`); store every change."""
     staged = wh.read_table(staged_table(run_id, flow))
     claimed = wh.read_table(claimed_table(run_id, flow))
-    compared = compare_frames(run_id, flow, staged, target, claimed)
+    parts = key_parts(
+        flow, -(-max(staged.height, target.height, 1) // PART), staged, target, claimed
+    )
+    del staged, target, claimed  # the caller keeps no reference to `target`: parts replace it
+    infos: list[CompareInfo] = []
+    kept: list[pl.DataFrame] = []
+    restaged = False
     with wh.transaction():
-        if compared.restaged:
-            wh.write_table(staged_table(run_id, flow), compared.staged)
-        if compared.rejects.height:
-            wh.append("rejects", compared.rejects)
-        wh.append("changes", change_rows(run_id, flow, compared.result))
-    return compared.info
+        while parts:
+            compared = compare_frames(run_id, flow, *parts.pop(0))
+            if compared.rejects.height:
+                wh.append("rejects", compared.rejects)
+            wh.append("changes", change_rows(run_id, flow, compared.result))
+            infos.append(compared.info)
+            kept.append(compared.staged)
+            restaged = restaged or compared.restaged
+        if restaged:
+            wh.write_table(staged_table(run_id, flow), pl.concat(kept))
+    return _merged(infos)
+
+
+def key_parts(
+    flow: Flow, parts: int, staged: pl.DataFrame, target: pl.DataFrame, claimed: pl.DataFrame
+) -> list[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]]:
+    """(staged, target, claimed) split into `parts` by a hash of the folded key."""
+    if parts == 1:
+        return [(staged, target, claimed)]
+    part = (pl.struct(folded_keys(flow.keys, staged.schema)).hash(_PART_SEED) % parts).alias(
+        "__part"
+    )
+
+    def split(frame: pl.DataFrame) -> dict[int, pl.DataFrame]:
+        pieces = frame.with_columns(part).partition_by("__part", as_dict=True, include_key=False)
+        return {int(str(k[0])): v for k, v in pieces.items()}
+
+    sides = [split(staged), split(target), split(claimed)]
+    return [
+        (
+            sides[0].get(i, staged.clear()),
+            sides[1].get(i, target.clear()),
+            sides[2].get(i, claimed.clear()),
+        )
+        for i in range(parts)
+    ]
+
+
+_PART_SEED = 0x5032_5041_5254
+
+
+def _merged(infos: list[CompareInfo]) -> CompareInfo:
+    return CompareInfo(
+        inserts=sum(i.inserts for i in infos),
+        updates=sum(i.updates for i in infos),
+        unchanged=sum(i.unchanged for i in infos),
+        target_only=sum(i.target_only for i in infos),
+        rejected=sum(i.rejected for i in infos),
+        written=pl.concat([i.written for i in infos]),
+        doubled=pl.concat([i.doubled for i in infos]),
+    )
 
 
 @dataclass(frozen=True)

@@ -71,19 +71,22 @@ def load_flow(
     What the target now holds is remembered per record: what was written, and, for records
     found already in step, the values they agree on (so a later hand edit shows as drift).
     """
-    all_changes = wh.for_flow("changes", run_id, flow.name)
+    all_changes = wh.for_flow("changes", run_id, flow.name, _CHANGE_COLUMNS)
     staged = wh.read_table(staged_table(run_id, flow))
-    values = _values(flow, staged)
-    in_step = _newly_in_step(wh, flow, values.join(all_changes, on="record_key", how="anti"))
+    in_step = _newly_in_step(wh, flow, staged, all_changes)
     changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
-    info = _write(wh, run_id, run_id, flow, connector, staged, changes, values, in_step, now)
-    # Of the staged rows, a retry needs only those written: the rest are not kept.
-    written = staged.join(
-        changes.select(pl.col("record_key").alias("__rk")),
-        left_on=record_key(flow.keys),
-        right_on="__rk",
-        how="semi",
-    )
+    # Of the staged rows, a write (and a retry) needs only those written (a first sync
+    # writes every one: then no copy is made).
+    written = staged
+    if changes.height < staged.height:
+        written = staged.join(
+            changes.select(pl.col("record_key").alias("__rk")),
+            left_on=record_key(flow.keys),
+            right_on="__rk",
+            how="semi",
+        )
+    del staged
+    info = _write(wh, run_id, run_id, flow, connector, written, changes, in_step, now)
     with wh.transaction():
         wh.write_table(staged_table(run_id, flow), written)
         wh.con.execute(f'DROP TABLE IF EXISTS "{claimed_table(run_id, flow)}"')
@@ -102,15 +105,13 @@ def retry_flow(
     failures: they need a fix in the data first). Returns (records retried, outcome)."""
     failed = wh.for_flow("load_results", failed_run, flow.name).filter(pl.col("status") == "failed")
     changes = (
-        wh.for_flow("changes", failed_run, flow.name)
+        wh.for_flow("changes", failed_run, flow.name, _CHANGE_COLUMNS)
         .join(failed.select("record_key").unique(), on="record_key", how="semi")
         .filter(pl.col(KIND).is_in(["insert", "update"]))
     )
     staged = wh.read_table(staged_table(failed_run, flow))
     empty = pl.DataFrame(schema={"record_key": pl.String, "values_json": pl.String})
-    info = _write(
-        wh, failed_run, run_id, flow, connector, staged, changes, _values(flow, staged), empty, now
-    )
+    info = _write(wh, failed_run, run_id, flow, connector, staged, changes, empty, now)
     return changes.height, info
 
 
@@ -129,13 +130,12 @@ def _write(
     connector: Connector,
     staged: pl.DataFrame,
     changes: pl.DataFrame,
-    values: pl.DataFrame,
     in_step: pl.DataFrame,
     now: Callable[[], datetime],
 ) -> LoadInfo:
     results = send(flow, connector, staged, changes, _target_ids(wh, flow))
     with wh.transaction():
-        record_results(wh, run_id, flow, results, values, in_step, now())
+        record_results(wh, run_id, flow, results, staged, in_step, now())
     return outcome(results)
 
 
@@ -166,24 +166,36 @@ def record_results(
     run_id: str,
     flow: Flow,
     results: pl.DataFrame,
-    values: pl.DataFrame | None,
+    staged: pl.DataFrame | None,
     in_step: pl.DataFrame,
     written_at: datetime,
 ) -> None:
     """Store the results and remember what the target now holds (inside the caller's
-    transaction). With `values` None only failures are stored, and nothing is remembered."""
-    if values is None:
+    transaction): the values of the `staged` rows written, and `in_step` (record_key,
+    values_json). With `staged` None only failures are stored, and nothing is remembered.
+    Remembered a slice at a time: JSON of a million records is not held at once."""
+    if staged is None:
         results = results.filter(pl.col("status") == "failed")
     wh.append(
         "load_results",
         results.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")),
     )
-    if values is None:
+    if staged is None:
         return
-    ok = results.filter(pl.col("status") == "ok").join(values, on="record_key", how="left")
-    ok = pl.concat([ok.select("record_key", "values_json"), in_step])
+    ok = results.filter(pl.col("status") == "ok").select(pl.col("record_key").alias("__rk"))
+    rows = staged.with_columns(record_key(flow.keys).alias("__rk"))
+    for start in range(0, rows.height, _SLICE):
+        written = rows.slice(start, _SLICE).join(ok, on="__rk", how="semi").drop("__rk")
+        _remember(wh, flow, _values(flow, written), run_id, written_at)
+    for start in range(0, in_step.height, _SLICE):
+        _remember(wh, flow, in_step.slice(start, _SLICE), run_id, written_at)
+
+
+def _remember(
+    wh: Warehouse, flow: Flow, values: pl.DataFrame, run_id: str, written_at: datetime
+) -> None:
     wh.remember_written(
-        ok.select(
+        values.select(
             pl.lit(flow.name).alias("flow"),
             "record_key",
             "values_json",
@@ -201,10 +213,27 @@ def outcome(results: pl.DataFrame) -> LoadInfo:
     )
 
 
-def _newly_in_step(wh: Warehouse, flow: Flow, unchanged: pl.DataFrame) -> pl.DataFrame:
-    """Unchanged records whose remembered values are missing or different."""
-    known = wh.query("SELECT record_key, values_json FROM last_written WHERE flow = ?", [flow.name])
-    return unchanged.join(known, on=["record_key", "values_json"], how="anti")
+_CHANGE_COLUMNS = ("record_key", KIND, CHANGED)
+_SLICE = 200_000
+"""Staged rows encoded and compared with what was remembered at a time (bounded memory)."""
+
+
+def _newly_in_step(
+    wh: Warehouse, flow: Flow, staged: pl.DataFrame, changes: pl.DataFrame
+) -> pl.DataFrame:
+    """The staged records found unchanged (not in `changes`) whose remembered values are
+    missing or different: `record_key`, `values_json`."""
+    unchanged = staged.join(
+        changes.select(pl.col("record_key").alias("__rk")),
+        left_on=record_key(flow.keys),
+        right_on="__rk",
+        how="anti",
+    )
+    found = [pl.DataFrame(schema={"record_key": pl.String, "values_json": pl.String})]
+    for start in range(0, unchanged.height, _SLICE):
+        values = _values(flow, unchanged.slice(start, _SLICE))
+        found.append(wh.not_remembered(flow.name, values))
+    return pl.concat(found)
 
 
 def _count(results: pl.DataFrame, op: str, status: str) -> int:

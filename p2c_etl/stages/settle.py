@@ -22,14 +22,14 @@ from pathlib import Path
 import polars as pl
 
 import p2c_etl
-from p2c_etl.model.flow import Context, Flow
+from p2c_etl.model.flow import Context, Flow, Lookup
 from p2c_etl.model.keys import folded_record_key
 from p2c_etl.model.rejects import ROW
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.resources import contracts_dir
-from p2c_etl.stages.extract import EntityReads, reference_columns
+from p2c_etl.stages.extract import EntityReads
 from p2c_etl.stages.prepare import staged_table
-from p2c_etl.stages.transform import filters_expr
+from p2c_etl.stages.transform import filters_expr, lookup_key, reference_mapping
 from p2c_etl.warehouse.mirror import HASH, ORD
 from p2c_etl.warehouse.store import Warehouse
 
@@ -113,12 +113,157 @@ def context_print(
     target record: code, settings, context, and the columns it reads of references and
     inputs."""
     digest = hashlib.sha256(fingerprint(flow, settings, context, []).encode())
-    for entity, columns in sorted(reference_columns(flow).items()):
-        digest.update(f"{entity}:{reads.digest(wh, entity, columns)}".encode())
+    narrow = narrowable(flow)
+    for lookup in flow.lookups:  # the others' changes are found row by row (`LookupState`)
+        if lookup not in narrow:
+            held = reads.digest(wh, (lookup.system, lookup.entity), list(lookup.columns))
+            digest.update(f"{lookup_id(lookup)}:{held}".encode())
     for item in flow.inputs:
         held = reads.digest(wh, (item.system, item.entity), list(item.columns))
         digest.update(f"{item.name}:{held}".encode())
     return digest.hexdigest()
+
+
+def narrowable(flow: Flow) -> tuple[Lookup, ...]:
+    """The lookups whose reference changes settle row by row: every field that uses one looks
+    up a value of the source row itself (not one a derivation adds)."""
+    derived = {c for d in flow.derive for c in d.adds}
+    return tuple(
+        lookup
+        for lookup in flow.lookups
+        if all(f.source not in derived for f in flow.fields if lookup in f.lookups)
+    )
+
+
+def lookup_id(lookup: Lookup) -> str:
+    return hashlib.sha256(repr(lookup).encode()).hexdigest()[:32]
+
+
+_KEYS_SCHEMA = pl.Schema({"k": pl.UInt64(), "h": pl.UInt64()})
+_NO_KEYS = pl.DataFrame(schema=_KEYS_SCHEMA)
+
+
+@dataclass(frozen=True)
+class LookupState:
+    """A lookup's reference as this run maps with it, against the one the settled rows were
+    mapped with: per key (hashed, `k`) a hash of the key and what it resolves to (`h`; a key
+    that resolves to nothing, or to two records, has no entry)."""
+
+    id: str
+    digest: str
+    known: bool
+    """The settled rows' reference is known (kept by an earlier run)."""
+    added: pl.DataFrame = field(default_factory=_NO_KEYS.clear)
+    removed: pl.DataFrame = field(default_factory=_NO_KEYS.clear)
+    changed_digest: bool = False
+
+    @property
+    def changed(self) -> pl.Series:
+        """The keys whose entry is not what it was."""
+        return pl.concat([self.added["k"], self.removed["k"]]).unique()
+
+
+def lookup_states(
+    wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
+) -> tuple[LookupState, ...]:
+    """The state of each of `flow`'s narrowable lookups; a reference whose digest is the one
+    kept is not read."""
+    kept = dict(
+        wh.con.execute(
+            "SELECT lookup, digest FROM settled_lookups WHERE flow = ?", [flow.name]
+        ).fetchall()
+    )
+    states = []
+    for lookup in narrowable(flow):
+        ident, entity = lookup_id(lookup), (lookup.system, lookup.entity)
+        digest = reads.digest(wh, entity, list(lookup.columns))
+        if kept.get(ident) == digest:
+            states.append(LookupState(ident, digest, True))
+            continue
+        mapping = reference_mapping(lookup, reads.frame(wh, entity, lookup.columns), context)
+        now = mapping.select(
+            pl.col("k").hash(_KEY_SEED).alias("k"), pl.struct("k", "v").hash(_KEY_SEED).alias("h")
+        )
+        held = _NO_KEYS
+        if ident in kept:
+            held = wh.query(
+                "SELECT k, h FROM settled_lookup_keys WHERE flow = ? AND lookup = ?",
+                [flow.name, ident],
+            ).cast(_KEYS_SCHEMA)
+        added = now.join(held, on=["k", "h"], how="anti")
+        removed = held.join(now, on=["k", "h"], how="anti")
+        states.append(LookupState(ident, digest, ident in kept, added, removed, True))
+    return tuple(states)
+
+
+_KEY_SEED = 0x5032_4B45_5953
+
+
+def looked_up(
+    wh: Warehouse,
+    flow: Flow,
+    reads: EntityReads,
+    context: Context,
+    settled: pl.Series,
+    states: tuple[LookupState, ...],
+) -> pl.Series:
+    """Places (of `settled`) of the source rows that look up a key whose entry changed."""
+    changed = {s.id: s.changed for s in states if s.changed_digest}
+    changed = {ident: keys for ident, keys in changed.items() if keys.len()}
+    found = [pl.Series(ORD, [], pl.Int64)]
+    fields = [f for f in flow.fields if any(lookup_id(lk) in changed for lk in f.lookups)]
+    if not fields or settled.len() == 0:
+        return found[0]
+    source = (flow.source.system, flow.source.entity)
+    columns = sorted({f.source for f in fields if f.source})
+    rows = reads.frame(wh, source, columns, settled, keep_ord=True)
+    for item in fields:
+        keys = pl.concat(
+            [changed[lookup_id(lk)] for lk in item.lookups if lookup_id(lk) in changed]
+        )
+        key = lookup_key(item, context, flow.unmapped).hash(_KEY_SEED)
+        found.append(rows.filter(key.is_in(keys.implode()))[ORD])
+    return pl.concat(found).unique().sort()
+
+
+def _keep_lookups(wh: Warehouse, flow: Flow, states: tuple[LookupState, ...]) -> None:
+    """Keep the references the settled rows are now mapped with (in the caller's
+    transaction)."""
+    idents = [s.id for s in states]
+    wh.con.execute(
+        "DELETE FROM settled_lookups WHERE flow = ? AND NOT list_contains(?, lookup)",
+        [flow.name, idents],
+    )
+    wh.con.execute(
+        "DELETE FROM settled_lookup_keys WHERE flow = ? AND NOT list_contains(?, lookup)",
+        [flow.name, idents],
+    )
+    for state in states:
+        if not state.changed_digest:
+            continue
+        if state.removed.height:
+            wh.con.register("__removed", state.removed.to_arrow())
+            try:
+                wh.con.execute(
+                    "DELETE FROM settled_lookup_keys USING __removed r WHERE "
+                    "settled_lookup_keys.flow = ? AND settled_lookup_keys.lookup = ? AND "
+                    "settled_lookup_keys.k = r.k AND settled_lookup_keys.h = r.h",
+                    [flow.name, state.id],
+                )
+            finally:
+                wh.con.unregister("__removed")
+        wh.append(
+            "settled_lookup_keys",
+            state.added.select(
+                pl.lit(flow.name).alias("flow"), pl.lit(state.id).alias("lookup"), "k", "h"
+            ),
+        )
+        wh.con.execute(
+            "DELETE FROM settled_lookups WHERE flow = ? AND lookup = ?", [flow.name, state.id]
+        )
+        wh.con.execute(
+            "INSERT INTO settled_lookups VALUES (?, ?, ?)", [flow.name, state.id, state.digest]
+        )
 
 
 @dataclass(frozen=True)
@@ -146,6 +291,8 @@ class Plan:
     )
     """The settled rows that were written last and are found held: kept again by the hash of
     their target record."""
+    lookups: tuple[LookupState, ...] = ()
+    """The references of the flow's narrowable lookups, as this run maps with them."""
 
     @property
     def unchanged(self) -> int:
@@ -205,8 +352,9 @@ def plan_rows(
     stored = wh.con.execute(
         "SELECT context_print FROM settled_flows WHERE flow = ?", [flow.name]
     ).fetchall()
-    if print_ is None or not stored or stored[0][0] != print_:
-        return Plan(None, _NO_SETTLED, source, target, print_)
+    states = lookup_states(wh, flow, reads, context) if print_ is not None else ()
+    if print_ is None or not stored or stored[0][0] != print_ or not all(s.known for s in states):
+        return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
     state = wh.query(
         "SELECT source_hash, target_key, target_hash, filtered, values_hash "
         "FROM settled_rows WHERE flow = ?",
@@ -225,7 +373,9 @@ def plan_rows(
     refreshed = _written_and_held(wh, flow, reads, rows.filter(pl.col("values_hash").is_not_null()))
     settled = pl.concat([settled, refreshed.select(ORD, "target_key", "filtered")])
     ords = source.join(settled, on=ORD, how="anti")[ORD]
-    return Plan(ords, settled, source, target, print_, refreshed)
+    plan = Plan(ords, settled, source, target, print_, refreshed, states)
+    moved = looked_up(wh, flow, reads, context, settled[ORD], states)
+    return plan.without(moved) if moved.len() else plan
 
 
 def _written_and_held(
@@ -298,6 +448,7 @@ def keep_settled(
             wh.con.execute(
                 "UPDATE settled_flows SET context_print = NULL WHERE flow = ?", [flow.name]
             )
+            _keep_lookups(wh, flow, plan.lookups)
         return
     hashes = plan.source.select(ORD, HASH)
     once = plan.target.filter(pl.col(FOLD).is_unique())
@@ -360,6 +511,7 @@ def keep_settled(
                 finally:
                     wh.con.unregister("__drop")
         wh.append("settled_rows", new)
+        _keep_lookups(wh, flow, plan.lookups)
         wh.con.execute(
             "INSERT INTO settled_flows (flow, fingerprint, run_id, context_print) "
             "VALUES (?, NULL, ?, ?) ON CONFLICT (flow) DO UPDATE SET "

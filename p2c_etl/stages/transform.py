@@ -194,6 +194,17 @@ def _field(
     mappings: Mappings,
     frame: pl.DataFrame,
 ) -> tuple[pl.Expr, list[_Problem], list[_Problem]]:
+    value, problems, unmapped = _before_lookup(field, context, policy)
+    if field.lookups:
+        value, problem = _lookup(field, value, refs, context, mappings, frame)
+        problems.append(problem)
+    return value, problems, unmapped
+
+
+def _before_lookup(
+    field: Field, context: Context, policy: UnmappedPolicy
+) -> tuple[pl.Expr, list[_Problem], list[_Problem]]:
+    """The field's value through its value map and default: what its lookups look up."""
     problems: list[_Problem] = []
     unmapped: list[_Problem] = []
     original = pl.col(field.source) if field.source else pl.lit(None, dtype=pl.String)
@@ -208,10 +219,13 @@ def _field(
             value = fill
         else:
             value = pl.when(_normalized(value).is_null()).then(fill).otherwise(value)
-    if field.lookups:
-        value, problem = _lookup(field, value, refs, context, mappings, frame)
-        problems.append(problem)
     return value, problems, unmapped
+
+
+def lookup_key(field: Field, context: Context, policy: UnmappedPolicy) -> pl.Expr:
+    """The key `field`'s lookups match a source row by (normalized, as `reference_mapping`'s
+    `k`), computed from the source row."""
+    return _normalized(_before_lookup(field, context, policy)[0])
 
 
 def _value_map(field: Field, original: pl.Expr, policy: UnmappedPolicy) -> tuple[pl.Expr, _Problem]:

@@ -11,6 +11,9 @@
                     do, and that run; the context print its settled rows hold under
     settled_rows    per flow, the source rows its last computation found unchanged or
                     filtered out, by hash, with the target key and record hash (`stages.settle`)
+    settled_lookups per flow and lookup, the digest of the reference it last mapped with, and
+    (…_keys)        per key a hash of what it resolved to: a changed reference recomputes
+                    only the settled rows that look up a key whose entry changed
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
     rejects         flow, record key, reason code, value, message, the source row as JSON
@@ -111,6 +114,10 @@ CREATE TABLE IF NOT EXISTS settled_flows (
 CREATE TABLE IF NOT EXISTS settled_rows (
     flow VARCHAR NOT NULL, source_hash UBIGINT NOT NULL, target_key VARCHAR,
     target_hash UBIGINT, filtered BOOLEAN NOT NULL, values_hash UBIGINT);
+CREATE TABLE IF NOT EXISTS settled_lookups (
+    flow VARCHAR NOT NULL, lookup VARCHAR NOT NULL, digest VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS settled_lookup_keys (
+    flow VARCHAR NOT NULL, lookup VARCHAR NOT NULL, k UBIGINT NOT NULL, h UBIGINT NOT NULL);
 ALTER TABLE run_flows ADD COLUMN IF NOT EXISTS details_run VARCHAR;
 CREATE TABLE IF NOT EXISTS warehouse_format (version INTEGER NOT NULL);
 """
@@ -452,11 +459,28 @@ class Warehouse:
         finally:
             self.con.unregister("__frame")
 
-    def for_flow(self, table: str, run_id: str, flow: str) -> pl.DataFrame:
+    def not_remembered(self, flow: str, values: pl.DataFrame) -> pl.DataFrame:
+        """The rows of `values` (record_key, values_json) whose values are not those
+        remembered for `flow` (a join in DuckDB, which spills)."""
+        self.con.register("__values", values.select("record_key", "values_json").to_arrow())
+        try:
+            return self.query(
+                "SELECT v.record_key, v.values_json FROM __values v ANTI JOIN "
+                "(SELECT record_key, values_json FROM last_written WHERE flow = ?) l "
+                "ON l.record_key = v.record_key AND l.values_json = v.values_json",
+                [flow],
+            )
+        finally:
+            self.con.unregister("__values")
+
+    def for_flow(
+        self, table: str, run_id: str, flow: str, columns: Sequence[str] = ()
+    ) -> pl.DataFrame:
         """The rows of `flow` in `run_id` (for a flow that found nothing changed, those of
-        the run it found unchanged: `details_run`)."""
+        the run it found unchanged: `details_run`); only `columns`, when given."""
+        names = ", ".join(f'"{c}"' for c in columns) or "* EXCLUDE (run_id, flow)"
         return self.query(
-            f"SELECT * EXCLUDE (run_id, flow) FROM {table} WHERE flow = ? AND run_id = "
+            f"SELECT {names} FROM {table} WHERE flow = ? AND run_id = "
             "(SELECT coalesce(max(details_run), ?) FROM run_flows WHERE run_id = ? AND flow = ?)",
             [flow, run_id, run_id, flow],
         )

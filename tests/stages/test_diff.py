@@ -168,3 +168,29 @@ def test_the_targets_empty_date_equals_null() -> None:
         "b": ("update", ["day", "at"]),
         "c": ("update", ["day"]),
     }
+
+
+def test_a_diff_in_parts_keeps_each_key_in_one_part_whatever_its_spelling() -> None:
+    """`compare.key_parts` splits a large diff by folded key: every spelling of a key (case,
+    trailing spaces), on each side and among the claimed keys, lands in the same part."""
+    from p2c_etl.flows import get_flow
+    from p2c_etl.stages.compare import key_parts
+
+    flow = get_flow("accounts")
+    spellings = [[f"ACC-{i}", f"acc-{i} ", f"Acc-{i}  "] for i in range(200)]
+
+    def frame(pick: int) -> pl.DataFrame:
+        keys = [s[(i + pick) % 3] for i, s in enumerate(spellings)]
+        return pl.DataFrame(
+            {"dataAreaId": ["USMF" if pick else "usmf"] * 200, "CustomerAccount": keys}
+        )
+
+    parts = key_parts(flow, 7, frame(0), frame(1), frame(2))
+    assert len(parts) == 7
+    where: dict[str, set[int]] = {}
+    for i, sides in enumerate(parts):
+        for side in sides:
+            for key in side["CustomerAccount"]:
+                where.setdefault(key.strip().lower(), set()).add(i)
+    assert len(where) == 200 and all(len(p) == 1 for p in where.values())
+    assert len({next(iter(p)) for p in where.values()}) == 7  # and the parts are used
