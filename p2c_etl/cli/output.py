@@ -272,6 +272,7 @@ def print_reconciliation(summary: ReconcileSummary, as_json: bool) -> None:
         return
     if summary.data is None:
         return
+    click.echo(f"Scope: {summary.data.scope}")
     for line in summary.data.verdicts:
         click.echo(line)
     click.echo(f"Report: {summary.paths['html']}")

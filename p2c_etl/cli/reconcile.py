@@ -35,9 +35,9 @@ from p2c_etl.model.summary import ReconcileSummary
     "--as-of",
     "as_of",
     type=click.DateTime(formats=["%Y-%m-%d"]),
-    help="Money: only documents dated up to this day.",
+    help="Only documents dated up to this day (and their lines).",
 )
-@click.option("--currency", help="Money: only this currency (ISO code).")
+@click.option("--currency", help="Only documents and customers in this currency (ISO code).")
 @click.option("--customer", help="Only this customer (account or contact number).")
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
 @quiet_option
@@ -54,7 +54,8 @@ def reconcile(
     """Do Sales and Finance and Operations agree? Read-only; writes nothing to either system.
 
     Exit 0 when everything agrees within tolerance, 1 when there are discrepancies, 2 on failure
-    (its alert sent).
+    (its alert sent). --customer, --currency, --as-of and --flows narrow every count, verdict,
+    table and export, and the exit code, to what they select.
     """
     settings = settings_from(config_path)
     try:

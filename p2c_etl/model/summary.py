@@ -152,5 +152,11 @@ class ReconcileSummary:
                 }
                 for m in full["money"]
             ],
+            "scope": full["scope"],
+            "tie_out": [
+                {k: t[k] for k in ("document", "currency", "difference", "unexplained")}
+                | {"items": len(t["items"]), "breaks": len(t["breaks"])}
+                for t in full["tie_out"]
+            ],
             "report": self.paths,
         }

@@ -3,22 +3,38 @@ write the evidence. Records are `records`, money is `money`, the evidence is `re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
 
 from p2c_etl.config import Settings, SystemName
 from p2c_etl.connectors.base import Connector
 from p2c_etl.errors import P2CError
-from p2c_etl.jobs.reconcile.money import reconcile_money
-from p2c_etl.jobs.reconcile.records import Discrepancy, reconcile_records
-from p2c_etl.jobs.reconcile.report import (
-    HistoryPoint,
-    ReconcileData,
-    render_index,
-    verdicts,
-    write_reconciliation,
+from p2c_etl.jobs.reconcile.ageing import (
+    OpenItem,
+    age,
+    document_item_key,
+    record_item_key,
 )
+from p2c_etl.jobs.reconcile.data import HistoryPoint, ReconcileData, verdicts
+from p2c_etl.jobs.reconcile.evidence import evidence
+from p2c_etl.jobs.reconcile.money import (
+    Filters,
+    MoneyReport,
+    all_documents,
+    customer_table,
+    reconcile_money,
+    wanted_documents,
+)
+from p2c_etl.jobs.reconcile.records import Discrepancy, reconcile_records
+from p2c_etl.jobs.reconcile.report import render_index, write_reconciliation
+from p2c_etl.jobs.reconcile.scope import attribution
+from p2c_etl.jobs.reconcile.tieout import ReconcilingItem, TieOut, record_amounts, tie_out
 from p2c_etl.jobs.run import fail_run
 from p2c_etl.jobs.wiring import (
     Clock,
@@ -39,6 +55,8 @@ from p2c_etl.resources import contracts_dir
 from p2c_etl.stages.report import write_text
 from p2c_etl.warehouse.lock import RunLock, reconcile_lock_path
 from p2c_etl.warehouse.store import Warehouse
+
+ZERO = Decimal(0)
 
 
 def run_reconcile(
@@ -66,7 +84,9 @@ def run_reconcile(
         with open_warehouse(settings) as wh:
             wh.fail_dead_reconciliations()
             wh.start_run(rec_id, "reconcile", True, [f.name for f in selected], at)
-        progress(f"reconcile {rec_id}: {len(selected)} flows, read-only")
+        filters = Filters(as_of, currency, customer)
+        scope = scope_label(filters, flows)
+        progress(f"reconcile {rec_id}: {len(selected)} flows, read-only, scope: {scope}")
         try:
             return _reconcile(
                 settings,
@@ -75,9 +95,8 @@ def run_reconcile(
                 selected,
                 connectors,
                 contracts,
-                as_of,
-                currency,
-                customer,
+                filters,
+                scope,
                 clock,
                 progress,
             )
@@ -101,15 +120,23 @@ def _reconcile(
     selected: list[Flow],
     connectors: dict[SystemName, Connector],
     contracts: ContractSet,
-    as_of: date | None,
-    currency: str | None,
-    customer: str | None,
+    filters: Filters,
+    scope: str,
     clock: Clock,
     progress: Progress,
 ) -> ReconcileSummary:
     context: Context = {"company": settings.company, "rounding": settings.rounding}
     tolerances = settings_tolerances(settings)
-    agreements, found = reconcile_records(
+    names = [f.name for f in selected]
+    customers = customer_table(connectors["crm"])
+    needed = wanted_documents(names) or filters.items()  # the documents: money, or a filter
+    every = all_documents(connectors, settings.company) if needed else {}
+    who = attribution(customers, every)
+
+    def wanted(key: str) -> bool:
+        return who.wanted(key, filters)
+
+    found = reconcile_records(
         lambda: open_warehouse(settings),
         rec_id,
         selected,
@@ -118,84 +145,179 @@ def _reconcile(
         context,
         clock,
         tolerances,
+        wanted if filters.items() else None,
     )
-    found = [d for d in found if _wanted(d, customer)]
+    money = reconcile_money(
+        connectors, settings.company, filters, tolerances.get("totalamount", ZERO), names, every
+    )
+    ties = tie_out(money, found.discrepancies, found.agreements)
+    currencies = dict(customers.select("number", "currency").iter_rows())
+    on_records = record_amounts(found.discrepancies, found.agreements, currencies)
+    status = (
+        "agree"
+        if not found.discrepancies and not any(t.items or t.breaks for t in ties)
+        else "discrepancies"
+    )
+    belongs = tuple(
+        (d.record_key, who.customer_of(d.record_key) or "", who.currency_of(d.record_key) or "")
+        for d in found.discrepancies
+    )
     with open_warehouse(settings) as wh:
-        money = reconcile_money(
-            connectors,
-            settings.company,
-            as_of,
-            currency,
-            customer,
-            tolerances.get("totalamount", Decimal(0)),
-            [f.name for f in selected],
+        point = HistoryPoint(
+            rec_id,
+            at.isoformat(),
+            sum(a.agree for a in found.agreements),
+            sum(a.compared for a in found.agreements),
+            status,
+            None,
+            scope,
         )
-        filters = tuple(
-            (k, str(v))
-            for k, v in (("as of", as_of), ("currency", currency), ("customer", customer))
-            if v
-        )
-        history = _history(wh)
-        status = (
-            "agree"
-            if not found and not any(m.differences or m.header_vs_lines for m in money)
-            else "discrepancies"
-        )
+        opened = _open_items(found.discrepancies, ties, on_records)
         data = ReconcileData(
             reconciliation_id=rec_id,
             at=at.isoformat(),
             company=settings.company,
             status=status,
-            verdicts=verdicts(tuple(agreements), tuple(money)),
-            filters=filters,
-            flows=tuple(agreements),
-            discrepancies=tuple(found),
+            verdicts=verdicts(found.agreements, money, ties),
+            filters=filters.items(),
+            flows=tuple(found.agreements),
+            discrepancies=tuple(found.discrepancies),
             money=tuple(money),
-            history=(
-                *history,
-                HistoryPoint(
-                    rec_id,
-                    at.isoformat(),
-                    sum(a.agree for a in agreements),
-                    sum(a.compared for a in agreements),
-                    status,
-                    None,
-                ),
-            ),
+            history=(*_history(wh), point),
+            scope=scope,
+            tie_out=ties,
+            ageing=age(opened, at, _previous(wh, scope)),
+            evidence=evidence(settings, at.isoformat(), tolerances, found.reads),
+            customers=_customer_names(customers, money, on_records, belongs),
+            record_amounts=on_records,
+            record_customers=belongs,
         )
-        out_dir = settings.report_dir / "reconcile"
-        paths = write_reconciliation(data, out_dir)
-        wh.con.execute(
-            "INSERT INTO reconciliations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                rec_id,
-                at,
-                status,
-                data.agree,
-                data.total,
-                list(data.verdicts),
-                str(paths["html"]),
-                str(paths["json"]),
-            ],
-        )
-        write_text(out_dir / "index.html", render_index(list(reversed(_history(wh)))))
-        wh.finish_run(
-            rec_id,
-            "ok" if status == "agree" else "partial",
-            clock(),
-            report=(str(paths["html"]), str(paths["json"])),
-        )
+        paths = _file(wh, settings, data, clock)
     return ReconcileSummary(data, {k: str(v) for k, v in paths.items()}, rec_id)
 
 
-def _wanted(item: Discrepancy, customer: str | None) -> bool:
-    return customer is None or customer in item.record_key
+def _file(wh: Warehouse, settings: Settings, data: ReconcileData, clock: Clock) -> dict[str, Path]:
+    """Write the evidence, store the verdict, list it in the index, and close the run."""
+    out_dir = settings.report_dir / "reconcile"
+    paths = write_reconciliation(data, out_dir)
+    wh.con.execute(
+        "INSERT INTO reconciliations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            data.reconciliation_id,
+            datetime.fromisoformat(data.at),
+            data.status,
+            data.agree,
+            data.total,
+            list(data.verdicts),
+            str(paths["html"]),
+            str(paths["json"]),
+        ],
+    )
+    write_text(out_dir / "index.html", render_index(list(reversed(_history(wh)))))
+    wh.finish_run(
+        data.reconciliation_id,
+        "ok" if data.status == "agree" else "partial",
+        clock(),
+        report=(str(paths["html"]), str(paths["json"])),
+    )
+    return paths
+
+
+def scope_label(filters: Filters, flows: Sequence[str] | None) -> str:
+    """What a reconciliation covered, as the report and the history index show it; two
+    reconciliations of one label are compared with each other (trend, ageing)."""
+    parts = [f"{k} {v}" for k, v in filters.items()]
+    if flows:
+        parts.insert(0, "flows " + ", ".join(sorted(flows)))
+    return " · ".join(parts) or "everything"
+
+
+def _open_items(
+    discrepancies: Sequence[Discrepancy],
+    ties: Sequence[TieOut],
+    on_records: Sequence[ReconcilingItem],
+) -> list[OpenItem]:
+    """Every open difference once, named by a key that the next reconciliation finds again;
+    a record's carries the amounts of its fields that differ."""
+    amounts: dict[str, tuple[str, Decimal]] = {}
+    for r in on_records:
+        key = record_item_key(r.document, r.number)
+        amounts[key] = (r.currency, amounts.get(key, ("", ZERO))[1] + r.amount)
+    items = []
+    for d in discrepancies:
+        key = record_item_key(d.flow, d.record_key)
+        currency, amount = amounts.get(key, ("", None))
+        items.append(OpenItem(key, f"{d.flow} {d.record_key}", d.classification, currency, amount))
+    for tie in ties:
+        for doc in (*tie.items, *tie.breaks):
+            where = f" (header ≠ lines in {doc.within})" if doc.within else ""
+            items.append(
+                OpenItem(
+                    document_item_key(doc.document, doc.number, doc.within),
+                    f"{doc.document} {doc.number}{where}",
+                    doc.item_class,
+                    doc.currency,
+                    doc.amount,
+                )
+            )
+    return list({i.key: i for i in reversed(items)}.values())[::-1]
+
+
+def _customer_names(
+    customers: pl.DataFrame,
+    money: Sequence[MoneyReport],
+    on_records: Sequence[ReconcilingItem],
+    belongs: Sequence[tuple[str, str, str]],
+) -> tuple[tuple[str, str], ...]:
+    """Number and name of each customer the report shows."""
+    shown: set[str | None] = {line.group for m in money for line in m.by_customer}
+    shown |= {d.customer for m in money for d in (*m.differences, *m.header_vs_lines)}
+    shown |= {r.customer for r in on_records} | {customer for _, customer, _ in belongs}
+    return tuple(
+        sorted(
+            (r["number"], r["name"])
+            for r in customers.select("number", "name").iter_rows(named=True)
+            if r["number"] in shown and r["name"]
+        )
+    )
+
+
+def _stored(path: str | None) -> dict[str, Any]:
+    """A reconciliation's JSON evidence, or {} when it is gone or unreadable."""
+    if not path:
+        return {}
+    try:
+        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _scope_of(stored: dict[str, Any]) -> str:
+    if "scope" in stored:
+        return str(stored["scope"])
+    if not stored:
+        return "unknown (its evidence is gone)"
+    return " · ".join(f"{k} {v}" for k, v in stored.get("filters", [])) or "everything"
+
+
+def _previous(wh: Warehouse, scope: str) -> tuple[str, list[dict[str, Any]]] | None:
+    """The last reconciliation of `scope` whose evidence holds its open differences."""
+    rows = wh.query(
+        "SELECT reconciliation_id, report_json FROM reconciliations "
+        "ORDER BY made_at DESC, reconciliation_id DESC"
+    )
+    for r in rows.iter_rows(named=True):
+        stored = _stored(r["report_json"])
+        if _scope_of(stored) == scope and isinstance(stored.get("ageing"), dict):
+            return r["reconciliation_id"], list(stored["ageing"].get("open", []))
+    return None
 
 
 def _history(wh: Warehouse) -> tuple[HistoryPoint, ...]:
     rows = wh.query(
-        "SELECT reconciliation_id, made_at AS at, agree, total, status, report_html "
-        "FROM reconciliations "
+        "SELECT reconciliation_id, made_at AS at, agree, total, status, report_html, "
+        "report_json FROM reconciliations "
         "ORDER BY made_at, reconciliation_id"
     )
     return tuple(
@@ -206,6 +328,7 @@ def _history(wh: Warehouse) -> tuple[HistoryPoint, ...]:
             r["total"],
             r["status"],
             r["report_html"],
+            _scope_of(_stored(r["report_json"])),
         )
         for r in rows.iter_rows(named=True)
     )

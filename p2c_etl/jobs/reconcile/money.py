@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import polars as pl
 
@@ -36,6 +37,9 @@ class MoneyLine:
 
 @dataclass(frozen=True)
 class DocumentDiff:
+    """A document whose totals disagree between the systems, or (`system` set) whose header
+    total disagrees with its own lines and charges inside one system (`lines_total`)."""
+
     document: str
     number: str
     currency: str
@@ -43,6 +47,18 @@ class DocumentDiff:
     crm_total: Decimal | None
     erp_total: Decimal | None
     problem: str
+    ready: bool = True  # F&O has calculated the document's totals
+    system: str | None = None  # "Sales" or "F&O": a header against lines break in it
+    lines_total: Decimal | None = None
+    day: date | None = None
+
+    @property
+    def difference(self) -> Decimal:
+        """F&O - Sales; for a header against lines break, the header less its lines."""
+        if self.system is not None:
+            header = self.crm_total if self.system == "Sales" else self.erp_total
+            return (header or ZERO) - (self.lines_total or ZERO)
+        return (self.erp_total or ZERO) - (self.crm_total or ZERO)
 
 
 @dataclass(frozen=True)
@@ -58,55 +74,151 @@ class MoneyReport:
     crm_lines: int
     erp_lines: int
 
-    def unexplained(self) -> dict[str, Decimal]:
-        """Per currency, the net amount by which the two systems' documents disagree."""
-        out: dict[str, Decimal] = {}
-        for diff in self.differences:
-            gap = (diff.erp_total or ZERO) - (diff.crm_total or ZERO)
-            out[diff.currency] = out.get(diff.currency, ZERO) + gap
-        return {c: v for c, v in out.items() if v != 0}
-
 
 # --- money --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a reconciliation is narrowed to (`--as-of`, `--currency`, `--customer`)."""
+
+    as_of: date | None = None
+    currency: str | None = None
+    customer: str | None = None
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        pairs = (("as of", self.as_of), ("currency", self.currency), ("customer", self.customer))
+        return tuple((k, str(v)) for k, v in pairs if v)
+
+
+def all_documents(
+    connectors: Mapping[SystemName, Connector], company: str
+) -> dict[str, pl.DataFrame]:
+    """Every document of every type in either system (`documents`), read once for the money
+    and for what a filter keeps (`scope`)."""
+    crm, erp = connectors["crm"], connectors["erp"]
+    currencies, customers = currency_codes(crm), customer_numbers(crm)
+    return {
+        spec.name: documents(spec, crm, erp, company, currencies, customers) for spec in DOCUMENTS
+    }
 
 
 def reconcile_money(
     connectors: Mapping[SystemName, Connector],
     company: str,
-    as_of: date | None,
-    currency: str | None,
-    customer: str | None,
+    filters: Filters,
     tolerance: Decimal,
     flows: Sequence[str],
+    every: Mapping[str, pl.DataFrame],
 ) -> list[MoneyReport]:
-    """Money of the document types whose flows are reconciled (quotes, orders, invoices)."""
-    wanted = {doc for doc in ("quote", "order", "invoice") if any(doc in f for f in flows)}
-    if not wanted:
-        return []
+    """Money of the document types whose flows are reconciled (quotes, orders, invoices), of
+    `every` document (`all_documents`)."""
+    wanted = wanted_documents(flows)
     crm, erp = connectors["crm"], connectors["erp"]
-    currencies = crm.snapshot("transactioncurrencies", ["transactioncurrencyid", "isocurrencycode"])
-    customers = _customer_numbers(crm)
-    reports = [
-        _money(spec, crm, erp, company, currencies, customers, as_of, currency, customer, tolerance)
+    return [
+        _money(spec, crm, erp, company, every[spec.name], filters, tolerance)
         for spec in DOCUMENTS
-        if spec.name.removesuffix("s") in wanted
+        if spec.name in wanted
     ]
-    return [*reports, *([_quote_counts(crm, erp, company)] if "quote" in wanted else [])]
 
 
-def _customer_numbers(crm: Connector) -> pl.DataFrame:
-    accounts = crm.snapshot("accounts", ["accountid", "accountnumber"])
-    contacts = crm.snapshot("contacts", ["contactid", "msdynce_contactnumber"])
+def wanted_documents(flows: Sequence[str]) -> set[str]:
+    return {f"{doc}s" for doc in ("quote", "order", "invoice") if any(doc in f for f in flows)}
+
+
+def currency_codes(crm: Connector) -> pl.DataFrame:
+    return crm.snapshot("transactioncurrencies", ["transactioncurrencyid", "isocurrencycode"])
+
+
+def customer_numbers(crm: Connector) -> pl.DataFrame:
+    """Sales' customers (accounts and contacts): id, number, name, currency id, parent id."""
+    accounts = crm.snapshot(
+        "accounts", ["accountid", "accountnumber", "name", "_transactioncurrencyid_value"]
+    )
+    contacts = crm.snapshot(
+        "contacts",
+        [
+            "contactid",
+            "msdynce_contactnumber",
+            "firstname",
+            "lastname",
+            "_transactioncurrencyid_value",
+            "_parentcustomerid_value",
+        ],
+    )
     return pl.concat(
         [
             accounts.select(
-                pl.col("accountid").alias("id"), pl.col("accountnumber").alias("number")
+                pl.col("accountid").cast(pl.String).alias("id"),
+                pl.col("accountnumber").alias("number"),
+                pl.col("name").alias("name"),
+                pl.col("_transactioncurrencyid_value").cast(pl.String).alias("currency_id"),
+                pl.lit(None, pl.String).alias("parent_id"),
             ),
             contacts.select(
-                pl.col("contactid").alias("id"), pl.col("msdynce_contactnumber").alias("number")
+                pl.col("contactid").cast(pl.String).alias("id"),
+                pl.col("msdynce_contactnumber").alias("number"),
+                pl.concat_str(["firstname", "lastname"], separator=" ", ignore_nulls=True).alias(
+                    "name"
+                ),
+                pl.col("_transactioncurrencyid_value").cast(pl.String).alias("currency_id"),
+                pl.col("_parentcustomerid_value").cast(pl.String).alias("parent_id"),
             ),
         ]
-    ).unique("id")
+    ).unique("id", keep="first", maintain_order=True)
+
+
+def customer_table(crm: Connector) -> pl.DataFrame:
+    """Sales' customers by number: name, currency (ISO code) and parent account's number."""
+    customers = customer_numbers(crm)
+    return (
+        customers.join(
+            currency_codes(crm).with_columns(pl.col("transactioncurrencyid").cast(pl.String)),
+            left_on="currency_id",
+            right_on="transactioncurrencyid",
+            how="left",
+        )
+        .join(
+            customers.select(pl.col("id").alias("parent_id"), pl.col("number").alias("parent")),
+            on="parent_id",
+            how="left",
+        )
+        .select("number", "name", pl.col("isocurrencycode").alias("currency"), "parent")
+        .filter(pl.col("number").is_not_null())
+    )
+
+
+def documents(
+    spec: DocumentSpec,
+    crm: Connector,
+    erp: Connector,
+    company: str,
+    currencies: pl.DataFrame,
+    customers: pl.DataFrame,
+) -> pl.DataFrame:
+    """Every document of `spec` in either system, one row a number: Sales' total (`total`),
+    F&O's (`total_erp`), currency, customer, day, and whether F&O's totals are calculated."""
+    crm_docs = _crm_documents(spec, crm, currencies, customers)
+    erp_docs = _erp_documents(spec, erp, company)
+    both = crm_docs.join(erp_docs, on="number", how="full", coalesce=True, suffix="_erp")
+    return both.with_columns(
+        pl.coalesce("currency", "currency_erp").alias("currency"),
+        pl.coalesce("customer", "customer_erp").alias("customer"),
+        pl.coalesce("day", "day_erp").alias("day"),
+        pl.col("ready").fill_null(True),
+        pl.col("in_crm").fill_null(False),
+        pl.col("in_erp").fill_null(False),
+    ).sort("number")
+
+
+def narrowed(both: pl.DataFrame, filters: Filters) -> pl.DataFrame:
+    if filters.as_of is not None:
+        both = both.filter(pl.col("day").is_null() | (pl.col("day") <= filters.as_of))
+    if filters.currency:
+        both = both.filter(pl.col("currency") == filters.currency.upper())
+    if filters.customer:
+        both = both.filter(pl.col("customer") == filters.customer)
+    return both
 
 
 def _money(
@@ -114,41 +226,32 @@ def _money(
     crm: Connector,
     erp: Connector,
     company: str,
-    currencies: pl.DataFrame,
-    customers: pl.DataFrame,
-    as_of: date | None,
-    currency: str | None,
-    customer: str | None,
+    every: pl.DataFrame,
+    filters: Filters,
     tolerance: Decimal,
 ) -> MoneyReport:
-    crm_docs = _crm_documents(spec, crm, currencies, customers)
-    erp_docs = _erp_documents(spec, erp, company)
-    both = crm_docs.join(erp_docs, on="number", how="full", coalesce=True, suffix="_erp")
-    both = both.with_columns(
-        pl.coalesce("currency", "currency_erp").alias("currency"),
-        pl.coalesce("customer", "customer_erp").alias("customer"),
-        pl.coalesce("day", "day_erp").alias("day"),
+    both = narrowed(every, filters)
+    differences = _document_differences(spec, both, tolerance)
+    crm_lines, erp_lines = _line_counts(spec, crm, erp, company) if spec.lines else (0, 0)
+    mine = both.select("number", "currency", "customer", "day")
+    checks = (
+        [
+            *_header_vs_lines(spec, crm, mine, tolerance),
+            *_erp_header_vs_lines(spec, erp, company, mine, tolerance),
+        ]
+        if spec.lines
+        else []
     )
-    both = both.sort("number")
-    if as_of is not None:
-        both = both.filter(pl.col("day").is_null() | (pl.col("day") <= as_of))
-    if currency:
-        both = both.filter(pl.col("currency") == currency.upper())
-    if customer:
-        both = both.filter(pl.col("customer") == customer)
-    differences = _document_differences(spec.name, both, tolerance)
-    crm_lines, erp_lines = _line_counts(spec, crm, erp, company)
-    checks = [
-        *_header_vs_lines(spec, crm, "crm", crm_docs, tolerance),
-        *_erp_header_vs_lines(spec, erp, company, erp_docs, tolerance),
-    ]
+    disagree = {d.number for d in differences} | {d.number for d in checks}
     return MoneyReport(
         document=spec.name,
-        agree=both.height - len(differences),
+        agree=both.height - len(disagree),
         total=both.height,
-        by_currency=_side_by_side(both, "currency"),
-        by_customer=_side_by_side(both, "customer"),
-        by_month=_side_by_side(both.with_columns(pl.col("day").dt.strftime("%Y-%m")), "day"),
+        by_currency=_side_by_side(both, "currency", spec.by_presence),
+        by_customer=_side_by_side(both, "customer", spec.by_presence),
+        by_month=_side_by_side(
+            both.with_columns(pl.col("day").dt.strftime("%Y-%m")), "day", spec.by_presence
+        ),
         differences=tuple(differences),
         header_vs_lines=tuple(checks),
         crm_lines=crm_lines,
@@ -159,6 +262,7 @@ def _money(
 def _crm_documents(
     spec: DocumentSpec, crm: Connector, currencies: pl.DataFrame, customers: pl.DataFrame
 ) -> pl.DataFrame:
+    only = [spec.crm_only[0]] if spec.crm_only else []
     docs = crm.snapshot(
         spec.crm_header,
         [
@@ -167,27 +271,38 @@ def _crm_documents(
             spec.crm_date,
             "_transactioncurrencyid_value",
             "_customerid_value",
+            *only,
         ],
     )
+    if spec.crm_only:
+        docs = docs.filter(pl.col(spec.crm_only[0]) == spec.crm_only[1])
     return (
-        docs.join(
-            currencies,
+        docs.with_columns(
+            pl.col("_transactioncurrencyid_value").cast(pl.String),
+            pl.col("_customerid_value").cast(pl.String),
+        )
+        .join(
+            currencies.with_columns(pl.col("transactioncurrencyid").cast(pl.String)),
             left_on="_transactioncurrencyid_value",
             right_on="transactioncurrencyid",
             how="left",
         )
-        .join(customers, left_on="_customerid_value", right_on="id", how="left")
+        .join(
+            customers.select("id", "number"), left_on="_customerid_value", right_on="id", how="left"
+        )
         .select(
             pl.col(spec.crm_number).alias("number"),
             pl.col(spec.crm_total).cast(pl.Decimal(38, 6)).alias("total"),
             pl.col("isocurrencycode").alias("currency"),
             pl.col("number").alias("customer"),
-            pl.col(spec.crm_date).alias("day"),
+            pl.col(spec.crm_date).cast(pl.Date).alias("day"),
+            pl.lit(True).alias("in_crm"),
         )
     )
 
 
 def _erp_documents(spec: DocumentSpec, erp: Connector, company: str) -> pl.DataFrame:
+    ready = [spec.erp_totals_ready] if spec.erp_totals_ready else []
     docs = erp.snapshot(
         spec.erp_header,
         [
@@ -197,6 +312,7 @@ def _erp_documents(spec: DocumentSpec, erp: Connector, company: str) -> pl.DataF
             spec.erp_date,
             "CurrencyCode",
             spec.erp_customer,
+            *ready,
         ],
     )
     return docs.filter(pl.col("dataAreaId").str.to_lowercase() == company).select(
@@ -204,24 +320,21 @@ def _erp_documents(spec: DocumentSpec, erp: Connector, company: str) -> pl.DataF
         pl.col(spec.erp_total).cast(pl.Decimal(38, 6)).alias("total"),
         pl.col("CurrencyCode").alias("currency"),
         pl.col(spec.erp_customer).alias("customer"),
-        pl.col(spec.erp_date).alias("day"),
+        pl.col(spec.erp_date).cast(pl.Date).alias("day"),
+        (pl.col(ready[0]) != "No").fill_null(True).alias("ready")
+        if ready
+        else pl.lit(True).alias("ready"),
+        pl.lit(True).alias("in_erp"),
     )
 
 
-def _document_differences(name: str, both: pl.DataFrame, tolerance: Decimal) -> list[DocumentDiff]:
+def _document_differences(
+    spec: DocumentSpec, both: pl.DataFrame, tolerance: Decimal
+) -> list[DocumentDiff]:
     out: list[DocumentDiff] = []
+    name = spec.name
     for row in both.iter_rows(named=True):
-        crm_total, erp_total = row["total"], row["total_erp"]
-        if crm_total is None and erp_total is None:
-            problem = None
-        elif crm_total is None:
-            problem = "no total in Sales" if row.get("currency") else "only in F&O"
-        elif erp_total is None:
-            problem = "no total in F&O"
-        elif abs(crm_total - erp_total) > tolerance:
-            problem = "totals differ"
-        else:
-            problem = None
+        problem = _problem(row, tolerance, spec.by_presence)
         if problem is not None:
             out.append(
                 DocumentDiff(
@@ -229,23 +342,49 @@ def _document_differences(name: str, both: pl.DataFrame, tolerance: Decimal) -> 
                     row["number"],
                     row["currency"] or "",
                     row["customer"],
-                    crm_total,
-                    erp_total,
+                    row["total"],
+                    row["total_erp"],
                     problem,
+                    ready=bool(row["ready"]),
+                    day=row["day"],
                 )
             )
     return out
 
 
-def _side_by_side(both: pl.DataFrame, group: str) -> tuple[MoneyLine, ...]:
+def _problem(row: dict[str, Any], tolerance: Decimal, by_presence: bool) -> str | None:
+    """What is wrong with a document's totals, or None. A document in one system only
+    without a total has no money to tie out (the records reconciliation tells the rest)
+    unless its type is compared `by_presence`."""
+    crm_total, erp_total = row["total"], row["total_erp"]
+    if not row["in_crm"]:
+        return "only in F&O" if by_presence or erp_total is not None else None
+    if not row["in_erp"]:
+        return "only in Sales" if by_presence or crm_total is not None else None
+    if crm_total is None and erp_total is None:
+        return None
+    if crm_total is None:
+        return "no total in Sales"
+    if erp_total is None:
+        return "no total in F&O"
+    if abs(crm_total - erp_total) > tolerance:
+        return "totals differ"
+    return None
+
+
+def _side_by_side(both: pl.DataFrame, group: str, by_presence: bool) -> tuple[MoneyLine, ...]:
+    """Totals per `group`; documents counted where they have a total (or, for a type
+    compared `by_presence`, where they are)."""
+    crm_n = pl.col("in_crm") if by_presence else pl.col("total").is_not_null()
+    erp_n = pl.col("in_erp") if by_presence else pl.col("total_erp").is_not_null()
     keys = [pl.col(group).cast(pl.String).fill_null("(none)").alias("__group")]
     if group != "currency":
         keys.append(pl.col("currency"))
     grouped = (
         both.group_by(keys)
         .agg(
-            pl.col("total").is_not_null().sum().alias("crm_n"),
-            pl.col("total_erp").is_not_null().sum().alias("erp_n"),
+            crm_n.sum().alias("crm_n"),
+            erp_n.sum().alias("erp_n"),
             pl.col("total").sum().alias("crm"),
             pl.col("total_erp").sum().alias("erp"),
             *([] if group != "currency" else [pl.col("currency").first().alias("__currency")]),
@@ -279,7 +418,7 @@ def _line_counts(
 
 
 def _header_vs_lines(
-    spec: DocumentSpec, crm: Connector, system: str, docs: pl.DataFrame, tolerance: Decimal
+    spec: DocumentSpec, crm: Connector, mine: pl.DataFrame, tolerance: Decimal
 ) -> list[DocumentDiff]:
     headers = crm.snapshot(
         spec.crm_header,
@@ -293,25 +432,23 @@ def _header_vs_lines(
     )
     joined = headers.join(
         sums, left_on=spec.crm_header_id, right_on=spec.crm_line_parent, how="left"
-    )
+    ).rename({spec.crm_number: "number", spec.crm_total: "header"})
     expected = pl.col("lines").fill_null(0) + pl.sum_horizontal(
         [pl.col(c).fill_null(0) for c in spec.crm_header_parts]
     )
-    return _unbalanced(
-        spec.name, system, joined, spec.crm_number, spec.crm_total, expected, tolerance
-    )
+    return _unbalanced(spec.name, "Sales", joined, mine, expected, tolerance)
 
 
 def _erp_header_vs_lines(
-    spec: DocumentSpec, erp: Connector, company: str, docs: pl.DataFrame, tolerance: Decimal
+    spec: DocumentSpec, erp: Connector, company: str, mine: pl.DataFrame, tolerance: Decimal
 ) -> list[DocumentDiff]:
     headers = erp.snapshot(
         spec.erp_header, ["dataAreaId", spec.erp_number, spec.erp_total, *spec.erp_header_parts]
     )
     lines = erp.snapshot(spec.erp_lines, ["dataAreaId", spec.erp_number, *spec.erp_line_parts])
-    mine = pl.col("dataAreaId").str.to_lowercase() == company
+    here = pl.col("dataAreaId").str.to_lowercase() == company
     sums = (
-        lines.filter(mine)
+        lines.filter(here)
         .group_by(spec.erp_number)
         .agg(
             pl.sum_horizontal([pl.col(c).fill_null(0) for c in spec.erp_line_parts])
@@ -319,71 +456,49 @@ def _erp_header_vs_lines(
             .alias("lines")
         )
     )
-    joined = headers.filter(mine).join(sums, on=spec.erp_number, how="left")
+    joined = (
+        headers.filter(here)
+        .join(sums, on=spec.erp_number, how="left")
+        .rename({spec.erp_number: "number", spec.erp_total: "header"})
+    )
     expected = pl.col("lines").fill_null(0) + pl.sum_horizontal(
         [pl.col(c).fill_null(0) for c in spec.erp_header_parts]
     )
-    return _unbalanced(
-        spec.name, "erp", joined, spec.erp_number, spec.erp_total, expected, tolerance
-    )
+    return _unbalanced(spec.name, "F&O", joined, mine, expected, tolerance)
 
 
 def _unbalanced(
     name: str,
-    system: str,
+    where: str,
     joined: pl.DataFrame,
-    number: str,
-    total: str,
+    mine: pl.DataFrame,
     expected: pl.Expr,
     tolerance: Decimal,
 ) -> list[DocumentDiff]:
+    """The documents in `mine` whose header total (`header`) is not `expected`."""
     rows = (
-        joined.filter(pl.col(total).is_not_null())
-        .select(
-            pl.col(number).alias("number"), pl.col(total).alias("total"), expected.alias("expected")
-        )
+        joined.filter(pl.col("header").is_not_null())
+        .select("number", "header", expected.alias("expected"))
+        .join(mine, on="number", how="inner")
         .sort("number")
     )
-    where = "Sales" if system == "crm" else "F&O"
-    return [
-        DocumentDiff(
-            name,
-            r["number"],
-            "",
-            None,
-            r["total"] if system == "crm" else None,
-            r["total"] if system == "erp" else None,
-            f"{where}: header {r['total']} but lines and charges add up to {r['expected']}",
+    out = []
+    for r in rows.iter_rows(named=True):
+        header, lines = Decimal(r["header"]), Decimal(r["expected"])
+        if abs(header - lines) <= tolerance:
+            continue
+        out.append(
+            DocumentDiff(
+                name,
+                r["number"],
+                r["currency"] or "",
+                r["customer"],
+                header if where == "Sales" else None,
+                header if where == "F&O" else None,
+                f"{where}: header {header:,.2f} but lines and charges add up to {lines:,.2f}",
+                system=where,
+                lines_total=lines,
+                day=r["day"],
+            )
         )
-        for r in rows.iter_rows(named=True)
-        if abs(Decimal(r["total"]) - Decimal(r["expected"])) > tolerance
-    ]
-
-
-def _quote_counts(crm: Connector, erp: Connector, company: str) -> MoneyReport:
-    crm_quotes = crm.snapshot("quotes", ["quotenumber", "statecode"]).filter(
-        pl.col("statecode") == 1
-    )
-    erp_quotes = erp.snapshot("CDSSalesQuotationHeaders", ["dataAreaId", "SalesQuotationNumber"])
-    erp_numbers = set(
-        erp_quotes.filter(pl.col("dataAreaId").str.to_lowercase() == company)[
-            "SalesQuotationNumber"
-        ].to_list()
-    )
-    crm_numbers = set(crm_quotes["quotenumber"].to_list())
-    missing = sorted(crm_numbers - erp_numbers)
-    return MoneyReport(
-        document="quotes",
-        agree=len(crm_numbers & erp_numbers),
-        total=len(crm_numbers | erp_numbers),
-        by_currency=(),
-        by_customer=(),
-        by_month=(),
-        differences=tuple(
-            DocumentDiff("quotes", n, "", None, None, None, "active in Sales, not in F&O")
-            for n in missing
-        ),
-        header_vs_lines=(),
-        crm_lines=0,
-        erp_lines=0,
-    )
+    return out

@@ -21,6 +21,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -28,10 +29,11 @@ from p2c_etl.config import SystemName
 from p2c_etl.connectors.base import Connector
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.flow import Context, Flow
+from p2c_etl.model.keys import record_key
 from p2c_etl.stages.compare import compare_flow
 from p2c_etl.stages.diff import CHANGED, KIND
 from p2c_etl.stages.extract import EntityReads, extract_flow, source_frames, target_frame
-from p2c_etl.stages.prepare import prepare_flow
+from p2c_etl.stages.prepare import claimed_table, prepare_flow, staged_table
 from p2c_etl.warehouse.store import Warehouse, audit_namespace
 
 Classification = Literal[
@@ -67,6 +69,23 @@ class FlowAgreement:
     by_class: tuple[tuple[str, int], ...]
 
 
+@dataclass(frozen=True)
+class EntityRead:
+    """What a reconciliation read of one entity set: its system, how many records, when."""
+
+    system: str
+    entity: str
+    records: int
+    at: str
+
+
+@dataclass(frozen=True)
+class RecordsFound:
+    agreements: list[FlowAgreement]
+    discrepancies: list[Discrepancy]
+    reads: list[EntityRead]
+
+
 def reconcile_records(
     session: Callable[[], AbstractContextManager[Warehouse]],
     run_id: str,
@@ -76,23 +95,45 @@ def reconcile_records(
     context: Context,
     clock: Callable[[], Any],
     tolerances: Mapping[str, Decimal],
-) -> tuple[list[FlowAgreement], list[Discrepancy]]:
+    wanted: Callable[[str], bool] | None = None,
+) -> RecordsFound:
+    """Every flow compared as a run compares it; with `wanted`, only the records whose key it
+    keeps are counted and reported (a reconciliation narrowed to a customer or currency)."""
     agreements: list[FlowAgreement] = []
     found: list[Discrepancy] = []
+    reads: list[EntityRead] = []
     # Its own mirrors, dropped at the end: an audit does not change what a run last saw.
-    reads = EntityReads(connectors, flows, namespace=audit_namespace(run_id))
+    entity_reads = EntityReads(connectors, flows, namespace=audit_namespace(run_id))
     try:
         for flow in flows:
             with session() as wh:  # a flow at a time, so a nightly run can work in between
                 mine, agreement = _reconcile_flow(
-                    wh, run_id, flow, reads, contracts, context, clock, tolerances
+                    wh, run_id, flow, entity_reads, contracts, context, clock, tolerances, wanted
                 )
             found.extend(mine)
             agreements.append(agreement)
     finally:
         with session() as wh:
-            wh.drop_mirrors(reads.namespace)
-    return agreements, found
+            reads = _reads(wh, entity_reads.namespace)
+            wh.drop_mirrors(entity_reads.namespace)
+    return RecordsFound(agreements, found, reads)
+
+
+def _reads(wh: Warehouse, namespace: str) -> list[EntityRead]:
+    rows = wh.query(
+        "SELECT system, entity, row_count, changed_at FROM mirrors "
+        "WHERE starts_with(system, ?) ORDER BY system, entity",
+        [f"{namespace}."],
+    )
+    return [
+        EntityRead(
+            r["system"].removeprefix(f"{namespace}."),
+            r["entity"],
+            int(r["row_count"]),
+            r["changed_at"].astimezone(UTC).isoformat(),
+        )
+        for r in rows.iter_rows(named=True)
+    ]
 
 
 def _reconcile_flow(
@@ -104,6 +145,7 @@ def _reconcile_flow(
     context: Context,
     clock: Callable[[], Any],
     tolerances: Mapping[str, Decimal],
+    wanted: Callable[[str], bool] | None,
 ) -> tuple[list[Discrepancy], FlowAgreement]:
     """Extract, prepare and compare `flow` as a run does; its discrepancies and agreement."""
     extract_flow(wh, run_id, flow, reads, context, clock)
@@ -113,6 +155,9 @@ def _reconcile_flow(
     compared = compare_flow(wh, run_id, flow, target_frame(wh, flow, reads, context))
     mine = _flow_discrepancies(wh, run_id, flow, tolerances)
     compared_records = prepared.staged + compared.target_only + prepared.rejected
+    if wanted is not None:
+        mine = [d for d in mine if wanted(d.record_key)]
+        compared_records = sum(map(wanted, _compared_keys(wh, run_id, flow, mine)))
     classes: dict[str, int] = {}
     for item in mine:
         classes[item.classification] = classes.get(item.classification, 0) + 1
@@ -124,7 +169,20 @@ def _reconcile_flow(
         agree=compared_records - len(mine),
         by_class=tuple(sorted(classes.items())),
     )
+    with wh.transaction():  # an audit leaves its findings, not its working tables
+        for table in (staged_table(run_id, flow), claimed_table(run_id, flow)):
+            wh.con.execute(f'DROP TABLE IF EXISTS "{table}"')
     return mine, agreement
+
+
+def _compared_keys(wh: Warehouse, run_id: str, flow: Flow, mine: list[Discrepancy]) -> list[str]:
+    """The key of every record compared: each staged one, each only in the target and each
+    rejected (these two are discrepancies, already narrowed)."""
+    columns = ", ".join(f'"{k}"' for k in flow.keys)
+    staged = wh.query(f'SELECT {columns} FROM "{staged_table(run_id, flow)}"')
+    keys: list[str] = staged.select(record_key(flow.keys)).to_series().to_list()
+    outside = ("only in target", "rejected")
+    return [*keys, *(d.record_key for d in mine if d.classification in outside)]
 
 
 def _flow_discrepancies(

@@ -1,5 +1,6 @@
 """The reconciliation's CSV and XLSX as a spreadsheet reads them: one record a row, every value
-as it is, never a formula — line breaks, quotes and control characters included."""
+as it is, never a formula — line breaks, quotes and control characters included — and a
+number (a negative amount included) a number."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import io
 import shutil
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,9 @@ from openpyxl import load_workbook
 from openpyxl.utils.escape import unescape
 
 from p2c_etl.config import Settings
+from p2c_etl.jobs.reconcile.exports import cell_text, csv_text, write_xlsx
 from p2c_etl.jobs.reconcile.job import run_reconcile
-from p2c_etl.jobs.reconcile.report import csv_text, discrepancy_rows, write_xlsx
+from p2c_etl.jobs.reconcile.workpaper import discrepancy_rows
 from p2c_etl.jobs.run import run_batch
 
 HOSTILE = [
@@ -53,11 +56,26 @@ def test_csv_quotes_every_field_with_a_line_break_and_guards_every_line() -> Non
     assert values[2] == "two\nlines\n'+SUM(A1:A9)"
     assert values[3] == "crlf\r\n'@cmd"
     assert [_unguarded(v) for v in values] == HOSTILE
-    for value in values:  # no line of any cell starts a formula
+    assert values[6] == "-42"  # a number stays a number
+    for value in values[:6] + values[7:]:  # no line of any other cell starts a formula
         for line in value.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
             assert not line.startswith(("=", "+", "-", "@", "\t")), value
     for raw in ("Wingtip\r'=1+1", "crlf\r\n'@cmd"):
         assert f'"{raw}"' in text  # quoted, so that no reader breaks the row there
+
+
+def test_a_negative_amount_is_read_back_as_a_number(tmp_path: Path) -> None:
+    rows = [["document", "amount", "text"], ["INV-3005", Decimal("-100.000000"), "-1+2"]]
+    read = list(csv.reader(io.StringIO(csv_text(rows), newline="")))
+    assert read[1][:2] == ["INV-3005", "-100.00"] and float(read[1][1]) == -100.0
+    assert read[1][2] == "'-1+2"  # text that is no number is still guarded
+    path = tmp_path / "amounts.xlsx"
+    write_xlsx(rows, path)
+    sheet = load_workbook(path).active
+    assert sheet is not None
+    amount = sheet["B2"]
+    assert amount.data_type == "n" and amount.value == -100 and amount.number_format == "#,##0.00"
+    assert sheet["C2"].data_type == "s" and sheet["C2"].value == "-1+2"
 
 
 def test_xlsx_cells_are_text_and_every_value_comes_back(tmp_path: Path) -> None:
@@ -112,12 +130,14 @@ def test_libreoffice_reads_one_row_a_record_and_no_formula(tmp_path: Path) -> No
     assert len(rows) == len(HOSTILE) + 1  # a row per record: no CR started a new one
     cells = [row[1] for row in sheet.iter_rows(min_row=2)]
     assert all(c.data_type != "f" for c in cells)
-    assert all(isinstance(c.value, str) for c in cells)  # nothing was computed
+    assert cells[6].value == -42 and cells[6].data_type == "n"  # a number is a number
+    assert all(isinstance(c.value, str) for i, c in enumerate(cells) if i != 6)  # text is text
 
     def lf(text: str) -> str:  # an XLSX made by LibreOffice holds any line break as LF
         return text.replace("\r\n", "\n").replace("\r", "\n")
 
     assert [lf(_unguarded(str(c.value))) for c in cells][:8] == [lf(v) for v in HOSTILE[:8]]
+    # (nothing was computed: "=HYPERLINK(...)" and "+SUM(...)" came back as their text)
 
 
 def test_libreoffice_shows_the_xlsx_values_as_they_are(tmp_path: Path) -> None:
@@ -138,12 +158,13 @@ def test_a_reconciliation_files_hostile_values_safely(
     customers.write_text(customers.read_text().replace('"Wingtip Toys"', '"Wingtip\\r=1+1"'))
     summary = run_reconcile(demo_settings, flows=["accounts"])
     paths = {k: Path(v) for k, v in summary.paths.items()}
-    expected = discrepancy_rows(summary.data)
+    expected = [[cell_text(c) for c in row] for row in discrepancy_rows(summary.data)]
     assert any(cell == "Wingtip\r=1+1" for row in expected for cell in row)
     with paths["csv"].open(newline="", encoding="utf-8") as handle:
         read = list(csv.reader(handle))
     assert [[_unguarded(c) for c in row] for row in read] == expected
-    sheet = load_workbook(paths["xlsx"]).active
-    assert sheet is not None
-    xlsx = [[unescape(c) if c else "" for c in row] for row in sheet.iter_rows(values_only=True)]
+    xlsx = [
+        [unescape(c) if isinstance(c, str) else cell_text(c) for c in row]
+        for row in load_workbook(paths["xlsx"])["Discrepancies"].iter_rows(values_only=True)
+    ]
     assert xlsx == expected
