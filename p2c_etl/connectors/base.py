@@ -11,6 +11,7 @@ import polars as pl
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.badrows import BadSink
 
+ReadKind = Literal["full", "delta"]
 WriteOp = Literal["insert", "update"]
 WriteStatus = Literal["ok", "failed"]
 RESULT_SCHEMA: dict[str, pl.DataType] = {
@@ -37,6 +38,28 @@ class WriteBatch:
     @property
     def size(self) -> int:
         return self.inserts.height + sum(u.height for u in self.updates)
+
+
+@dataclass(frozen=True)
+class ChangeRead:
+    """What one read of an entity set found, from a connector that can read changes
+    (`read_changes(entity, columns, link)`; a caller uses `snapshot` where there is none).
+
+    - `full`: `frame` holds every record, `deleted` is empty;
+    - `delta`: `frame` holds the records created or changed since `link`, `deleted` the
+      primary ids of the records deleted since (apply the frame, then the deletes).
+
+    `frame` has the columns and types `snapshot(entity, columns)` gives, plus the table's
+    primary id column. `link` is what to pass to the next read (None: the entity set does
+    not track changes); keep it only together with what was done with this read. `reason`
+    says, in one line a user can act on, why a read is full when a link was given or change
+    tracking was wanted."""
+
+    kind: ReadKind
+    frame: pl.DataFrame
+    deleted: pl.Series
+    link: str | None
+    reason: str | None = None
 
 
 class Connector(Protocol):

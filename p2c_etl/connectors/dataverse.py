@@ -3,6 +3,13 @@
 Reads: `$select` of the mapped columns, `Prefer: odata.maxpagesize`, `@odata.nextLink` paging
 (never `$skip`), each page parsed straight into polars.
 
+Change tracking (`read_changes`): a table whose `EntityDefinitions` say
+`ChangeTrackingEnabled` is read with `Prefer: odata.track-changes` (no `$filter`, `$orderby`,
+`$top` or `$expand`, which change tracking refuses), and the `@odata.deltaLink` of the last
+page is kept; the next read GETs that link and receives the new and changed records and the
+ids of the deleted ones. An expired or refused link, a link for other columns, or a table
+without change tracking is read in full, with the reason.
+
 Writes: new records go in bulk through `UpsertMultiple`, addressed by their primary id (p2c-etl
 derives it from the natural key, so re-sending is harmless); a chunk the service refuses is
 split in halves until the failing records stand alone, and each fails with the server's
@@ -23,9 +30,11 @@ import polars as pl
 
 from p2c_etl.config import SystemName, SystemSettings
 from p2c_etl.connectors.badrows import BadSink
-from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
+from p2c_etl.connectors.base import RESULT_SCHEMA, ChangeRead, WriteBatch
 from p2c_etl.connectors.odata import (
+    TRACK_CHANGES,
     BatchRequest,
+    LinkRefused,
     ODataClient,
     RetryPolicy,
     batch_body,
@@ -77,6 +86,7 @@ class DataverseConnector:
         self.client = client or http_client(settings, default_scope=f"{settings.url}/.default")
         self.odata = ODataClient("crm", self.client, retry or RetryPolicy())
         self._ids: dict[str, set[str]] = {}
+        self._tracked: dict[str, bool] = {}
 
     def close(self) -> None:
         self.client.close()
@@ -124,6 +134,96 @@ class DataverseConnector:
             lookup = attribute.get("AttributeType") in ("Lookup", "Customer", "Owner")
             columns.add(f"_{name}_value" if lookup else name)
         return columns
+
+    # --- change tracking ----------------------------------------------------------------
+
+    def read_changes(
+        self,
+        entity: str,
+        columns: Sequence[str],
+        link: str | None,
+        *,
+        on_bad: BadSink | None = None,  # a page is typed whole, as in `pages`
+    ) -> ChangeRead:
+        """The changes since `link` (a delta), or every record (a full read) when there is
+        no link, or it cannot be used; see `ChangeRead`."""
+        primary = self._primary(entity)
+        wanted = list(dict.fromkeys([*columns, primary]))
+        dtypes = self.contracts.get("crm", entity).dtypes(wanted)
+        reason = None if link is None else _other_columns(entity, link, wanted)
+        if link is not None and reason is None:
+            try:
+                return self._delta(entity, dtypes, primary, link)
+            except LinkRefused as exc:
+                reason = (
+                    f"the delta link of {entity} was refused ({exc.message}): read in full, "
+                    "with a new link"
+                )
+        return self._full(entity, dtypes, primary, reason)
+
+    def tracks_changes(self, entity: str) -> bool:
+        """`ChangeTrackingEnabled` of the table behind `entity` (asked once per connector)."""
+        if entity not in self._tracked:
+            url = f"{self.root}EntityDefinitions(LogicalName='{logical_name(entity)}')"
+            response = self.odata.send(
+                "GET", url, params={"$select": "ChangeTrackingEnabled"}, headers=HEADERS
+            )
+            if response.status_code == 404:
+                raise ConnectorError(f"crm: there is no table {logical_name(entity)} ({entity})")
+            self.odata.expect_ok(response, f"GET EntityDefinitions of {entity}")
+            self._tracked[entity] = response.json().get("ChangeTrackingEnabled") is True
+        return self._tracked[entity]
+
+    def _delta(
+        self, entity: str, dtypes: dict[str, pl.DataType], primary: str, link: str
+    ) -> ChangeRead:
+        headers = {**HEADERS, "Prefer": f"odata.maxpagesize={self.settings.page_size}"}
+        pages = list(self.odata.tracked_pages(link, dtypes, None, headers))
+        if pages[-1].delta_link is None:
+            raise LinkRefused("the last page of the delta carries no @odata.deltaLink")
+        frame = _latest(collect(p.frame for p in pages), primary)
+        deleted = pl.Series(primary, [i for p in pages for i in p.deleted], dtype=pl.String)
+        return ChangeRead("delta", frame, deleted.unique(maintain_order=True), pages[-1].delta_link)
+
+    def _full(
+        self, entity: str, dtypes: dict[str, pl.DataType], primary: str, reason: str | None
+    ) -> ChangeRead:
+        """Every record, with a delta link where the table tracks changes."""
+        if not self.tracks_changes(entity):
+            off = (
+                f"change tracking is off for the table {logical_name(entity)} ({entity}): "
+                "every run reads it in full (turn on Track changes for the table in Power Apps)"
+            )
+            return self._plain(entity, dtypes, primary, _joined(reason, off))
+        prefer = f"{TRACK_CHANGES},odata.maxpagesize={self.settings.page_size}"
+        params = {"$select": ",".join(dtypes)}
+        try:
+            pages = list(
+                self.odata.tracked_pages(
+                    self.root + entity, dtypes, params, {**HEADERS, "Prefer": prefer}
+                )
+            )
+        except LinkRefused as exc:
+            refused = f"the service refused change tracking for {entity} ({exc.message})"
+            return self._plain(entity, dtypes, primary, _joined(reason, refused))
+        frame = _latest(collect(p.frame for p in pages), primary)
+        link = pages[-1].delta_link if pages[0].applied else None
+        if link is None:
+            missing = f"the service did not apply change tracking to {entity}: no delta link"
+            reason = _joined(reason, missing)
+        return ChangeRead("full", frame, _no_ids(primary), link, reason)
+
+    def _plain(
+        self, entity: str, dtypes: dict[str, pl.DataType], primary: str, reason: str
+    ) -> ChangeRead:
+        frame = self.snapshot(entity, list(dtypes))
+        return ChangeRead("full", frame, _no_ids(primary), None, reason)
+
+    def _primary(self, entity: str) -> str:
+        primary = self.contracts.get("crm", entity).primary_id
+        if primary is None:
+            raise ConnectorError(f"crm: {entity} has no primary id in its contract")
+        return primary
 
     def _exists(self, url: str) -> bool:
         response = self.odata.send("GET", url, params={"$top": "0"}, headers=HEADERS)
@@ -267,6 +367,39 @@ class DataverseConnector:
             primary = self.contracts.get("crm", entity).primary_id or ""
             self._ids[entity] = set(self.snapshot(entity, [primary])[primary].to_list())
         return self._ids[entity]
+
+
+def _other_columns(entity: str, link: str, wanted: Sequence[str]) -> str | None:
+    """Why `link` cannot give the columns `wanted` (it was made for others), else None."""
+    raw = httpx.URL(link).params.get("$select")
+    if raw is None:
+        return None
+    had = {c.strip() for c in raw.split(",") if c.strip()}
+    added, dropped = sorted(set(wanted) - had), sorted(had - set(wanted))
+    if not added and not dropped:
+        return None
+    change = "; ".join(
+        f"{what} {', '.join(names)}"
+        for what, names in (("added", added), ("dropped", dropped))
+        if names
+    )
+    return f"the columns read from {entity} changed since its delta link ({change}): read in full"
+
+
+def _joined(first: str | None, then: str) -> str:
+    return then if first is None else f"{first}; {then}"
+
+
+def _latest(frame: pl.DataFrame, primary: str) -> pl.DataFrame:
+    """One row per record: the last one read (a record changed while pages were read may
+    come twice)."""
+    if frame.height == frame[primary].n_unique():
+        return frame
+    return frame.unique(subset=[primary], keep="last", maintain_order=True)
+
+
+def _no_ids(primary: str) -> pl.Series:
+    return pl.Series(primary, [], dtype=pl.String)
 
 
 def _key_columns(contract: Contract, row: dict[str, Any]) -> set[str]:

@@ -6,6 +6,11 @@ Errors are named by what the caller should do (`classify`):
             exponential backoff with jitter) and send again, a bounded number of times
     skip    any other 4xx on one record: that record fails with the server's message
     stop    401 / 403: the system refused the credentials (AuthError, exit 2)
+
+Change tracking (`tracked_pages`): a read sent with `Prefer: odata.track-changes`, or the GET
+of a delta link, gives pages whose `value` mixes new or changed records with deleted ones
+(`@odata.context` ending in `$deletedEntity`, with `id`); the last page has the
+`@odata.deltaLink`. A 4xx on such a read is a `LinkRefused`: the caller reads in full.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -35,6 +40,8 @@ from p2c_etl.model.keys import record_key
 
 Action = Literal["retry", "skip", "stop"]
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+TRACK_CHANGES = "odata.track-changes"
+DELETED_ENTITY = "$deletedEntity"
 
 
 def classify(status: int) -> Action:
@@ -144,6 +151,49 @@ class ODataClient:
             first = False
             yield frame
 
+    def tracked_pages(
+        self,
+        url: str,
+        dtypes: Mapping[str, pl.DataType],
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[TrackedPage]:
+        """Every page of a tracked read or a delta, following `@odata.nextLink`; a 4xx (an
+        expired or refused token, a refused query) is a LinkRefused."""
+        next_url: str | None = url
+        first = True
+        while next_url is not None:
+            response = self.send("GET", next_url, params=params if first else None, headers=headers)
+            if response.is_error and classify(response.status_code) == "skip":
+                raise LinkRefused(error_message(response))
+            self.expect_ok(response, f"GET {_path(url)}")
+            where = f"{self.system} {_path(url)}"
+            page = parse_tracked_page(response.content, dtypes, where)
+            applied = response.headers.get("Preference-Applied", "")
+            page = replace(page, applied=TRACK_CHANGES in applied.lower())
+            next_url, first = page.next_link, False
+            yield page
+
+
+class LinkRefused(ConnectorError):
+    """The service refused a tracked read or a delta link (`message`: its own words)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class TrackedPage:
+    """One page of a tracked read: the new or changed records, the ids of deleted ones."""
+
+    frame: pl.DataFrame
+    deleted: list[str]
+    next_link: str | None
+    delta_link: str | None
+    applied: bool = False
+    """Whether the response said `Preference-Applied: odata.track-changes`."""
+
 
 def _untrusted_certificate(exc: BaseException) -> bool:
     """A certificate failure is not transient: retrying cannot help."""
@@ -163,10 +213,46 @@ def parse_page(
     content: bytes, dtypes: Mapping[str, pl.DataType], where: str
 ) -> tuple[pl.DataFrame, str | None]:
     """An OData page's `value` as a frame typed by `dtypes`, and its next link."""
-    as_read = {c: pl.String() if t.is_temporal() else t for c, t in dtypes.items()}
-    record = pl.DataFrame(schema=as_read).to_arrow().schema
+    frame, links = _read_page(content, _as_read(dtypes), ("@odata.nextLink",), where)
+    return typed_frame(frame, dtypes, where), links["@odata.nextLink"]
+
+
+def parse_tracked_page(
+    content: bytes, dtypes: Mapping[str, pl.DataType], where: str
+) -> TrackedPage:
+    """A page of a tracked read or a delta: its records typed by `dtypes` (as `parse_page`),
+    the ids of its `$deletedEntity` entries, its next link and its delta link."""
+    fields = _as_read(dtypes)
+    extra = {"@odata.context": pl.String(), "id": pl.String()}
+    fields |= {k: t for k, t in extra.items() if k not in fields}
+    tops = ("@odata.nextLink", "@odata.deltaLink")
+    frame, links = _read_page(content, fields, tops, where)
+    gone = pl.col("@odata.context").fill_null("").str.ends_with(DELETED_ENTITY)
+    deleted = frame.filter(gone)["id"].cast(pl.String)
+    if deleted.null_count():
+        raise ConnectorError(f"{where}: a {DELETED_ENTITY} entry without its id")
+    records = frame.filter(~gone).select(list(dtypes))
+    return TrackedPage(
+        typed_frame(records, dtypes, where),
+        deleted.to_list(),
+        links["@odata.nextLink"],
+        links["@odata.deltaLink"],
+    )
+
+
+def _as_read(dtypes: Mapping[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """The types a page is read as: temporal values as text, cast afterwards."""
+    return {c: pl.String() if t.is_temporal() else t for c, t in dtypes.items()}
+
+
+def _read_page(
+    content: bytes, fields: Mapping[str, pl.DataType], tops: Sequence[str], where: str
+) -> tuple[pl.DataFrame, dict[str, str | None]]:
+    """A page's `value` records with `fields` (untyped beyond what JSON gives), and the
+    page-level links named by `tops`, parsed straight into Arrow."""
+    record = pl.DataFrame(schema=fields).to_arrow().schema
     schema = pa.schema(
-        [("value", pa.list_(pa.struct(list(record)))), ("@odata.nextLink", pa.string())]
+        [("value", pa.list_(pa.struct(list(record)))), *[(t, pa.string()) for t in tops]]
     )
     options = pajson.ParseOptions(
         explicit_schema=schema, unexpected_field_behavior="ignore", newlines_in_values=True
@@ -181,8 +267,8 @@ def parse_page(
     frame = pl.DataFrame(
         pl.from_arrow(pa.Table.from_batches([pa.RecordBatch.from_struct_array(records)]))
     )
-    next_link = table.column("@odata.nextLink")[0].as_py() if table.num_rows else None
-    return typed_frame(frame, dtypes, where), next_link
+    links = {t: table.column(t)[0].as_py() if table.num_rows else None for t in tops}
+    return frame, links
 
 
 def collect(pages: Iterable[pl.DataFrame]) -> pl.DataFrame:

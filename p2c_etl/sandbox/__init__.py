@@ -7,7 +7,9 @@ functions, `$orderby`, `$top`, `$count`, `<set>/$count`, `$expand` of navigation
 Dataverse `$apply` aggregation), upserts, alternate and composite keys, `@odata.bind`
 lookups, conditional requests by ETag, `CreateMultiple` / `UpdateMultiple` /
 `UpsertMultiple`, `$batch` with change sets, `WhoAmI`, `EntityDefinitions` with attributes,
-option sets and keys, formatted-value annotations, and `$metadata`, with switchable `Faults`
+option sets and keys, formatted-value annotations, `$metadata`, and Dataverse change tracking
+(`Prefer: odata.track-changes`, delta links with `$deletedEntity` entries, tokens that expire,
+`ChangeTrackingEnabled` switchable per table: see `changetracking`), with switchable `Faults`
 (throttling, 5xx, slow pages, refused records). What the sandbox does not implement it
 refuses with 501 (or 400) and an OData error, never with a 200 that ignores part of the
 request. `serve()` runs them until interrupted, for `p2c sandbox serve`.

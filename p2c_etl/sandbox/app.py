@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from p2c_etl.sandbox.auth import TokenIssuer
+from p2c_etl.sandbox.changetracking import ChangeTracking
 from p2c_etl.sandbox.faults import FaultGate, Faults
 from p2c_etl.sandbox.protocol import (
     THROTTLED,
@@ -48,6 +49,7 @@ class Admin:
     faults: Faults
     stats: Callable[[], dict[str, Any]]
     reset_stats: Callable[[], None]
+    tracking: ChangeTracking
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ def build_app(parts: ServerParts) -> Starlette:
         ),
         Route(
             "/_sandbox/reset-stats", _admin(parts, _reset_endpoint(parts.admin)), methods=["POST"]
+        ),
+        Route(
+            "/_sandbox/change-tracking",
+            _admin(parts, _tracking_endpoint(parts.admin)),
+            methods=["GET", "POST"],
         ),
         Route(parts.service_path + "{rest:path}", _data_endpoint(parts), methods=_METHODS),
     ]
@@ -126,18 +133,31 @@ def _stats_endpoint(admin: Admin) -> Endpoint:
 
 
 def _faults_endpoint(admin: Admin) -> Endpoint:
-    async def faults(request: Request) -> Response:
+    """GET: the faults planted; POST a JSON object of Faults fields to change them."""
+    return _settings_endpoint(admin.faults.as_dict, admin.faults.update, "of Faults fields")
+
+
+def _tracking_endpoint(admin: Admin) -> Endpoint:
+    """GET: which entity sets do not track changes, and the token lifetime; POST a JSON
+    object to change them (see `ChangeTracking.update`)."""
+    return _settings_endpoint(admin.tracking.as_dict, admin.tracking.update, "")
+
+
+def _settings_endpoint(
+    shown: Callable[[], dict[str, Any]], update: Callable[[dict[str, Any]], None], of: str
+) -> Endpoint:
+    async def settings(request: Request) -> Response:
         if request.method == "POST":
             try:
                 changes = json.loads(await request.body() or b"{}")
                 if not isinstance(changes, dict):
-                    raise ValueError("the body must be a JSON object of Faults fields")
-                admin.faults.update(changes)
+                    raise ValueError(" ".join(("the body must be a JSON object", of)).strip())
+                update(changes)
             except ValueError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(admin.faults.as_dict())
+        return JSONResponse(shown())
 
-    return faults
+    return settings
 
 
 def _reset_endpoint(admin: Admin) -> Endpoint:

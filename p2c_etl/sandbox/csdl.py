@@ -5,7 +5,9 @@ One EntityType per entity set: its keys as `Key/PropertyRef`, every contract col
 properties (see `navigation`), with the referential constraint of a single-valued one; a
 Dataverse type also has the server-kept `createdon`, `modifiedon` and `versionnumber`, and the
 Dataverse schema declares the `WhoAmI` function and its `WhoAmIResponse`. The
-EntityContainer lists the sets and binds their navigation properties.
+EntityContainer lists the sets and binds their navigation properties; asked with
+`?annotations=true`, a Dataverse set that tracks changes carries the
+`Org.OData.Capabilities.V1.ChangeTracking` annotation (`Supported` true).
 
 A Finance and Operations enum field (a contract column with `allowed` texts) is typed by an
 `EnumType` of the namespace, its members in the contract's order (valued 0, 1, ..., as CSDL
@@ -17,6 +19,7 @@ enum names the reference specification gives (`Gender`, `DirPersonMaritalStatus`
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from xml.sax.saxutils import quoteattr
 
 from p2c_etl.model.contracts import ColumnSpec
@@ -66,7 +69,17 @@ def enum_name(spec: ColumnSpec) -> str | None:
     return _ENUM_NAMES.get(tuple(sorted(str(a) for a in spec.allowed)), spec.name)
 
 
-def metadata_document(store: Store, namespace: str) -> bytes:
+_CHANGE_TRACKING = (
+    '<Annotation Term="Org.OData.Capabilities.V1.ChangeTracking"><Record>'
+    '<PropertyValue Property="Supported" Bool="true"/></Record></Annotation>'
+)
+
+
+def metadata_document(
+    store: Store, namespace: str, tracked: Callable[[str], bool] | None = None
+) -> bytes:
+    """The CSDL document; with `tracked`, the sets it names carry the ChangeTracking
+    annotation."""
     served = list(store.tables.values())
     enums = _enum_types(served) if namespace == FINOPS_NAMESPACE else {}
     types = "".join(_entity_type(t, store, namespace, enums) for t in served)
@@ -76,7 +89,7 @@ def metadata_document(store: Store, namespace: str) -> bytes:
         + "</EnumType>"
         for name, values in enums.items()
     )
-    sets = "".join(_entity_set(t, store, namespace) for t in served)
+    sets = "".join(_entity_set(t, store, namespace, tracked) for t in served)
     if namespace == DATAVERSE_NAMESPACE:
         types += _WHO_AM_I.format(ns=namespace)
         sets += f'<FunctionImport Name="WhoAmI" Function="{namespace}.WhoAmI"/>'
@@ -101,12 +114,16 @@ def _enum_types(tables: list[Table]) -> dict[str, tuple[str, ...]]:
     return found
 
 
-def _entity_set(table: Table, store: Store, namespace: str) -> str:
+def _entity_set(
+    table: Table, store: Store, namespace: str, tracked: Callable[[str], bool] | None
+) -> str:
     kind = quoteattr(f"{namespace}.{entity_type_name(table.name)}")
     bindings = "".join(
         f"<NavigationPropertyBinding Path={quoteattr(n.name)} Target={quoteattr(n.target)}/>"
         for n in navigations(table, store).values()
     )
+    if tracked is not None and tracked(table.name):
+        bindings += _CHANGE_TRACKING
     return f"<EntitySet Name={quoteattr(table.name)} EntityType={kind}>{bindings}</EntitySet>"
 
 

@@ -16,6 +16,8 @@
                                             unless Prefer: odata.continue-on-error
     GET    WhoAmI, WhoAmI()                 the caller's UserId, BusinessUnitId, OrganizationId
     GET    EntityDefinitions...             see `entitydefs`; also GET $metadata (CSDL)
+    GET    accounts  Prefer: odata.track-changes, and the delta links it gives
+                                            ($deltatoken): see `changetracking`
 
 PATCH is an upsert; `If-Match: *` makes it update only (404 when missing), `If-None-Match: *`
 create only (412 when present). `$skip` is refused, as Dataverse refuses it. Documented
@@ -38,6 +40,13 @@ from p2c_etl.sandbox.annotations import (
     wanted_annotations,
 )
 from p2c_etl.sandbox.batch import BatchRules, run_batch
+from p2c_etl.sandbox.changetracking import (
+    ChangeTracking,
+    applies,
+    check_request,
+    preferences,
+    tracked_page,
+)
 from p2c_etl.sandbox.conditional import not_modified
 from p2c_etl.sandbox.dataverse_write import DataverseWriter, WriteMode
 from p2c_etl.sandbox.entitydefs import entity_definitions
@@ -95,16 +104,22 @@ class DataverseService(ODataService):
     """Answers Dataverse Web API requests from one store."""
 
     def __init__(
-        self, store: Store, faults: Faults, stats: Stats, identity: Identity | None = None
+        self,
+        store: Store,
+        faults: Faults,
+        stats: Stats,
+        identity: Identity | None = None,
+        tracking: ChangeTracking | None = None,
     ) -> None:
         self.store = store
         self.stats = stats
+        self.tracking = tracking or ChangeTracking()
         self.writer = DataverseWriter(store, faults)
         self.batch_rules = BatchRules(limit=1000, changeset_errors="single", stop_on_error=True)
         self.identity = identity or Identity("p2c-sandbox", "sandbox", lambda _: None)
 
     def _route(self, req: ApiRequest) -> ApiResponse:
-        document = self.documents(req, "Microsoft.Dynamics.CRM")
+        document = self.documents(req, "Microsoft.Dynamics.CRM", self.tracking.enabled)
         if document is not None:
             return document
         if req.path == "$batch":
@@ -116,7 +131,7 @@ class DataverseService(ODataService):
             raise not_implemented(f"The message or resource {head}")
         resource = split_resource(req.path)
         if resource.name == "EntityDefinitions":
-            return entity_definitions(req, resource, self.store)
+            return entity_definitions(req, resource, self.store, self.tracking.enabled)
         table = self.store.table(resource.name)
         if table is None:
             message = f"Resource not found for the segment '{resource.name}'."
@@ -128,6 +143,8 @@ class DataverseService(ODataService):
         return self._entity(req, table, resource.key)
 
     def _collection(self, req: ApiRequest, table: Table) -> ApiResponse:
+        if req.method == "GET" and applies(req, table, self.tracking):
+            return self._tracked(req, table)
         if req.method == "GET" and "$apply" in req.query:
             return self._aggregate(req, table)
         if req.method == "GET":
@@ -135,7 +152,7 @@ class DataverseService(ODataService):
             with self.store.lock:
                 select = select_columns(req, table, rules.always)
                 page = read_page(req, table, rules, shape=self._shape(req, table, select))
-            self.stats.read(len(page.records))
+            self.stats.read(len(page.records), table.name)
             notes = count_annotations(wanted_annotations(req), page.count, page.count_exceeded)
             response = page_response(req, table, page, dataverse_date, notes)
             _applied(req, response, page.preference)
@@ -145,6 +162,18 @@ class DataverseService(ODataService):
             row = self.writer.create(table, req.json())
             return self._written(req, table, row, created=True)
         raise ODataError(405, f"{req.method} is not allowed on {table.name}", NOT_SUPPORTED)
+
+    def _tracked(self, req: ApiRequest, table: Table) -> ApiResponse:
+        """A read with change tracking: the first one, or a delta (see `changetracking`)."""
+        check_request(req, table, self.tracking)
+        with self.store.lock:
+            select = select_columns(req, table, (table.primary or "",))
+            shape = self._shape(req, table, select)
+            current = self.store.journal.version
+            response, count = tracked_page(req, table, self.tracking, shape, current)
+        self.stats.read(count, table.name)
+        _applied(req, response, preferences(req))
+        return response
 
     def _aggregate(self, req: ApiRequest, table: Table) -> ApiResponse:
         """`$apply` (see `aggregate`): the only query option of its request."""
@@ -211,7 +240,7 @@ class DataverseService(ODataService):
             if unchanged is not None:
                 return unchanged
             values = self._shape(req, table, select)(row)
-        self.stats.read(1)
+        self.stats.read(1, table.name)
         response = _record_response(req, table, values, 200)
         response.headers["ETag"] = etag(row)
         _applied(req, response, None)

@@ -18,6 +18,7 @@ type-cast segment. The relationship and privilege navigation properties are not 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from p2c_etl.model.contracts import ColumnSpec
@@ -56,7 +57,7 @@ OBJECT_TYPE_CODES = {
 }  # fmt: skip
 
 
-def definition(table: Table) -> Definition:
+def definition(table: Table, tracked: bool = True) -> Definition:
     logical = logical_name(table.name)
     return {
         "@odata.type": "#Microsoft.Dynamics.CRM.EntityMetadata",
@@ -69,7 +70,7 @@ def definition(table: Table) -> Definition:
         "PrimaryNameAttribute": primary_name(table),
         "ObjectTypeCode": OBJECT_TYPE_CODES.get(logical),
         "IsPrivate": False,
-        "ChangeTrackingEnabled": True,
+        "ChangeTrackingEnabled": tracked,
         "Keys": keys(table),
         "Attributes": attributes(table),
     }
@@ -93,13 +94,19 @@ def keys(table: Table) -> list[Definition]:
     ]
 
 
-def entity_definitions(req: ApiRequest, resource: Resource, store: Store) -> ApiResponse:
-    """Answer a GET below `EntityDefinitions`."""
+def entity_definitions(
+    req: ApiRequest,
+    resource: Resource,
+    store: Store,
+    tracked: Callable[[str], bool] = lambda _: True,
+) -> ApiResponse:
+    """Answer a GET below `EntityDefinitions`; `tracked` tells whether an entity set tracks
+    changes (`ChangeTrackingEnabled`)."""
     if req.method != "GET":
         raise ODataError(405, "EntityDefinitions are read-only here", BAD_QUERY)
     with store.lock:
         tables = {logical_name(t.name): t for t in store.tables.values()}
-        found = [definition(t) for t in tables.values()]
+        found = [definition(t, tracked(t.name)) for t in tables.values()]
     context = f"{req.root}$metadata#EntityDefinitions"
     if resource.key is None:
         if resource.rest:

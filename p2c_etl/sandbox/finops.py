@@ -102,7 +102,7 @@ class FinOpsService(ODataService):
             with self.store.lock:
                 select = select_columns(req, table, ())
                 page = read_page(req, table, PAGING, visible, self._shape(req, table, select))
-            self.stats.read(len(page.records))
+            self.stats.read(len(page.records), table.name)
             return page_response(req, table, page, finops_date)
         if req.method == "POST":
             check_options(req, NONE, _CUSTOM)
@@ -146,7 +146,7 @@ class FinOpsService(ODataService):
             if unchanged is not None:
                 return unchanged
             values = self._shape(req, table, select)(row)
-        self.stats.read(1)
+        self.stats.read(1, table.name)
         return _record_response(req, table, values, 200, {"ETag": etag(row)})
 
     def _shape(self, req: ApiRequest, table: Table, select: list[str] | None) -> Shape:

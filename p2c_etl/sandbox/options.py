@@ -25,7 +25,7 @@ _UNIMPLEMENTED = {
     "$index": "$index",
     "$levels": "$levels",
     "$schemaversion": "$schemaversion",
-    "$deltatoken": "Change tracking ($deltatoken)",
+    "$deltatoken": "$deltatoken on this resource (a delta link reads an entity set)",
     "$apply": "$apply",
     "fetchXml": "A FetchXML query (fetchXml=)",
     "sql": "A Dataverse SQL query (sql=)",

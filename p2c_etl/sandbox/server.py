@@ -6,6 +6,8 @@
         sb.token_url        # f"{sb.crm_url}/{tenant}/oauth2/v2.0/token" (also on the erp server)
         sb.faults.throttle_requests = 10
         sb.stats(), sb.records("crm", "accounts")
+        sb.tracking.switch("accounts", False); sb.expire_delta_tokens()
+        sb.plant("crm", "accounts", {...})   # a change no delta reports
 
 `serve()` runs the same until interrupted, for `p2c sandbox serve`.
 """
@@ -30,6 +32,7 @@ from p2c_etl.model.contracts import ContractSet
 from p2c_etl.resources import contracts_dir
 from p2c_etl.sandbox.app import Admin, ServerParts, Service, build_app
 from p2c_etl.sandbox.auth import TokenIssuer
+from p2c_etl.sandbox.changetracking import ChangeTracking
 from p2c_etl.sandbox.dataverse import SERVICE_PATH as DATAVERSE_PATH
 from p2c_etl.sandbox.dataverse import DataverseService
 from p2c_etl.sandbox.faults import FaultGate, Faults
@@ -64,16 +67,21 @@ class Sandbox:
         contracts: ContractSet | None = None,
         unique_alternate_keys: bool = False,
         alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
+        delta_token_ttl: int | None = None,
+        untracked: tuple[str, ...] = (),
     ) -> None:
         """`unique_alternate_keys`: refuse a CRM seed that holds one alternate key value twice
         (off by default: the demo data plants a duplicate account number). `alternate_keys`:
         the alternate key of a Dataverse entity set where the tenant's differs from the
-        contract's `keys` (`{"accounts": ()}`: accounts have none)."""
+        contract's `keys` (`{"accounts": ()}`: accounts have none). `delta_token_ttl`: a
+        delta token expires once more than this many record writes were committed after it
+        was issued (None: never). `untracked`: Dataverse entity sets without change tracking."""
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
         contracts = contracts or ContractSet.load(contracts_dir())
         self.tenant = tenant
         self.faults = faults if faults is not None else Faults()
+        self.tracking = ChangeTracking(delta_token_ttl, untracked)
         self._stats: dict[SystemName, Stats] = {"crm": Stats(), "erp": Stats()}
         self._stores: dict[SystemName, Store] = {
             "crm": build_store(
@@ -87,11 +95,13 @@ class Sandbox:
             "erp": build_store("erp", erp_seed, contracts, self._stats["erp"].written),
         }
         issuer = TokenIssuer(client_id, client_secret, tenant)
-        admin = Admin(self.faults, self.stats, self.reset_stats)
+        admin = Admin(self.faults, self.stats, self.reset_stats, self.tracking)
         identity = Identity(client_id, tenant, issuer.client_of)
         services: dict[SystemName, tuple[Service, str]] = {
             "crm": (
-                DataverseService(self._stores["crm"], self.faults, self._stats["crm"], identity),
+                DataverseService(
+                    self._stores["crm"], self.faults, self._stats["crm"], identity, self.tracking
+                ),
                 DATAVERSE_PATH,
             ),
             "erp": (
@@ -154,6 +164,22 @@ class Sandbox:
     def reset_stats(self) -> None:
         for stats in self._stats.values():
             stats.reset()
+
+    def expire_delta_tokens(self) -> None:
+        """Refuse every Dataverse delta token issued so far, as an expired one is."""
+        self.tracking.expire_tokens()
+
+    def plant(self, system: str, entity: str, values: dict[str, Any]) -> None:
+        """Change (or add) one record, whole, behind change tracking's back: no delta
+        reports it, as after a set-based update or a restore. Values as `records` gives."""
+        if system not in self._stores:
+            raise KeyError(f"unknown system {system!r} (crm or erp)")
+        store = self._stores[system]
+        table = store.table(entity)
+        if table is None:
+            raise KeyError(f"{system} serves no entity set {entity!r}")
+        with store.lock:
+            table.plant(dict(values))
 
     def records(self, system: str, entity: str) -> list[dict[str, Any]]:
         """The current records of one entity set, values as Python objects."""

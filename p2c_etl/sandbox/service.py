@@ -5,6 +5,7 @@ requests inside a `$batch` counted per endpoint, and the service and metadata do
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from p2c_etl.sandbox.csdl import metadata_document
 from p2c_etl.sandbox.options import NONE, check_options
@@ -19,6 +20,8 @@ from p2c_etl.sandbox.query import service_document
 from p2c_etl.sandbox.resource import endpoint_key
 from p2c_etl.sandbox.stats import Stats
 from p2c_etl.sandbox.store import Store
+
+_ANNOTATIONS = frozenset({"annotations"})
 
 
 class ODataService(ABC):
@@ -36,16 +39,25 @@ class ODataService(ABC):
         self.stats.operation(endpoint_key(req.method, req.path))
         return self.handle(req)
 
-    def documents(self, req: ApiRequest, namespace: str) -> ApiResponse | None:
-        """The service document (`/`) or `$metadata`; None for any other path."""
+    def documents(
+        self, req: ApiRequest, namespace: str, tracked: Callable[[str], bool] | None = None
+    ) -> ApiResponse | None:
+        """The service document (`/`) or `$metadata`; None for any other path. With
+        `tracked` (Dataverse), `$metadata?annotations=true` marks the sets that track
+        changes."""
         if req.path not in ("", "$metadata"):
             return None
         if req.method != "GET":
             raise ODataError(405, f"{req.method} is not allowed here; use GET", NOT_SUPPORTED)
-        check_options(req, NONE)
+        annotated = tracked is not None and req.path == "$metadata"
+        check_options(req, NONE, _ANNOTATIONS if annotated else NONE)
         if req.path == "":
             return service_document(req, self.store)
-        document = metadata_document(self.store, namespace)
+        wanted = req.query.get("annotations", "false")
+        if wanted not in ("true", "false"):
+            raise ODataError(400, f"annotations must be true or false, not {wanted!r}")
+        shown = tracked if wanted == "true" else None
+        document = metadata_document(self.store, namespace, shown)
         return ApiResponse(200, {"Content-Type": "application/xml"}, document)
 
     @abstractmethod

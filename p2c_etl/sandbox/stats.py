@@ -3,7 +3,8 @@
 `requests` counts HTTP requests by endpoint key (`GET accounts`, `POST $batch`,
 `POST accounts/UpsertMultiple`); the requests inside a `$batch` are counted apart, under
 `batch_operations`, so `requests` stays the number of round trips. `records_written` counts
-committed record writes only (a rolled-back change set writes none).
+committed record writes only (a rolled-back change set writes none). `records_returned`
+counts the records the server returned per entity set (what a delta read saved shows here).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Stats:
         self._operations: Counter[str] = Counter()
         self._status: Counter[str] = Counter()
         self._read = 0
+        self._returned: Counter[str] = Counter()
         self._written = 0
 
     def request(self, key: str) -> None:
@@ -34,9 +36,11 @@ class Stats:
         with self._lock:
             self._status[str(status)] += 1
 
-    def read(self, records: int) -> None:
+    def read(self, records: int, entity: str | None = None) -> None:
         with self._lock:
             self._read += records
+            if entity is not None:
+                self._returned[entity] += records
 
     def written(self, records: int) -> None:
         with self._lock:
@@ -48,6 +52,7 @@ class Stats:
                 "requests": dict(self._requests),
                 "batch_operations": dict(self._operations),
                 "records_read": self._read,
+                "records_returned": dict(self._returned),
                 "records_written": self._written,
                 "status": dict(self._status),
             }
@@ -57,4 +62,5 @@ class Stats:
             self._requests.clear()
             self._operations.clear()
             self._status.clear()
+            self._returned.clear()
             self._read = self._written = 0

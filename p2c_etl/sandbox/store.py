@@ -8,6 +8,10 @@ trailing spaces ignored.
 Every write goes through the store's `Journal`: inside `atomic()` each write is logged with
 the row it replaced, and an exception rolls all of them back (a `$batch` change set,
 `UpsertMultiple`). The journal's lock guards every read and write of the store's tables.
+
+For change tracking, every write takes the next store-wide version (`Row.version`) and every
+delete of a Dataverse record leaves a tombstone (its version and primary id), so the records
+written or deleted after a version can be found (`changed_after`, `deleted_after`).
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ class Journal:
         self._version += 1
         return self._version
 
+    @property
+    def version(self) -> int:
+        """The version of the latest write (0 before any)."""
+        return self._version
+
     def wrote(self, table: Table, key: Key, previous: Row | None) -> None:
         if self._undo is None:
             self._on_commit(1)
@@ -107,6 +116,7 @@ class Table:
         self._order: list[Key] | None = []
         self._seqs: list[int] = []
         self._next_seq = 0
+        self._tombstones: list[tuple[int, Key, Any]] = []
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -146,7 +156,44 @@ class Table:
         if previous is not None:
             self._journal.wrote(self, key, previous)
             self._set(key, None)
+            if self.primary:
+                version = self._journal.next_version()
+                self._tombstones.append((version, key, previous.values.get(self.primary)))
         return previous
+
+    def plant(self, values: dict[str, Any]) -> None:
+        """Change or add a record behind change tracking's back: a changed row keeps its
+        version and write time, an added one has version 0, so no delta reports it (as after
+        a set-based update or a restore)."""
+        key = self.key_of(values)
+        previous = self._rows.get(key)
+        if previous is not None:
+            row = Row(previous.seq, previous.version, values, previous.created, previous.modified)
+        else:
+            self._next_seq += 1
+            at = self._journal.started
+            row = Row(self._next_seq, 0, values, at, at)
+        self._set(key, row)
+
+    def changed_after(self, version: int, upto: int) -> list[Row]:
+        """The records written after `version` and at or before `upto`, oldest write first."""
+        rows = [r for r in self._rows.values() if version < r.version <= upto]
+        return sorted(rows, key=lambda r: r.version)
+
+    def deleted_after(self, version: int, upto: int) -> list[tuple[int, Any]]:
+        """(version, primary id) of the records deleted after `version` and at or before
+        `upto`, oldest first: the last delete of each key, unless the key holds a record
+        again that was written before `upto` (created anew, or the delete was rolled back)."""
+        last: dict[Key, tuple[int, Any]] = {}
+        for stamp, key, record_id in self._tombstones:
+            if version < stamp <= upto:
+                last[key] = (stamp, record_id)
+        found = []
+        for key, (stamp, record_id) in last.items():
+            row = self._rows.get(key)
+            if row is None or row.version > upto:
+                found.append((stamp, record_id))
+        return sorted(found, key=lambda t: t[0])
 
     def restore(self, key: Key, row: Row | None) -> None:
         """Undo a write: put back `row` (None: the record did not exist)."""
