@@ -15,6 +15,7 @@ nothing to do has nothing to do again (see `stages.settle`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,15 +67,19 @@ def update_mirror(
         frame.hash_rows(_SEED).alias(HASH),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(ORD),
     )
-    schema = _schema_text(frame)
+    schema, digest = _schema_text(frame), _pairs_digest(hashed)
     known = wh.con.execute(
-        "SELECT schema_text, version, bad_digest FROM mirrors WHERE system = ? AND entity = ?",
+        "SELECT schema_text, version, bad_digest, pairs_digest FROM mirrors "
+        "WHERE system = ? AND entity = ?",
         [system, entity],
     ).fetchall()
     exists = mirror_exists(wh, system, entity)
     version = int(known[0][1]) if known else 0
+    same = bool(known) and exists and known[0][0] == schema
+    if same and known[0][3] == digest and known[0][2] == bad_digest:
+        return Mirrored(table, version, hashed.height, 0, 0)  # not a record to compare
     with wh.transaction():
-        if not known or not exists or known[0][0] != schema:
+        if not same:
             wh.write_table(table, hashed)
             inserted, deleted = hashed.height, -1
         else:
@@ -94,13 +99,29 @@ def update_mirror(
             wh.append(f'"{table}"', new)
             inserted, deleted = new.height, gone.height
             if inserted == 0 and deleted == 0 and known[0][2] == bad_digest:
+                wh.con.execute(  # a mirror kept before its digest was: no version moves
+                    "UPDATE mirrors SET pairs_digest = ? WHERE system = ? AND entity = ?",
+                    [digest, system, entity],
+                )
                 return Mirrored(table, version, hashed.height, 0, 0)
         version += 1
         wh.con.execute(
-            "INSERT OR REPLACE INTO mirrors VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [system, entity, table, schema, version, hashed.height, bad_digest, run_id, at],
+            "INSERT OR REPLACE INTO mirrors (system, entity, table_name, schema_text, version, "
+            "row_count, bad_digest, run_id, changed_at, pairs_digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [system, entity, table, schema, version, hashed.height, bad_digest, run_id, at, digest],
         )
     return Mirrored(table, version, hashed.height, inserted, max(deleted, 0))
+
+
+def _pairs_digest(hashed: pl.DataFrame) -> str:
+    """A digest of every record's (place, hash): the row hashes in the order read."""
+    values = hashed[HASH].rechunk().to_arrow()  # UInt64, never null: one data buffer
+    data = values.buffers()[1]
+    digest = hashlib.sha256()
+    if data is not None:
+        digest.update(memoryview(data)[values.offset * 8 : (values.offset + len(values)) * 8])
+    return digest.hexdigest()
 
 
 def mirror_exists(wh: Warehouse, system: str, entity: str) -> bool:

@@ -108,6 +108,7 @@ CREATE TABLE IF NOT EXISTS mirrors (
     schema_text VARCHAR NOT NULL, version BIGINT NOT NULL, row_count BIGINT NOT NULL,
     bad_digest VARCHAR NOT NULL, run_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (system, entity));
+ALTER TABLE mirrors ADD COLUMN IF NOT EXISTS pairs_digest VARCHAR;
 CREATE TABLE IF NOT EXISTS settled_flows (
     flow VARCHAR PRIMARY KEY, fingerprint VARCHAR, run_id VARCHAR NOT NULL,
     context_print VARCHAR);
