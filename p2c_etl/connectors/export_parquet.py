@@ -91,28 +91,42 @@ def parquet_batches(
         if kind(t) not in ACCEPTED[_base(contract.column(c).type)] | {"null"}
     }
     texts = [c for c in columns if c not in refused and kind(declared[c]) in ("text", "bytes")]
-    if parquet.metadata.num_rows <= rows and all(kind(declared[c]) != "bytes" for c in texts):
-        try:  # one batch: polars reads it twice as fast
-            whole = pl.read_parquet(path, columns=columns)
-        except (OSError, pl.exceptions.PolarsError):
-            pass  # text that is not UTF-8, say: read below, where each value is checked
-        else:
-            yield _checked(whole, 1, contract, refused, _no_undecoded())
-            return
     start = 1
-    batches = parquet.iter_batches(batch_size=rows, columns=columns)
+    if all(kind(declared[c]) != "bytes" for c in texts):
+        scan = pl.scan_parquet(path).select(columns)
+        try:  # polars reads twice as fast as pyarrow's batches, and checks UTF-8 itself
+            for offset in range(0, max(parquet.metadata.num_rows, 1), rows):
+                frame = scan.slice(offset, rows).collect()
+                yield _checked(frame, start, contract, refused, _no_undecoded())
+                start += frame.height
+            return
+        except (OSError, pl.exceptions.PolarsError):
+            pass  # text that is not UTF-8, say: read on below, where each value is checked
+    batches = _batches_from(parquet, columns, rows, start - 1)
     while True:
         try:
             batch = next(batches, None)
             if batch is None:
                 return
             batch, undecoded = _decoded(batch, start, texts)
-            frame = pl.from_arrow(batch)
+            arrow = pl.from_arrow(batch)
         except (OSError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
             raise ConfigError(f"{path}: row {start} on: cannot read: {first_line(exc)}") from None
-        assert isinstance(frame, pl.DataFrame)
-        yield _checked(frame, start, contract, refused, undecoded)
-        start += frame.height
+        assert isinstance(arrow, pl.DataFrame)
+        yield _checked(arrow, start, contract, refused, undecoded)
+        start += arrow.height
+
+
+def _batches_from(
+    parquet: pq.ParquetFile, columns: list[str], rows: int, skip: int
+) -> Iterator[pa.RecordBatch]:
+    """The file's record batches from row `skip` (0-based) on."""
+    for batch in parquet.iter_batches(batch_size=rows, columns=columns):
+        if skip >= batch.num_rows:
+            skip -= batch.num_rows
+            continue
+        yield batch.slice(skip)
+        skip = 0
 
 
 def kind(dtype: pa.DataType) -> str:

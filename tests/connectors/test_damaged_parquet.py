@@ -80,7 +80,7 @@ def test_a_value_that_is_not_text_in_a_text_column_is_wrong_type(
     tmp_path: Path, contracts: ContractSet, array: pa.Array, shown: str, said: str
 ) -> None:
     path = _write(tmp_path / "accounts.parquet", name=array)
-    for chunk_rows in (1000, 2):  # one batch (polars reads it), several (pyarrow does)
+    for chunk_rows in (1000, 2):  # one batch, and several (polars reads them in slices)
         good, bad = _read(path, contracts, chunk_rows)
         assert good == [("A1", None, 0), ("A3", None, 1)]
         message = (
