@@ -285,7 +285,7 @@ def _run_flow(
         stage = "prepare"
         plan = None
         if not dry_run:
-            here = context_print(wh, flow, reads, shared.settings, context)
+            here = context_print(flow, shared.settings, context)
             plan = plan_rows(wh, flow, reads, context, here)
             if plan.ords is not None:
                 progress(

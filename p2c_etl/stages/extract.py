@@ -234,13 +234,27 @@ def source_frames(
         for (system, entity), columns in reference_columns(flow).items()
     }
     own = src if ords is None else None  # a part of the source is not all of its lines
-    extra = {
+    extra = input_frames(wh, flow, reads, context, own, none)
+    return SourceFrames(source=src, bad=bad, references=refs, inputs=extra)
+
+
+def input_frames(
+    wh: Warehouse,
+    flow: Flow,
+    reads: EntityReads,
+    context: Context,
+    own: pl.DataFrame | None = None,
+    ords: pl.Series | None = None,
+) -> dict[str, pl.DataFrame]:
+    """The inputs of `flow`'s derivations, in their scope (`own`: the whole source, when at
+    hand, read again for an input that is the source itself; `ords`: only those records)."""
+    source = (flow.source.system, flow.source.entity)
+    return {
         item.name: _input(
-            wh, reads, item, own if (item.system, item.entity) == source else None, none
+            wh, reads, item, own if (item.system, item.entity) == source else None, ords
         ).filter(filters_expr(item.filters, context))
         for item in flow.inputs
     }
-    return SourceFrames(source=src, bad=bad, references=refs, inputs=extra)
 
 
 def target_frame(

@@ -27,9 +27,14 @@ from p2c_etl.model.keys import folded_record_key
 from p2c_etl.model.rejects import ROW
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.resources import contracts_dir
-from p2c_etl.stages.extract import EntityReads
+from p2c_etl.stages.extract import EntityReads, input_frames
 from p2c_etl.stages.prepare import staged_table
-from p2c_etl.stages.transform import filters_expr, lookup_key, reference_mapping
+from p2c_etl.stages.transform import (
+    derived_columns,
+    filters_expr,
+    lookup_key,
+    reference_mapping,
+)
 from p2c_etl.warehouse.mirror import HASH, ORD
 from p2c_etl.warehouse.store import Warehouse
 
@@ -98,41 +103,21 @@ def remember(wh: Warehouse, flow: Flow, print_: str | None, run_id: str) -> None
 # (`settled_rows`: the source row's hash, the target key it claims, folded as the target
 # compares keys, and the hash of that target record), those whose source row and target record
 # still have those hashes come out the same again: unchanged, or filtered out, claiming the same
-# key. That holds while the rest of what the flow's rows depend on is as it was (`context`:
-# code, settings, run context and the columns the flow reads of its references and inputs);
-# when it is not, every row is computed.
+# key. A source row's hash covers what the flow's derivations add to it (computed for every
+# row, vectorised, from the inputs as they are now), so a changed input recomputes only the
+# rows whose derived values moved; a changed reference recomputes only the rows that look up a
+# key whose entry changed (`LookupState`). That holds while code, settings and run context are
+# as they were (`context_print`); when they are not, every row is computed.
 
 FOLD = "__fold"
 T_HASH = "__t_hash"
 
 
-def context_print(
-    wh: Warehouse, flow: Flow, reads: EntityReads, settings: str, context: Context
-) -> str:
-    """The digest of what every row of `flow` depends on besides its own source row and
-    target record: code, settings, context, and the columns it reads of references and
-    inputs."""
-    digest = hashlib.sha256(fingerprint(flow, settings, context, []).encode())
-    narrow = narrowable(flow)
-    for lookup in flow.lookups:  # the others' changes are found row by row (`LookupState`)
-        if lookup not in narrow:
-            held = reads.digest(wh, (lookup.system, lookup.entity), list(lookup.columns))
-            digest.update(f"{lookup_id(lookup)}:{held}".encode())
-    for item in flow.inputs:
-        held = reads.digest(wh, (item.system, item.entity), list(item.columns))
-        digest.update(f"{item.name}:{held}".encode())
-    return digest.hexdigest()
-
-
-def narrowable(flow: Flow) -> tuple[Lookup, ...]:
-    """The lookups whose reference changes settle row by row: every field that uses one looks
-    up a value of the source row itself (not one a derivation adds)."""
-    derived = {c for d in flow.derive for c in d.adds}
-    return tuple(
-        lookup
-        for lookup in flow.lookups
-        if all(f.source not in derived for f in flow.fields if lookup in f.lookups)
-    )
+def context_print(flow: Flow, settings: str, context: Context) -> str:
+    """The digest of what every row of `flow` depends on besides its own source row (with
+    what its derivations add to it, from the inputs), its target record and the entries of
+    the references it looks up (`LookupState`): code, settings and context."""
+    return hashlib.sha256(fingerprint(flow, settings, context, []).encode()).hexdigest()
 
 
 def lookup_id(lookup: Lookup) -> str:
@@ -166,15 +151,15 @@ class LookupState:
 def lookup_states(
     wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
 ) -> tuple[LookupState, ...]:
-    """The state of each of `flow`'s narrowable lookups; a reference whose digest is the one
-    kept is not read."""
+    """The state of each of `flow`'s lookups; a reference whose digest is the one kept is not
+    read."""
     kept = dict(
         wh.con.execute(
             "SELECT lookup, digest FROM settled_lookups WHERE flow = ?", [flow.name]
         ).fetchall()
     )
     states = []
-    for lookup in narrowable(flow):
+    for lookup in flow.lookups:
         ident, entity = lookup_id(lookup), (lookup.system, lookup.entity)
         digest = reads.digest(wh, entity, list(lookup.columns))
         if kept.get(ident) == digest:
@@ -206,8 +191,10 @@ def looked_up(
     context: Context,
     settled: pl.Series,
     states: tuple[LookupState, ...],
+    derived: pl.DataFrame | None,
 ) -> pl.Series:
-    """Places (of `settled`) of the source rows that look up a key whose entry changed."""
+    """Places (of `settled`) of the source rows that look up a key whose entry changed
+    (`derived`: what the flow's derivations add to each source row, by `__ord`)."""
     changed = {s.id: s.changed for s in states if s.changed_digest}
     changed = {ident: keys for ident, keys in changed.items() if keys.len()}
     found = [pl.Series(ORD, [], pl.Int64)]
@@ -215,8 +202,11 @@ def looked_up(
     if not fields or settled.len() == 0:
         return found[0]
     source = (flow.source.system, flow.source.entity)
-    columns = sorted({f.source for f in fields if f.source})
+    added = set(derived.columns) - {ORD} if derived is not None else set()
+    columns = sorted({f.source for f in fields if f.source and f.source not in added})
     rows = reads.frame(wh, source, columns, settled, keep_ord=True)
+    if derived is not None:
+        rows = rows.join(derived, on=ORD, how="left")
     for item in fields:
         keys = pl.concat(
             [changed[lookup_id(lk)] for lk in item.lookups if lookup_id(lk) in changed]
@@ -292,7 +282,7 @@ class Plan:
     """The settled rows that were written last and are found held: kept again by the hash of
     their target record."""
     lookups: tuple[LookupState, ...] = ()
-    """The references of the flow's narrowable lookups, as this run maps with them."""
+    """The references of the flow's lookups, as this run maps with them."""
 
     @property
     def unchanged(self) -> int:
@@ -353,6 +343,12 @@ def plan_rows(
         "SELECT context_print FROM settled_flows WHERE flow = ?", [flow.name]
     ).fetchall()
     states = lookup_states(wh, flow, reads, context) if print_ is not None else ()
+    derived = None
+    if flow.derive and print_ is not None:
+        derived = _derived(wh, flow, reads, context)
+        if derived is None:  # derivations that add rows: every row, every time
+            return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
+        source = _with_derived(source, derived)
     if print_ is None or not stored or stored[0][0] != print_ or not all(s.known for s in states):
         return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
     state = wh.query(
@@ -374,8 +370,33 @@ def plan_rows(
     settled = pl.concat([settled, refreshed.select(ORD, "target_key", "filtered")])
     ords = source.join(settled, on=ORD, how="anti")[ORD]
     plan = Plan(ords, settled, source, target, print_, refreshed, states)
-    moved = looked_up(wh, flow, reads, context, settled[ORD], states)
+    moved = looked_up(wh, flow, reads, context, settled[ORD], states, derived)
     return plan.without(moved) if moved.len() else plan
+
+
+def _derived(
+    wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
+) -> pl.DataFrame | None:
+    """`__ord` and what `flow`'s derivations add to each source row (None: they add or drop
+    rows), from the whole source and its inputs, vectorised."""
+    entity = (flow.source.system, flow.source.entity)
+    source = reads.frame(wh, entity, flow.source_columns, keep_ord=True)
+    places, source = source[ORD], source.drop(ORD)
+    inputs = input_frames(wh, flow, reads, context, own=source)
+    added = derived_columns(flow, source, inputs, context)
+    return None if added is None else added.with_columns(places)
+
+
+def _with_derived(source: pl.DataFrame, derived: pl.DataFrame) -> pl.DataFrame:
+    """`source` (`__ord`, `__hash`) with each row's hash covering what its derivations add:
+    a row whose derived values changed (an input changed) is no longer the row settled."""
+    added = derived.select(ORD, derived.drop(ORD).hash_rows(_DERIVED_SEED).alias("__d"))
+    return source.join(added, on=ORD, how="left").select(
+        ORD, pl.struct(HASH, "__d").hash(_DERIVED_SEED).alias(HASH)
+    )
+
+
+_DERIVED_SEED = 0x5032_4445_5256
 
 
 def _written_and_held(

@@ -75,6 +75,18 @@ def derive(flow: Flow, source: pl.DataFrame, inputs: Inputs, context: Context) -
     return source
 
 
+def derived_columns(
+    flow: Flow, source: pl.DataFrame, inputs: Inputs, context: Context
+) -> pl.DataFrame | None:
+    """The columns `flow`'s derivations add, one row per row of `source` in its order; None
+    when they add or drop rows (which rows became which cannot be told)."""
+    marked = source.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_SOURCE_ROW))
+    derived = derive(flow, marked, inputs, context)
+    if _SOURCE_ROW not in derived.columns or not derived[_SOURCE_ROW].equals(marked[_SOURCE_ROW]):
+        return None
+    return derived.select(list(dict.fromkeys(c for d in flow.derive for c in d.adds)))
+
+
 def transform(
     flow: Flow,
     source: pl.DataFrame,

@@ -343,3 +343,29 @@ def test_a_diff_split_into_parts_by_key_gives_what_one_diff_gives(
     _same_result(parts, whole, demo_dir, whole_dir)
     assert _changes(demo_dir, parts.run_id) == _changes(whole_dir, whole.run_id)
     assert any(c.rejected for c in parts.flows)
+
+
+def test_a_changed_input_recomputes_only_the_rows_whose_derived_values_moved(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime]
+) -> None:
+    """A new account is an input of the contacts' routing (is the company an account?): no
+    contact's derived values change, so the contacts flows compute only the rows rejected
+    last time, and the run equals one on a fresh warehouse."""
+    _run(demo_dir, clock)
+    settled = _run(demo_dir, clock)
+
+    def new_account(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        new = {**rows[1], "accountid": "0d0a8c1e-4444-4e4e-9999-000000000004"}
+        return [*rows, {**new, "accountnumber": "ACC-09998-LATECO", "name": "Lateco"}]
+
+    _rewrite(demo_dir / "crm" / "accounts.jsonl", new_account)
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    said: list[str] = []
+    mine = run_batch(load_settings(demo_dir / "p2c.toml"), clock=clock, progress=said.append)
+    _same_result(mine, _run(fresh_dir, clock), demo_dir, fresh_dir)
+    for flow in ("contacts", "contact_customers"):
+        before = next(c for c in settled.flows if c.flow == flow)
+        assert [m for m in said if m.startswith(f"{flow}: computing ")] == [
+            f"{flow}: computing {before.rejected} of {before.source_rows} source rows "
+            "(the others are as they were)"
+        ]
