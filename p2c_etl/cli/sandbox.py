@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
+from p2c_etl.cli.output import errors_exit
 from p2c_etl.config import sandbox_secret
 from p2c_etl.resources import demo_fixtures_dir
 from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import serve
 
 
@@ -64,6 +66,16 @@ def sandbox() -> None:
     multiple=True,
     help="Refuse records whose FIELD equals VALUE (400 for that record).",
 )
+@click.option(
+    "--no-alternate-key",
+    "keyless",
+    metavar="ENTITY_SET",
+    multiple=True,
+    help="Serve this Dataverse entity set without its contract's alternate key, as a tenant "
+    "that declares none (so a seed may hold one key value twice). The demo company's accounts "
+    "are always served so.",
+)
+@errors_exit
 def sandbox_serve(
     crm_seed: Path | None,
     erp_seed: Path | None,
@@ -80,6 +92,7 @@ def sandbox_serve(
     error_rate: float,
     page_delay: float,
     reject: tuple[str, ...],
+    keyless: tuple[str, ...],
 ) -> None:
     """Serve both Web APIs on loopback until interrupted. The client secret is read from
     P2C_SANDBOX_SECRET (default: sandbox-secret). /_sandbox/faults and /_sandbox/stats need
@@ -99,8 +112,10 @@ def sandbox_serve(
         except ValueError:
             raise click.BadParameter("N/SECONDS, such as 20/1", param_hint="--throttle") from None
     seed = demo_fixtures_dir()
+    crm = crm_seed or seed / "crm"
+    demo = DEMO_ALTERNATE_KEYS if crm.resolve() == (seed / "crm").resolve() else {}
     serve(
-        crm_seed or seed / "crm",
+        crm,
         erp_seed or seed / "erp",
         host=host,
         crm_port=crm_port,
@@ -110,4 +125,5 @@ def sandbox_serve(
         client_id=client_id,
         client_secret=sandbox_secret(),
         faults=faults,
+        alternate_keys={**demo, **dict.fromkeys(keyless, ())},
     )

@@ -25,6 +25,7 @@ from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.model.summary import ReconcileSummary, RunSummary
 from p2c_etl.resources import contracts_dir, demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 INVOICE, ORDER, LINE, CUSTOMER = "INV-3005", "SO-2010", 2, "Fourth Coffee"
@@ -108,7 +109,9 @@ def month_end_demo(directory: Path, progress: Callable[[str], None]) -> Reconcil
 def http_demo(directory: Path, progress: Callable[[str], None]) -> RunSummary:
     secret = secrets.token_urlsafe(24)
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp", client_secret=secret) as sandbox:
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=secret, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
         progress(f"demo: sandbox: Dataverse at {sandbox.crm_url}, F&O at {sandbox.erp_url}")
         directory.mkdir(parents=True, exist_ok=True)
         config = directory / "p2c.toml"

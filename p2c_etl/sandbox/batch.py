@@ -12,6 +12,12 @@ Dataverse stops at the first failed request (or change set): the answer holds th
 up to and including the failure and nothing after it, unless the batch asks
 `Prefer: odata.continue-on-error`, which it then names in `Preference-Applied`. Every request
 inside a batch runs as the batch's caller (its `Authorization`).
+
+Both services speak OData 4.0, whose only batch format is multipart/mixed: Dataverse's
+"Execute batch operations using the Web API" requires it, and neither documents the JSON batch
+format of OData 4.01 (`Content-Type: application/json`, a body with `"requests"`). A batch
+in that format, or in any type but multipart/mixed, is refused with 415 and an OData error
+before any of its requests runs.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ def run_batch(req: ApiRequest, rules: BatchRules, handle: Handler, atomic: Atomi
     """Run every request of a `$batch` request and answer them in one multipart response."""
     if req.method != "POST":
         raise ODataError(405, "$batch takes POST", NOT_SUPPORTED)
+    _check_format(req.header("content-type") or "")
     items = parse_batch(
         req.header("content-type") or "", req.body, content_id_required=rules.content_id_required
     )
@@ -90,6 +97,22 @@ def run_batch(req: ApiRequest, rules: BatchRules, handle: Handler, atomic: Atomi
     if go_on and rules.stop_on_error:
         headers["Preference-Applied"] = "odata.continue-on-error"
     return ApiResponse(200, headers, _multipart(parts, boundary))
+
+
+def _check_format(content_type: str) -> None:
+    """Refuse (415) a batch body that is not multipart/mixed, naming the JSON format."""
+    kind = content_type.partition(";")[0].strip().lower()
+    if kind == "multipart/mixed":
+        return
+    if kind == "application/json":
+        message = (
+            "The JSON batch format (OData 4.01) is not supported: send $batch as "
+            "multipart/mixed with a boundary (OData 4.0)."
+        )
+    else:
+        shown = f"Content-Type {kind!r}" if kind else "no Content-Type"
+        message = f"A batch is multipart/mixed with a boundary, not {shown}."
+    raise ODataError(415, message, NOT_SUPPORTED)
 
 
 def _continues(req: ApiRequest) -> bool:

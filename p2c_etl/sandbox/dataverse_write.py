@@ -7,8 +7,10 @@ stored as the GUID in `_<nav>_value`, or for a polymorphic lookup such as
 `_x_value` itself, or any column the contract does not have, is refused as Dataverse does.
 
 Records are addressed by primary id (`accounts(<guid>)`) or by the alternate key, which is
-the contract's `keys` (`accounts(accountnumber='A-1')`; a lookup key part may be named
-`quoteid` or `_quoteid_value`).
+the contract's `keys` unless the tenant declares another or none (`Sandbox(alternate_keys=)`)
+(`accounts(accountnumber='A-1')`; a lookup key part may be named `quoteid` or
+`_quoteid_value`). Where a table has no alternate key, a key predicate other than the primary
+id is refused (400), as is a `*Multiple` target named by neither `@odata.id` nor its id.
 """
 
 from __future__ import annotations
@@ -161,6 +163,9 @@ class DataverseWriter:
             return {primary: values[primary]}
         if table.alternate_of(values) is not None:
             return {c: values[c] for c in table.alternate}
+        if not table.alternate:
+            message = f"A target needs @odata.id or {primary} ({type_name(table)} has no "
+            raise ODataError(400, message + "alternate key)", BAD_PAYLOAD)
         names = ", ".join(table.alternate)
         message = f"A target needs @odata.id, {primary} or the alternate key ({names})"
         raise ODataError(400, message, BAD_PAYLOAD)

@@ -4,9 +4,11 @@ Every entity set with a contract is served; those with a file start with its rec
 contract's columns are read exactly by the files connector (decimals as `Decimal`, dates as
 `date`); other columns of the file are kept as plain JSON values. Contract columns the file
 lacks are null. A Dataverse record without a primary id gets a new GUID. A file that cannot
-be read exactly, or that holds one key twice, is a `ConnectorError` naming the file. With
-`unique_alternate_keys`, so is a Dataverse file that holds one alternate key value twice (as
-a tenant with that key could not), naming the key and the value.
+be read exactly, or that holds one key twice, is a `ConnectorError` naming the file. So is a
+Dataverse file that holds one alternate key value twice, as a tenant with that key could not
+(unless `unique_alternate_keys` is off), naming the key and both records. A seed that holds
+such records is served as a tenant without that key: `alternate_keys={"accounts": ()}`, as
+`DEMO_ALTERNATE_KEYS` declares for the demo company (which plants one account number twice).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from p2c_etl.config import SystemName
 from p2c_etl.connectors.files import FilesConnector
 from p2c_etl.errors import ConnectorError, ContractError
 from p2c_etl.model.contracts import Contract, ContractSet
-from p2c_etl.sandbox.store import Journal, Store, Table
+from p2c_etl.sandbox.store import Journal, Key, Store, Table
+
+DEMO_ALTERNATE_KEYS: Mapping[str, tuple[str, ...]] = {"accounts": ()}
+"""The alternate keys of the demo company's Dataverse tenant where they differ from the
+contracts' `keys`: none on accounts, whose data plants account number ACC-01006-CONTOS on two
+accounts (a reject case of the demo), as only a tenant without that key can hold them."""
 
 
 def build_store(
@@ -33,7 +40,7 @@ def build_store(
     contracts: ContractSet,
     on_commit: Callable[[int], None],
     *,
-    unique_alternate_keys: bool = False,
+    unique_alternate_keys: bool = True,
     alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Store:
     """A store with one table per contract of `system`, seeded from `folder` (if given).
@@ -41,6 +48,10 @@ def build_store(
     names the entity set (an empty tuple: the tenant declares no alternate key there)."""
     journal = Journal(on_commit)
     connector = FilesConnector(system, folder, contracts) if folder is not None else None
+    served = {c.entity for c in contracts if c.system == system and c.primary_id is not None}
+    unknown = sorted(set(alternate_keys or {}) - served)
+    if unknown:
+        raise ContractError(f"{system}: no Dataverse entity set {', '.join(unknown)} to key")
     tables: dict[str, Table] = {}
     for contract in contracts:
         if contract.system != system:
@@ -73,7 +84,8 @@ def _seed(table: Table, connector: FilesConnector, unique_alternate: bool) -> No
     records, extras = read_records(connector, table.contract, path)
     table.extra_columns = extras
     guids = [c.name for c in table.contract.columns.values() if c.type == "guid"]
-    for values in records:
+    places: dict[Key, int] = {}
+    for place, values in enumerate(records, start=1):
         for name in guids:
             if isinstance(values.get(name), str):
                 values[name] = values[name].lower()
@@ -82,22 +94,31 @@ def _seed(table: Table, connector: FilesConnector, unique_alternate: bool) -> No
         if table.get(table.key_of(values)) is not None:
             raise ConnectorError(f"{path}: key {table.key_of(values)} occurs more than once")
         if unique_alternate:
-            _check_alternate(table, values, path)
+            _check_alternate(table, values, path, places, place)
         table.load(values)
+        places[table.key_of(values)] = place
 
 
-def _check_alternate(table: Table, values: dict[str, Any], path: Path) -> None:
+def _check_alternate(
+    table: Table, values: dict[str, Any], path: Path, places: Mapping[Key, int], place: int
+) -> None:
+    """Refuse record `place` when one already seeded has its alternate key, naming both
+    (their place in the file, counted from 1, and their primary id) and the key."""
     alternate = table.alternate_of(values)
     found = table.find(alternate) if alternate is not None else []
-    if found:
-        held = table.get(found[0])
-        assert held is not None
-        shown = ", ".join(f"{c} = {held.values[c]!r}" for c in table.alternate)
-        again = ", ".join(repr(values[c]) for c in table.alternate)
-        raise ConnectorError(
-            f"{path}: two records have the alternate key {shown} (the second as {again}); "
-            "an alternate key is unique"
-        )
+    if not found:
+        return
+    held = table.get(found[0])
+    assert held is not None
+    primary = table.primary or ""
+    shown = ", ".join(f"{c} = {held.values[c]!r}" for c in table.alternate)
+    first = f"record {places[found[0]]} ({primary} {held.values[primary]})"
+    again = ", ".join(repr(values[c]) for c in table.alternate)
+    second = f"record {place} ({primary} {values[primary]}, as {again})"
+    raise ConnectorError(
+        f"{path}: {first} and {second} have the same alternate key {shown}; an alternate "
+        f"key is unique (a tenant that holds both declares no such key on {table.name})"
+    )
 
 
 def read_records(

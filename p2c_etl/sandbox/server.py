@@ -65,15 +65,16 @@ class Sandbox:
         tls_key: Path | None = None,
         faults: Faults | None = None,
         contracts: ContractSet | None = None,
-        unique_alternate_keys: bool = False,
+        unique_alternate_keys: bool = True,
         alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
         delta_token_ttl: int | None = None,
         untracked: tuple[str, ...] = (),
     ) -> None:
-        """`unique_alternate_keys`: refuse a CRM seed that holds one alternate key value twice
-        (off by default: the demo data plants a duplicate account number). `alternate_keys`:
-        the alternate key of a Dataverse entity set where the tenant's differs from the
-        contract's `keys` (`{"accounts": ()}`: accounts have none). `delta_token_ttl`: a
+        """`unique_alternate_keys`: refuse a CRM seed that holds one alternate key value twice,
+        as a tenant with that key could not (off only to serve such data anyway).
+        `alternate_keys`: the alternate key of a Dataverse entity set where the tenant's
+        differs from the contract's `keys` (`{"accounts": ()}`: accounts have none; the demo
+        company's seed needs `seed.DEMO_ALTERNATE_KEYS`). `delta_token_ttl`: a
         delta token expires once more than this many record writes were committed after it
         was issued (None: never). `untracked`: Dataverse entity sets without change tracking."""
         if (tls_cert is None) != (tls_key is None):
@@ -278,8 +279,10 @@ def serve(
     faults: Faults | None = None,
     tenant: str = "sandbox",
     company: str = "usmf",
+    alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
 ) -> None:
-    """Run both servers until Ctrl-C or SIGTERM; prints their URLs on stderr."""
+    """Run both servers until Ctrl-C or SIGTERM; prints their URLs on stderr.
+    `alternate_keys` as for `Sandbox`."""
     sandbox = Sandbox(
         crm_seed,
         erp_seed,
@@ -293,6 +296,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         faults=faults,
+        alternate_keys=alternate_keys,
     )
     stopped = threading.Event()
     with sandbox, _stop_on_sigterm(stopped):

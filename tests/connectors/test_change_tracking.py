@@ -18,6 +18,7 @@ from p2c_etl.connectors.dataverse import DataverseConnector
 from p2c_etl.connectors.odata import RetryPolicy
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 from tests.sandbox.conftest import bearer_token
 
@@ -29,7 +30,9 @@ SEEDED = 40
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", None, client_secret=SECRET) as sb:
+    with Sandbox(
+        seed / "crm", None, client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sb:
         yield sb
 
 

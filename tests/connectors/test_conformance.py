@@ -24,6 +24,7 @@ from p2c_etl.connectors.odata import RetryPolicy
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.resources import demo_fixtures_dir
 from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 SECRET = "conformance-secret"
@@ -97,7 +98,9 @@ def _lines(path: Path) -> int:
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sb:
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sb:
         yield sb
 
 

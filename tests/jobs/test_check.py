@@ -8,6 +8,7 @@ from p2c_etl.cli import main
 from p2c_etl.config import SANDBOX_SECRET_ENV
 from p2c_etl.jobs.demo import http_config_text
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 
@@ -37,7 +38,9 @@ def test_a_column_gone_from_a_system_is_named_contract_drift(demo_dir: Path) -> 
 
 def test_check_over_http_authenticates_and_reads_the_metadata(tmp_path: Path) -> None:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp", client_secret="right") as sandbox:
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret="right", alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
         config = tmp_path / "p2c.toml"
         config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
         code, out, _ = check(config, {SANDBOX_SECRET_ENV: "right"})

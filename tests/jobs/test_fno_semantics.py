@@ -16,6 +16,7 @@ from p2c_etl.flows import flow_names
 from p2c_etl.jobs.demo import http_config_text
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.summary import FlowCounts
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 SECRET = "fno-semantics-secret"
@@ -51,7 +52,12 @@ def _add_customer(demo_dir: Path, number: str, name: str) -> None:
 @contextmanager
 def _over_http(demo_dir: Path) -> Iterator[tuple[Sandbox, Settings]]:
     """The demo company's systems served by a sandbox, and settings that reach them."""
-    with Sandbox(demo_dir / "crm", demo_dir / "erp", client_secret=SECRET) as sandbox:
+    with Sandbox(
+        demo_dir / "crm",
+        demo_dir / "erp",
+        client_secret=SECRET,
+        alternate_keys=DEMO_ALTERNATE_KEYS,
+    ) as sandbox:
         config = demo_dir / "p2c-http.toml"
         config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
         environ = {SANDBOX_SECRET_ENV: SECRET}

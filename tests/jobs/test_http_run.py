@@ -16,6 +16,7 @@ from p2c_etl.jobs.demo import http_config_text
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.resources import demo_fixtures_dir
 from p2c_etl.sandbox.faults import Faults
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 SECRET = "http-run-secret"
@@ -40,7 +41,9 @@ def _targets() -> set[tuple[str, str]]:
 def _sync(tmp_path: Path, faults: Faults | None) -> tuple[dict[Any, list[str]], dict[str, Any]]:
     """Run the demo over a fresh sandbox; the target entity sets afterwards, and the stats."""
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sandbox:
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
         if faults is not None:
             sandbox.faults.update(faults.as_dict())
         tmp_path.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,12 @@ def test_https_against_a_self_signed_sandbox_trusts_only_the_given_ca(tmp_path: 
     )
     seed = demo_fixtures_dir()
     with Sandbox(
-        seed / "crm", seed / "erp", client_secret=SECRET, tls_cert=cert, tls_key=key
+        seed / "crm",
+        seed / "erp",
+        client_secret=SECRET,
+        tls_cert=cert,
+        tls_key=key,
+        alternate_keys=DEMO_ALTERNATE_KEYS,
     ) as sandbox:
         assert sandbox.crm_url.startswith("https://")
         config = tmp_path / "p2c.toml"
@@ -118,7 +126,9 @@ def test_https_against_a_self_signed_sandbox_trusts_only_the_given_ca(tmp_path: 
 
 def test_retry_sends_again_only_the_writes_that_failed(tmp_path: Path) -> None:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sandbox:
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
         config = tmp_path / "p2c.toml"
         config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
         settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
@@ -141,3 +151,4 @@ def test_retry_sends_again_only_the_writes_that_failed(tmp_path: Path) -> None:
         assert again.written == 0
         missing = runner.invoke(main, ["retry", "--config", str(config), "--run", "no-such-run"])
         assert missing.exit_code == 2 and "there is no run no-such-run" in missing.stderr
+

@@ -27,6 +27,7 @@ from p2c_etl.jobs.migrate.job import run_migrate
 from p2c_etl.jobs.migrate.options import MigrateOptions
 from p2c_etl.model.contracts import ContractSet
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 SECRET = "migrate-secret"
@@ -409,7 +410,9 @@ def test_a_migration_over_http_through_a_429_storm_writes_each_record_once(
     by_files = run_migrate(
         load_settings(files / "p2c.toml"), MigrateOptions(export, CRM_FLOWS, chunk_rows=10)
     )
-    with Sandbox(http / "crm", http / "erp", client_secret=SECRET) as sandbox:
+    with Sandbox(
+        http / "crm", http / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
         # counted, so that the storm happens however fast or loaded the machine is
         sandbox.faults.update({"throttle_every": 4, "fail_every": 9, "retry_after": 0})
         config = http / "p2c.toml"

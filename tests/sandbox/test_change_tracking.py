@@ -13,6 +13,7 @@ import pytest
 
 from p2c_etl.resources import demo_fixtures_dir
 from p2c_etl.sandbox import Sandbox
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from tests.sandbox.conftest import Bearer
 
 TRACK = {"Prefer": "odata.track-changes"}
@@ -23,7 +24,7 @@ EDM = "http://docs.oasis-open.org/odata/ns/edm"
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", None) as sb:
+    with Sandbox(seed / "crm", None, alternate_keys=DEMO_ALTERNATE_KEYS) as sb:
         yield sb
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from p2c_etl.errors import ConnectorError
+from p2c_etl.errors import ConnectorError, ContractError
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 DV = "/api/data/v9.2/"
@@ -35,9 +36,9 @@ GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", None) as sb:
+def sandbox(keyed_seed: Path) -> Iterator[Sandbox]:
+    """The demo company, keyed by account number (see `keyed_demo`)."""
+    with Sandbox(keyed_seed / "crm", None) as sb:
         yield sb
 
 
@@ -429,6 +430,23 @@ def test_batch_stops_at_the_first_failure_unless_continue_on_error(
     assert {"BS-3", "BS-4"} <= numbers
 
 
+def test_a_batch_in_the_json_format_is_refused_before_it_runs(
+    sandbox: Sandbox, crm: httpx.Client
+) -> None:
+    """Dataverse's batch format is multipart/mixed (OData 4.0); the JSON batch format of
+    OData 4.01 (a body with "requests") is refused with an OData error, running nothing."""
+    create = {"id": "1", "method": "POST", "url": "accounts", "body": {"accountnumber": "JB-1"}}
+    headers = {"Content-Type": "application/json; odata.metadata=minimal"}
+    answer = crm.post("$batch", content=json.dumps({"requests": [create]}), headers=headers)
+    assert "JSON batch format" in odata_error(answer, 415)
+    assert answer.headers["Content-Type"].startswith("application/json")
+    assert "JB-1" not in {r["accountnumber"] for r in sandbox.records("crm", "accounts")}
+    plain = crm.post("$batch", content=b"GET accounts", headers={"Content-Type": "text/plain"})
+    assert "multipart/mixed" in odata_error(plain, 415)
+    no_boundary = crm.post("$batch", content=b"", headers={"Content-Type": "multipart/mixed"})
+    odata_error(no_boundary, 400)
+
+
 # --- 7. WhoAmI ---------------------------------------------------------------------------------
 
 
@@ -476,27 +494,66 @@ def test_errors_name_the_entity_type(crm: httpx.Client) -> None:
     assert "'Microsoft.Dynamics.CRM.account'" in message and "accounts'" not in message
 
 
-def test_strict_seed_refuses_a_duplicate_alternate_key(
-    tmp_path: Path, bearer: Callable[..., str]
-) -> None:
+def test_a_seed_with_one_alternate_key_value_twice_is_refused(tmp_path: Path) -> None:
     crm = tmp_path / "crm"
     crm.mkdir()
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
     rows = [
-        {"accountid": str(uuid.uuid4()), "accountnumber": "A-1", "name": "First"},
-        {"accountid": str(uuid.uuid4()), "accountnumber": "a-1 ", "name": "Second"},
+        {"accountid": first, "accountnumber": "A-1", "name": "First"},
+        {"accountid": str(uuid.uuid4()), "accountnumber": "B-1", "name": "Other"},
+        {"accountid": second, "accountnumber": "a-1 ", "name": "Second"},
     ]
     (crm / "accounts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(ConnectorError, match=r"accountnumber = 'A-1'.*'a-1 '"):
-        Sandbox(crm, None, unique_alternate_keys=True)
-    # a tenant that declares no alternate key on accounts holds both, as Dataverse would
-    with Sandbox(crm, None, unique_alternate_keys=True, alternate_keys={"accounts": ()}) as sb:
+    with pytest.raises(ConnectorError) as refused:
+        Sandbox(crm, None)
+    message = str(refused.value)
+    assert message.startswith(f"{crm / 'accounts.jsonl'}: ")
+    assert f"record 1 (accountid {first})" in message
+    assert f"record 3 (accountid {second}, as 'a-1 ')" in message
+    assert "alternate key accountnumber = 'A-1'" in message
+    # off on purpose, the same file is served with the key (both records under it)
+    assert len(Sandbox(crm, None, unique_alternate_keys=False).records("crm", "accounts")) == 3
+    with pytest.raises(ContractError, match="no Dataverse entity set acounts"):
+        Sandbox(crm, None, alternate_keys={"acounts": ()})
+
+
+def test_the_demo_company_declares_no_account_number_key(bearer: Callable[..., str]) -> None:
+    """The demo plants ACC-01006-CONTOS on two accounts (records 6 and 37): a tenant with
+    an alternate key on accountnumber could not hold them, so the sandbox refuses them with
+    that key and serves them as a tenant without it."""
+    crm = demo_fixtures_dir() / "crm"
+    with pytest.raises(ConnectorError, match=r"record 6 \(accountid e926d856.*record 37 "):
+        Sandbox(crm, None)
+    with Sandbox(crm, None, alternate_keys=DEMO_ALTERNATE_KEYS) as sb:
         headers = {"Authorization": f"Bearer {bearer(sb)}"}
         root = f"{sb.crm_url}{DV}"
         keys = httpx.get(root + "EntityDefinitions(LogicalName='account')/Keys", headers=headers)
-        assert keys.json()["value"] == []
-        by_key = httpx.get(root + "accounts(accountnumber='A-1')", headers=headers)
-        odata_error(by_key, 400)
-        assert len(httpx.get(root + "accounts", headers=headers).json()["value"]) == 2
+        assert keys.status_code == 200 and keys.json()["value"] == []
+        expanded = httpx.get(
+            root + "EntityDefinitions",
+            params={"$select": "LogicalName", "$expand": "Keys($select=KeyAttributes)"},
+            headers=headers,
+        ).json()["value"]
+        declared = {d["LogicalName"]: [k["KeyAttributes"] for k in d["Keys"]] for d in expanded}
+        assert declared["account"] == [] and declared["contact"] == [["msdynce_contactnumber"]]
+        by_key = httpx.get(root + "accounts(accountnumber='ACC-01006-CONTOS')", headers=headers)
+        assert "is not a key of" in odata_error(by_key, 400)
+        target = {"@odata.type": "Microsoft.Dynamics.CRM.account", "accountnumber": "N-1"}
+        upsert = httpx.post(
+            root + "accounts/Microsoft.Dynamics.CRM.UpsertMultiple",
+            json={"Targets": [target]},
+            headers=headers,
+        )
+        assert "account has no alternate key" in odata_error(upsert, 400)
+        same = httpx.get(
+            root + "accounts",
+            params={"$filter": "accountnumber eq 'ACC-01006-CONTOS'", "$select": "name"},
+            headers=headers,
+        ).json()["value"]
+        assert sorted(r["name"] for r in same) == [
+            "Contoso Pharmaceuticals",
+            "Contoso Pharmaceuticals East",
+        ]
 
 
 def test_apply_groupby_and_aggregate(sandbox: Sandbox, crm: httpx.Client) -> None:

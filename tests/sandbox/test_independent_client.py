@@ -14,13 +14,14 @@ import requests
 from odata import ODataService
 
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp") as sb:
+    with Sandbox(seed / "crm", seed / "erp", alternate_keys=DEMO_ALTERNATE_KEYS) as sb:
         yield sb
 
 

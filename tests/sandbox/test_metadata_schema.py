@@ -1,10 +1,13 @@
 """Both `$metadata` documents validate against the OASIS CSDL XML schemas (issue 14).
 
-The schemas are OASIS's own files, `edmx.xsd` and `edm.xsd` of the OData TC
-(docs.oasis-open.org/odata/odata-csdl-xml/v4.01/os/schemas/), kept beside this test in
-`schemas/`; they are not generated or abridged here. `edmx.xsd` is an XSD 1.1 document
-(`vc:minVersion="1.1"`), so it is read with xmlschema's XSD 1.1 validator. Without the two
-files the test is skipped, saying so.
+The schemas are OASIS's own files, `edmx.xsd` and `edm.xsd` of the OData TC (CSDL XML 4.01),
+not generated or abridged here. No PyPI or Debian package ships them; the npm package
+`odata-csdl` of the OData TC (its repository oasis-tcs/odata-csdl-schemas, licence: the OASIS
+IPR Policy) does, in `schemas/`. The test reads them from `tests/sandbox/schemas/` or from
+that package installed beside the repository (`npm install --no-save odata-csdl`, giving
+`node_modules/odata-csdl/schemas/`); without them it is skipped, saying so. They are read
+with xmlschema's XSD 1.1 validator (one OASIS edition of `edmx.xsd` declares
+`vc:minVersion="1.1"`; the validator reads XSD 1.0 documents as well).
 """
 
 from __future__ import annotations
@@ -17,23 +20,26 @@ import pytest
 import xmlschema
 
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
-SCHEMAS = Path(__file__).parent / "schemas"
+REPO = Path(__file__).resolve().parents[2]
+PLACES = (Path(__file__).parent / "schemas", REPO / "node_modules" / "odata-csdl" / "schemas")
 
 
 @pytest.fixture(scope="module")
 def schema() -> xmlschema.XMLSchema11:
-    edmx = SCHEMAS / "edmx.xsd"
-    if not (edmx.is_file() and (SCHEMAS / "edm.xsd").is_file()):
-        pytest.skip(f"the OASIS edmx.xsd and edm.xsd are not in {SCHEMAS}")
-    return xmlschema.XMLSchema11(str(edmx))
+    for folder in PLACES:
+        if (folder / "edmx.xsd").is_file() and (folder / "edm.xsd").is_file():
+            return xmlschema.XMLSchema11(str(folder / "edmx.xsd"))
+    shown = " or ".join(str(p) for p in PLACES)
+    pytest.skip(f"the OASIS edmx.xsd and edm.xsd are not in {shown} (npm package odata-csdl)")
 
 
 @pytest.fixture(scope="module")
 def documents(bearer: Callable[..., str]) -> Iterator[dict[str, bytes]]:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp") as sb:
+    with Sandbox(seed / "crm", seed / "erp", alternate_keys=DEMO_ALTERNATE_KEYS) as sb:
         token = bearer(sb)
         headers = {"Authorization": f"Bearer {token}"}
         yield {

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 ADVENT = "72fb2ffc-e9fd-5d17-a983-b1fccbb565f6"
@@ -53,6 +54,7 @@ DATAVERSE: list[tuple[str, str, int]] = [
     ("GET", "EntityDefinitions(LogicalName='account')/OneToManyRelationships", 501),
     ("GET", "EntityDefinitions(LogicalName='account')/ManyToManyRelationships", 501),
     ("POST", "accounts/Microsoft.Dynamics.CRM.DeleteMultiple", 501),
+    ("POST", "$batch", 415),  # a JSON-format batch (OData 4.01): {} as application/json
     ("GET", "accounts?$deltatoken=1", 400),
     ("GET", "accounts/$count?$deltatoken=1", 501),
     ("GET", "accounts?$filter=name eq 'x'&$deltatoken=1", 400),
@@ -83,6 +85,7 @@ FINOPS: list[tuple[str, str, int]] = [
     ("GET", f"{CUSTOMER}?$filter=CustomerGroupId eq '10'", 400),
     ("GET", f"{CUSTOMER}/OrganizationName", 404),
     ("GET", "CustomersV2/$count?$top=1", 400),
+    ("POST", "$batch", 415),
     ("POST", "$metadata", 405),
 ]
 
@@ -90,7 +93,7 @@ FINOPS: list[tuple[str, str, int]] = [
 @pytest.fixture(scope="module")
 def clients(bearer: Callable[..., str]) -> Iterator[dict[str, httpx.Client]]:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp") as sb:
+    with Sandbox(seed / "crm", seed / "erp", alternate_keys=DEMO_ALTERNATE_KEYS) as sb:
         headers = {"Authorization": f"Bearer {bearer(sb)}", "Accept": "application/json"}
         with (
             httpx.Client(base_url=f"{sb.crm_url}/api/data/v9.2/", headers=headers) as crm,

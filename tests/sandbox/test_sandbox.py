@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from p2c_etl.config import SANDBOX_SECRET_ENV
 from p2c_etl.resources import demo_fixtures_dir
 from p2c_etl.sandbox.faults import Faults
 from p2c_etl.sandbox.server import Sandbox
@@ -30,11 +32,9 @@ USD = "e41e0412-30b0-5558-9163-aba72f877897"
 
 
 @pytest.fixture(scope="module")
-def seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("seeds")
-    for system in ("crm", "erp"):
-        shutil.copytree(demo_fixtures_dir() / system, root / system)
-    return root
+def seeds(keyed_seed: Path) -> Path:
+    """The demo company, keyed by account number (see `keyed_demo`)."""
+    return keyed_seed
 
 
 @pytest.fixture(scope="module")
@@ -716,3 +716,45 @@ def test_serve_prints_its_urls_and_stops_on_sigterm(seeds: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0  # a bound for a loaded machine, not a timing
+
+
+SERVE = [sys.executable, "-m", "p2c_etl", "sandbox", "serve", "--crm-port", "0", "--erp-port", "0"]
+PLAIN_ENV = {k: v for k, v in os.environ.items() if k != SANDBOX_SECRET_ENV}  # sandbox-secret
+
+
+def _serve(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([*SERVE, *args], stderr=subprocess.PIPE, text=True, env=PLAIN_ENV)
+
+
+def _account_keys(process: subprocess.Popen[str]) -> list[list[str]]:
+    """The alternate keys `p2c sandbox serve` declares on accounts; stops it."""
+    try:
+        assert process.stderr is not None
+        lines = [process.stderr.readline() for _ in range(3)]
+        root, token_url = lines[0].split()[-1], lines[2].split()[-1]
+        token = httpx.post(token_url, data=token_form()).json()["access_token"]
+        keys = httpx.get(
+            root + "EntityDefinitions(LogicalName='account')/Keys",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert keys.status_code == 200, keys.text
+        return [k["KeyAttributes"] for k in keys.json()["value"]]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0  # a bound for a loaded machine, not a timing
+
+
+def test_serve_cli_declares_no_account_number_key_for_the_demo_data(tmp_path: Path) -> None:
+    """`p2c sandbox serve` of the demo company serves accounts without an alternate key (it
+    plants one account number twice); another folder holding that is refused, naming the
+    file, unless `--no-alternate-key accounts` says the tenant has none."""
+    assert _account_keys(_serve()) == []
+    copy = tmp_path / "crm"
+    shutil.copytree(demo_fixtures_dir() / "crm", copy)
+    refused = subprocess.run(
+        [*SERVE, "--crm", str(copy)], capture_output=True, text=True, timeout=120, env=PLAIN_ENV
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert str(copy / "accounts.jsonl") in refused.stderr
+    assert "alternate key accountnumber = 'ACC-01006-CONTOS'" in refused.stderr
+    assert _account_keys(_serve("--crm", str(copy), "--no-alternate-key", "accounts")) == []

@@ -11,6 +11,7 @@ from p2c_etl.jobs.demo import http_config_text
 from p2c_etl.jobs.reconcile.job import run_reconcile
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.resources import demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
 SECRET = "reconcile-secret"
@@ -57,7 +58,9 @@ def _month_end_by_hand(sandbox: Sandbox) -> None:
 
 def test_the_month_end_edits_are_found_over_http(tmp_path: Path) -> None:
     seed = demo_fixtures_dir()
-    with Sandbox(seed / "crm", seed / "erp", client_secret=SECRET) as sandbox:
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
         config = tmp_path / "p2c.toml"
         config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
         settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
