@@ -73,18 +73,25 @@ def compare_flow(wh: Warehouse, run_id: str, flow: Flow, target: pl.DataFrame) -
 def key_parts(
     flow: Flow, parts: int, staged: pl.DataFrame, target: pl.DataFrame, claimed: pl.DataFrame
 ) -> list[tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]]:
-    """(staged, target, claimed) split into `parts` by a hash of the folded key."""
+    """(staged, target, claimed) split into `parts` by a hash of the key as text, folded:
+    the staged and target keys as the diff types them (the staged types), the claimed ones
+    as text, which is how the diff matches claims (`diff._without_claimed`)."""
     if parts == 1:
         return [(staged, target, claimed)]
-    part = (pl.struct(folded_keys(flow.keys, staged.schema)).hash(_PART_SEED) % parts).alias(
-        "__part"
-    )
 
-    def split(frame: pl.DataFrame) -> dict[int, pl.DataFrame]:
+    def split(frame: pl.DataFrame, typed: bool) -> dict[int, pl.DataFrame]:
+        text = [
+            (pl.col(k).cast(staged.schema[k]) if typed else pl.col(k))
+            .cast(pl.String)
+            .str.strip_chars_end(" ")
+            .str.to_lowercase()
+            for k in flow.keys
+        ]
+        part = (pl.struct(text).hash(_PART_SEED) % parts).alias("__part")
         pieces = frame.with_columns(part).partition_by("__part", as_dict=True, include_key=False)
         return {int(str(k[0])): v for k, v in pieces.items()}
 
-    sides = [split(staged), split(target), split(claimed)]
+    sides = [split(staged, True), split(target, True), split(claimed, False)]
     return [
         (
             sides[0].get(i, staged.clear()),

@@ -12,22 +12,30 @@ rejects; a target, reference or input entity set with such records stops the flo
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import polars as pl
 
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.badrows import SOURCE_BAD_SCHEMA, SOURCE_FILE, unreadable
-from p2c_etl.connectors.base import Connector
+from p2c_etl.connectors.base import ChangeRead, Connector
 from p2c_etl.errors import ConnectorError
 from p2c_etl.model.flow import Context, Flow, Input
 from p2c_etl.model.rejects import LINE
 from p2c_etl.stages.transform import filters_expr
-from p2c_etl.warehouse.mirror import Mirrored, mirror_digest, read_mirror, update_mirror
-from p2c_etl.warehouse.store import Warehouse
+from p2c_etl.warehouse.mirror import (
+    Mirrored,
+    apply_changes,
+    mirror_digest,
+    mirror_rows,
+    read_mirror,
+    update_mirror,
+)
+from p2c_etl.warehouse.store import DeltaRead, Warehouse, delta_link, keep_delta_link
 
 Entity = tuple[SystemName, str]
 
@@ -127,16 +135,54 @@ class EntityReads:
         if done is not None and fits and (missing_ok or not done.maybe_missing):
             return done
         system, name = entity
+        connector = self.connectors[system]
+        if isinstance(connector, TracksChanges) and self._trackable(wh, entity, missing_ok):
+            mirrored = self._read_changes(wh, run_id, connector, entity, columns, now)
+            done = Read(mirrored, _no_bad_rows(), tuple(columns), False)
+            self._reads[entity] = done
+            return done
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
-        frame = self.connectors[system].snapshot(
-            name, columns, missing_ok=missing_ok, on_bad=bad.append
-        )
+        frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
         bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
-        digest = hashlib.sha256(bad_rows.write_csv().encode()).hexdigest()
+        digest = _bad_digest(bad_rows)
         mirrored = update_mirror(wh, self.system(system), name, frame, digest, run_id, now())
         done = Read(mirrored, bad_rows, tuple(columns), missing_ok and frame.height == 0)
         self._reads[entity] = done
         return done
+
+    def _trackable(self, wh: Warehouse, entity: Entity, missing_ok: bool) -> bool:
+        """Read through change tracking: never for a reconciliation (an audit reads all, and
+        keeps no link), and for an entity set that may not exist only once it was found."""
+        if self.namespace:
+            return False
+        return not missing_ok or mirror_rows(wh, *entity) > 0
+
+    def _read_changes(
+        self,
+        wh: Warehouse,
+        run_id: str,
+        connector: TracksChanges,
+        entity: Entity,
+        columns: list[str],
+        now: Callable[[], datetime],
+    ) -> Mirrored:
+        """Read the changes since the last delta link into the mirror (or all of it, when
+        there is no link or it cannot be used), and keep the new link."""
+        system, name = entity
+        listed = ",".join(columns)
+        link = delta_link(wh, system, name, listed)
+        read = connector.read_changes(name, columns, link)
+        mirrored = None
+        if read.kind == "delta":
+            mirrored = apply_changes(wh, system, name, read.frame, read.deleted, run_id, now())
+            if mirrored is None:  # the mirror cannot take it: read in full
+                read = connector.read_changes(name, columns, None)
+        if mirrored is None:
+            digest = _bad_digest(_no_bad_rows())
+            mirrored = update_mirror(wh, system, name, read.frame, digest, run_id, now())
+        how = DeltaRead(read.kind, read.link, read.frame.height, read.deleted.len(), read.reason)
+        keep_delta_link(wh, system, name, listed, how, run_id, now())
+        return mirrored
 
     def bad(self, entity: Entity) -> pl.DataFrame:
         """The unreadable records of the entity set in this run's read (SOURCE_BAD_SCHEMA)."""
@@ -162,6 +208,21 @@ class EntityReads:
     def versions(self, entities: Iterable[Entity]) -> list[tuple[str, str, int]]:
         """(system, entity set, mirror version) of each entity set read this run."""
         return [(s, e, self._reads[(s, e)].mirrored.version) for s, e in entities]
+
+
+@runtime_checkable
+class TracksChanges(Protocol):
+    """A connector that reads changes since a delta link (Dataverse's change tracking)."""
+
+    def read_changes(self, entity: str, columns: Sequence[str], link: str | None) -> ChangeRead: ...
+
+
+def _no_bad_rows() -> pl.DataFrame:
+    return pl.DataFrame(schema=SOURCE_BAD_SCHEMA)
+
+
+def _bad_digest(bad_rows: pl.DataFrame) -> str:
+    return hashlib.sha256(bad_rows.write_csv().encode()).hexdigest()
 
 
 def _refuse_bad(read: Read, system: str, entity: str, role: str) -> None:

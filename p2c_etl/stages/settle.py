@@ -34,6 +34,7 @@ from p2c_etl.stages.transform import (
     filters_expr,
     lookup_key,
     reference_mapping,
+    resolve,
 )
 from p2c_etl.warehouse.mirror import HASH, ORD
 from p2c_etl.warehouse.store import Warehouse
@@ -161,7 +162,7 @@ def lookup_states(
     states = []
     for lookup in flow.lookups:
         ident, entity = lookup_id(lookup), (lookup.system, lookup.entity)
-        digest = reads.digest(wh, entity, list(lookup.columns))
+        digest = _entries_digest(lookup, reads.digest(wh, entity, list(lookup.columns)), context)
         if kept.get(ident) == digest:
             states.append(LookupState(ident, digest, True))
             continue
@@ -182,6 +183,15 @@ def lookup_states(
 
 
 _KEY_SEED = 0x5032_4B45_5953
+
+
+def _entries_digest(lookup: Lookup, reference: str, context: Context) -> str:
+    """What a lookup's entries depend on: the columns of its reference (`reference`, their
+    digest), the values its filters take in this run (a company), and the code that makes
+    the entries (how keys are normalised)."""
+    scope = [(f.column, f.op, repr(resolve(f.value, context))) for f in lookup.filters]
+    text = f"{code_digest()}|{reference}|{scope!r}"
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def looked_up(
@@ -344,11 +354,12 @@ def plan_rows(
     ).fetchall()
     states = lookup_states(wh, flow, reads, context) if print_ is not None else ()
     derived = None
-    if flow.derive and print_ is not None:
-        derived = _derived(wh, flow, reads, context)
-        if derived is None:  # derivations that add rows: every row, every time
+    whole = bool(stored) and stored[0][0] is None  # its rows could not be told apart last time
+    if flow.derive and print_ is not None and not whole:
+        hashed = _derived_hashes(wh, flow, reads, context)
+        if hashed is None:  # derivations that add rows: every row, every time
             return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
-        source = _with_derived(source, derived)
+        source, derived = hashed
     if print_ is None or not stored or stored[0][0] != print_ or not all(s.known for s in states):
         return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
     state = wh.query(
@@ -370,6 +381,8 @@ def plan_rows(
     settled = pl.concat([settled, refreshed.select(ORD, "target_key", "filtered")])
     ords = source.join(settled, on=ORD, how="anti")[ORD]
     plan = Plan(ords, settled, source, target, print_, refreshed, states)
+    if derived is None and _looks_up_derived(flow, states):
+        derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, settled[ORD], states, derived)
     return plan.without(moved) if moved.len() else plan
 
@@ -385,6 +398,51 @@ def _derived(
     inputs = input_frames(wh, flow, reads, context, own=source)
     added = derived_columns(flow, source, inputs, context)
     return None if added is None else added.with_columns(places)
+
+
+def _looks_up_derived(flow: Flow, states: tuple[LookupState, ...]) -> bool:
+    """Some changed entry is looked up by a value a derivation adds."""
+    changed = {s.id for s in states if s.changed_digest and s.changed.len()}
+    adds = {c for d in flow.derive for c in d.adds}
+    return any(
+        f.source in adds and any(lookup_id(lk) in changed for lk in f.lookups) for f in flow.fields
+    )
+
+
+def _derived_hashes(
+    wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
+) -> tuple[pl.DataFrame, pl.DataFrame | None] | None:
+    """(`__ord`, `__hash` of each source row with what its derivations add) and the derived
+    columns; None when the derivations add or drop rows. The hashes are kept with a print of
+    the versions of the source and inputs they were made from (and code and context): while
+    those hold, they are read back and the derivations are not run again (the derived
+    columns are then not at hand: None; they are made when a changed lookup entry is looked
+    up by one, `_looks_up_derived`)."""
+    entities = [
+        (flow.source.system, flow.source.entity),
+        *((i.system, i.entity) for i in flow.inputs),
+    ]
+    made_from = fingerprint(flow, "", context, reads.versions(dict.fromkeys(entities)))
+    kept = wh.con.execute(
+        "SELECT made_from FROM derived_prints WHERE flow = ?", [flow.name]
+    ).fetchall()
+    if kept and kept[0][0] == made_from:
+        held = wh.query(
+            f'SELECT "{ORD}", "{HASH}" FROM derived_hashes WHERE flow = ? ORDER BY "{ORD}"',
+            [flow.name],
+        )
+        return held.cast({ORD: pl.Int64, HASH: pl.UInt64}), None
+    derived = _derived(wh, flow, reads, context)
+    if derived is None:
+        return None
+    entity = (flow.source.system, flow.source.entity)
+    source = _with_derived(reads.frame(wh, entity, [HASH], keep_ord=True), derived)
+    with wh.transaction():
+        wh.con.execute("DELETE FROM derived_hashes WHERE flow = ?", [flow.name])
+        wh.con.execute("DELETE FROM derived_prints WHERE flow = ?", [flow.name])
+        wh.append("derived_hashes", source.select(pl.lit(flow.name).alias("flow"), ORD, HASH))
+        wh.con.execute("INSERT INTO derived_prints VALUES (?, ?)", [flow.name, made_from])
+    return source, derived
 
 
 def _with_derived(source: pl.DataFrame, derived: pl.DataFrame) -> pl.DataFrame:

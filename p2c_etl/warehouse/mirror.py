@@ -114,6 +114,74 @@ def update_mirror(
     return Mirrored(table, version, hashed.height, inserted, max(deleted, 0))
 
 
+def apply_changes(
+    wh: Warehouse,
+    system: str,
+    entity: str,
+    changed: pl.DataFrame,
+    deleted: pl.Series,
+    run_id: str,
+    at: datetime,
+) -> Mirrored | None:
+    """Apply a delta to the mirror of (`system`, `entity`): the records of `deleted` (primary
+    ids; the series is named after the id column) and the earlier versions of the `changed`
+    ones leave it, the `changed` ones join it at the end. Applying a delta twice gives the
+    same mirror. None when the mirror cannot take it (none yet, or other columns): read in
+    full."""
+    table, ident = mirror_table(system, entity), deleted.name
+    known = wh.con.execute(
+        "SELECT schema_text, version FROM mirrors WHERE system = ? AND entity = ?",
+        [system, entity],
+    ).fetchall()
+    usable = known and mirror_exists(wh, system, entity) and ident in changed.columns
+    if not usable or known[0][0] != _schema_text(changed):
+        return None
+    version = int(known[0][1])
+    changed = changed.with_columns(changed.hash_rows(_SEED).alias(HASH))
+    held = _held(wh, table, ident, changed[ident])  # a record changed in columns not read
+    changed = changed.join(held, on=[ident, HASH], how="anti")
+    ids = pl.concat([changed[ident].cast(pl.String), deleted.cast(pl.String)]).unique()
+    with wh.transaction():
+        wh.con.register("__ids", pl.DataFrame({"id": ids}).to_arrow())
+        try:
+            where = f'FROM "{table}" WHERE "{ident}" IN (SELECT id FROM __ids)'
+            gone = int(wh.con.execute(f"SELECT count(*) {where}").fetchall()[0][0])
+            wh.con.execute(f"DELETE {where}")
+        finally:
+            wh.con.unregister("__ids")
+        if gone == 0 and changed.height == 0:
+            rows = int(wh.con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])
+            return Mirrored(table, version, rows, 0, 0)
+        start = int(
+            wh.con.execute(f'SELECT coalesce(max("{ORD}") + 1, 0) FROM "{table}"').fetchall()[0][0]
+        )
+        wh.append(
+            f'"{table}"',
+            changed.with_columns(
+                pl.int_range(start, start + changed.height, dtype=pl.Int64).alias(ORD)
+            ),
+        )
+        rows = int(wh.con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])
+        version += 1
+        wh.con.execute(
+            "UPDATE mirrors SET version = ?, row_count = ?, run_id = ?, changed_at = ?, "
+            "pairs_digest = NULL WHERE system = ? AND entity = ?",
+            [version, rows, run_id, at, system, entity],
+        )
+    return Mirrored(table, version, rows, changed.height, gone)
+
+
+def _held(wh: Warehouse, table: str, ident: str, ids: pl.Series) -> pl.DataFrame:
+    """(id, hash) of the mirror's records with those ids."""
+    wh.con.register("__ids", pl.DataFrame({"id": ids.cast(pl.String)}).to_arrow())
+    try:
+        return wh.query(
+            f'SELECT "{ident}", "{HASH}" FROM "{table}" WHERE "{ident}" IN (SELECT id FROM __ids)'
+        )
+    finally:
+        wh.con.unregister("__ids")
+
+
 def _pairs_digest(hashed: pl.DataFrame) -> str:
     """A digest of every record's (place, hash): the row hashes in the order read."""
     values = hashed[HASH].rechunk().to_arrow()  # UInt64, never null: one data buffer
@@ -129,6 +197,14 @@ def mirror_exists(wh: Warehouse, system: str, entity: str) -> bool:
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [mirror_table(system, entity)]
     ).fetchall()
     return bool(rows[0][0])
+
+
+def mirror_rows(wh: Warehouse, system: str, entity: str) -> int:
+    """The records the mirror holds (0: none, or no mirror yet)."""
+    rows = wh.con.execute(
+        "SELECT row_count FROM mirrors WHERE system = ? AND entity = ?", [system, entity]
+    ).fetchall()
+    return int(rows[0][0]) if rows and mirror_exists(wh, system, entity) else 0
 
 
 def mirror_version(wh: Warehouse, system: str, entity: str) -> int:

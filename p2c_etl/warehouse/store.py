@@ -7,6 +7,8 @@
                     unmapped values are its own, unchanged)
     mirrors         catalog of the mirrors: per system and entity set, what p2c-etl last
                     read of it, a row hash per record, updated in place (`mirror`)
+    delta_links     per system, entity set and column list, the Dataverse delta link the
+                    next run reads the changes through, and how the last read was made
     settled_flows   per flow, the fingerprint of its inputs when it last found nothing to
                     do, and that run; the context print its settled rows hold under
     settled_rows    per flow, the source rows its last computation found unchanged or
@@ -42,7 +44,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -109,12 +111,19 @@ CREATE TABLE IF NOT EXISTS mirrors (
     bad_digest VARCHAR NOT NULL, run_id VARCHAR NOT NULL, changed_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (system, entity));
 ALTER TABLE mirrors ADD COLUMN IF NOT EXISTS pairs_digest VARCHAR;
+CREATE TABLE IF NOT EXISTS delta_links (
+    system VARCHAR NOT NULL, entity VARCHAR NOT NULL, columns VARCHAR NOT NULL,
+    link VARCHAR, kind VARCHAR NOT NULL, changes BIGINT NOT NULL, deletes BIGINT NOT NULL,
+    reason VARCHAR, run_id VARCHAR NOT NULL, read_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS settled_flows (
     flow VARCHAR PRIMARY KEY, fingerprint VARCHAR, run_id VARCHAR NOT NULL,
     context_print VARCHAR);
 CREATE TABLE IF NOT EXISTS settled_rows (
     flow VARCHAR NOT NULL, source_hash UBIGINT NOT NULL, target_key VARCHAR,
     target_hash UBIGINT, filtered BOOLEAN NOT NULL, values_hash UBIGINT);
+CREATE TABLE IF NOT EXISTS derived_prints (flow VARCHAR NOT NULL, made_from VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS derived_hashes (
+    flow VARCHAR NOT NULL, __ord BIGINT NOT NULL, __hash UBIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS settled_lookups (
     flow VARCHAR NOT NULL, lookup VARCHAR NOT NULL, digest VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS settled_lookup_keys (
@@ -152,6 +161,60 @@ def _reconcile_alive(warehouse: Path, rec_id: str) -> bool:
 def audit_namespace(run_id: str) -> str:
     """The namespace of a reconciliation's own mirrors (`jobs.reconcile.records`)."""
     return f"audit {run_id}"
+
+
+def delta_link(wh: Warehouse, system: str, entity: str, columns: str) -> str | None:
+    """The delta link the last read of `columns` of (`system`, `entity`) left, if any."""
+    rows = wh.con.execute(
+        "SELECT link FROM delta_links WHERE system = ? AND entity = ? AND columns = ?",
+        [system, entity, columns],
+    ).fetchall()
+    return str(rows[0][0]) if rows and rows[0][0] is not None else None
+
+
+def keep_delta_link(
+    wh: Warehouse,
+    system: str,
+    entity: str,
+    columns: str,
+    read: DeltaRead,
+    run_id: str,
+    at: datetime,
+) -> None:
+    """Keep the link a read gave, and how it was read, replacing the one for the same
+    columns."""
+    with wh.transaction():
+        wh.con.execute(
+            "DELETE FROM delta_links WHERE system = ? AND entity = ? AND columns = ?",
+            [system, entity, columns],
+        )
+        wh.con.execute(
+            "INSERT INTO delta_links VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                system,
+                entity,
+                columns,
+                read.link,
+                read.kind,
+                read.changes,
+                read.deletes,
+                read.reason,
+                run_id,
+                at,
+            ],
+        )
+
+
+@dataclass(frozen=True)
+class DeltaRead:
+    """How an entity set was read through change tracking: `kind` full or delta, the link
+    for the next read, the records changed and deleted, and why a full read was made."""
+
+    kind: str
+    link: str | None
+    changes: int
+    deletes: int
+    reason: str | None
 
 
 def table_name(*parts: str) -> str:

@@ -3,6 +3,8 @@
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from p2c_etl.cli import main
-from p2c_etl.config import SANDBOX_SECRET_ENV, load_settings
+from p2c_etl.config import SANDBOX_SECRET_ENV, Settings, load_settings
 from p2c_etl.flows import ALL_FLOWS, flow_names
 from p2c_etl.jobs.demo import http_config_text
 from p2c_etl.jobs.run import run_batch
@@ -32,6 +34,19 @@ def test_demo_over_http_has_the_files_demo_summary(
     summary = json.loads(result.stdout)
     assert {f.pop("flow"): f for f in summary["flows"]} == expected_first_run
     assert Path(summary["report"]["html"]).is_file()
+
+
+@contextmanager
+def _demo_over_http(tmp_path: Path) -> Iterator[tuple[Sandbox, Settings]]:
+    """A sandbox seeded with the demo company, and the settings of a run against it."""
+    seed = demo_fixtures_dir()
+    with Sandbox(
+        seed / "crm", seed / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
+    ) as sandbox:
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        config = tmp_path / "p2c.toml"
+        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
+        yield sandbox, load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
 
 
 def _targets() -> set[tuple[str, str]]:
@@ -125,13 +140,8 @@ def test_https_against_a_self_signed_sandbox_trusts_only_the_given_ca(tmp_path: 
 
 
 def test_retry_sends_again_only_the_writes_that_failed(tmp_path: Path) -> None:
-    seed = demo_fixtures_dir()
-    with Sandbox(
-        seed / "crm", seed / "erp", client_secret=SECRET, alternate_keys=DEMO_ALTERNATE_KEYS
-    ) as sandbox:
-        config = tmp_path / "p2c.toml"
-        config.write_text(http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url))
-        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+    config = tmp_path / "p2c.toml"
+    with _demo_over_http(tmp_path) as (sandbox, settings):
         sandbox.faults.reject = {"name": "Outdoor Speaker Pair"}  # D0014, a new product
         first = run_batch(settings, flows=["products"])
         (counts,) = first.flows
@@ -152,3 +162,52 @@ def test_retry_sends_again_only_the_writes_that_failed(tmp_path: Path) -> None:
         missing = runner.invoke(main, ["retry", "--config", str(config), "--run", "no-such-run"])
         assert missing.exit_code == 2 and "there is no run no-such-run" in missing.stderr
 
+
+def test_a_night_reads_only_what_changed_in_dataverse_through_its_delta_link(
+    tmp_path: Path,
+) -> None:
+    """The first run reads Dataverse with change tracking and keeps each entity set's delta
+    link; after an account is renamed through the Web API, the next run reads that one
+    account (not all of them) and carries the change to F&O."""
+    import duckdb
+    import httpx
+
+    seed = demo_fixtures_dir()
+    first = json.loads((seed / "crm" / "accounts.jsonl").read_text().splitlines()[0])
+    with _demo_over_http(tmp_path) as (sandbox, settings):
+        run_batch(settings)
+        run_batch(settings)
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": "p2c-sandbox",
+            "client_secret": SECRET,
+            "scope": f"{sandbox.crm_url}/.default",
+        }
+        token = httpx.post(sandbox.token_url, data=form).json()["access_token"]
+        renamed = httpx.patch(
+            f"{sandbox.crm_url}/api/data/v9.2/accounts({first['accountid']})",
+            json={"name": "Renamed through the Web API"},
+            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
+        )
+        assert renamed.status_code == 204, renamed.text
+        sandbox.reset_stats()
+        night = run_batch(settings)
+        returned = sandbox.stats()["crm"]["records_returned"]
+        held = [r for r in sandbox.records("erp", "CustomersV2")]
+    accounts = next(c for c in night.flows if c.flow == "accounts")
+    assert accounts.updated == 1 and returned.get("accounts") == 1
+    number = first["accountnumber"]
+    assert any(
+        r["CustomerAccount"] == number and r["OrganizationName"] == "Renamed through the Web API"
+        for r in held
+    )
+    con = duckdb.connect(str(tmp_path / "p2c.duckdb"), read_only=True)
+    try:
+        how = con.execute(
+            "SELECT kind, changes, deletes FROM delta_links WHERE system = 'crm' "
+            "AND entity = 'accounts' AND run_id = ?",
+            [night.run_id],
+        ).fetchall()
+    finally:
+        con.close()
+    assert how == [("delta", 1, 0)]

@@ -194,3 +194,24 @@ def test_a_diff_in_parts_keeps_each_key_in_one_part_whatever_its_spelling() -> N
                 where.setdefault(key.strip().lower(), set()).add(i)
     assert len(where) == 200 and all(len(p) == 1 for p in where.values())
     assert len({next(iter(p)) for p in where.values()}) == 7  # and the parts are used
+
+
+def test_a_diff_in_parts_takes_claims_as_text_as_the_whole_diff_does() -> None:
+    """A claimed key of a rejected row is raw text ("seven", " 7") where the key is a whole
+    number: splitting must not cast it (found by a reviewer: the run crashed), and a claim
+    "7" lands with the record 7."""
+    from p2c_etl.flows import get_flow
+    from p2c_etl.stages.compare import key_parts
+
+    flow = get_flow("quote_lines")
+    company, numbers, lines = flow.keys
+    staged = pl.DataFrame(
+        {company: ["usmf"] * 50, numbers: [f"Q-{i}" for i in range(50)], lines: list(range(50))}
+    )
+    claimed = pl.DataFrame(
+        {company: ["USMF"] * 3, numbers: ["Q-7", "q-7 ", "Q-8"], lines: ["7", "7", "seven"]}
+    )
+    parts = key_parts(flow, 4, staged, staged.clear(), claimed)
+    with_seven = [i for i, (s, _, _) in enumerate(parts) if 7 in s[lines].to_list()]
+    claims = [i for i, (_, _, c) in enumerate(parts) if "7" in c[lines].to_list()]
+    assert with_seven == claims and sum(c.height for _, _, c in parts) == 3

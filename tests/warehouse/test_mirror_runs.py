@@ -9,6 +9,7 @@ import importlib.util
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -369,3 +370,60 @@ def test_a_changed_input_recomputes_only_the_rows_whose_derived_values_moved(
             f"{flow}: computing {before.rejected} of {before.source_rows} source rows "
             "(the others are as they were)"
         ]
+
+
+def test_a_lookup_scoped_by_company_keeps_its_entries_per_company(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """A lookup filtered by the company: after the company changes in p2c.toml, its kept
+    entries are the new company's, so a product then removed from that company's catalogue
+    is found missing (found by a reviewer: the old company's entries were kept)."""
+    import p2c_etl.jobs.wiring as wiring
+    from p2c_etl.flows.accounts import ACCOUNTS
+    from p2c_etl.flows.contacts import COMPANY
+    from p2c_etl.model.flow import Lookup
+
+    product = Lookup(
+        "erp", "SellableReleasedProducts", match="ProductNumber", returns="ProductName",
+        filters=(COMPANY,), label="product",
+    )  # fmt: skip
+    fields = tuple(
+        replace(f, lookup=product) if f.target == "SalesMemo" else f for f in ACCOUNTS.fields
+    )
+    monkeypatch.setattr(wiring, "ALL_FLOWS", (replace(ACCOUNTS, fields=fields),))
+    named = {"done": False}
+
+    def describe(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        out = []
+        for row in rows:
+            row = {**row, "description": None}
+            if row.get("statecode") == 0 and not named["done"]:
+                row["description"], named["done"] = "ZZ1", True
+            out.append(row)
+        return out
+
+    _rewrite(demo_dir / "crm" / "accounts.jsonl", describe)
+    products = demo_dir / "erp" / "SellableReleasedProducts.jsonl"
+
+    def only_in_demf(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        demf = next(r for r in rows if r["dataAreaId"] == "demf")
+        return [*rows, {**demf, "ProductNumber": "ZZ1", "ProductName": "Only in demf"}]
+
+    _rewrite(products, only_in_demf)
+    settings = demo_dir / "p2c.toml"
+
+    def run() -> RunSummary:
+        return run_batch(load_settings(settings), flows=["accounts"], clock=clock)
+
+    run()  # usmf: ZZ1 is not in its catalogue
+    settings.write_text(settings.read_text().replace('company = "usmf"', 'company = "demf"'))
+    run()  # demf: ZZ1 resolves
+    run()
+    _rewrite(products, lambda rows: [r for r in rows if r["ProductNumber"] != "ZZ1"])
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    mine = run()
+    fresh = run_batch(load_settings(fresh_dir / "p2c.toml"), flows=["accounts"], clock=clock)
+    _same_result(mine, fresh, demo_dir, fresh_dir)
+    assert any(
+        r[4] == "missing_reference" and r[5] == "ZZ1" for r in _rejects(demo_dir, mine.run_id)
+    )
