@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CSDL := node_modules/odata-csdl/schemas/edm.xsd
 SOURCES := pyproject.toml $(shell find p2c_etl contracts reports data/fixtures/demo -type f \
 	-not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null)
 
@@ -18,10 +19,15 @@ $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install --quiet '.[dev]'
 	@touch $(STAMP)
 
+# The OASIS CSDL XML schemas the sandbox's $metadata is validated against (tests/sandbox/
+# test_metadata_schema.py): shipped by the OData committee's npm package, used, not copied.
+$(CSDL):
+	npm install --no-save --no-audit --no-fund --silent odata-csdl@0.11.2
+
 demo: $(STAMP)
 	$(BIN)/p2c demo
 
-test: $(STAMP)
+test: $(STAMP) $(CSDL)
 	$(BIN)/pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -34,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/nightly_bench.py --accounts 100000 --growth-accounts 10000
 
 clean:
-	rm -rf $(VENV) p2c-demo build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules p2c-demo build dist .pytest_cache .mypy_cache .ruff_cache
