@@ -16,6 +16,8 @@
     settled_lookups per flow and lookup, the digest of the reference it last mapped with, and
     (…_keys)        per key a hash of what it resolved to: a changed reference recomputes
                     only the settled rows that look up a key whose entry changed
+    derived_hashes  per flow, each source row's hash with what its derivations add, and
+    (…_prints)      the versions of the source and inputs it was made from
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
     rejects         flow, record key, reason code, value, message, the source row as JSON
