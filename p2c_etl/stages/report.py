@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import polars as pl
 
-from p2c_etl.model.flow import Flow
+from p2c_etl.model.flow import EntityRef, Flow
 from p2c_etl.model.rejects import printable
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.resources import templates_dir
@@ -71,6 +71,9 @@ class FlowReport:
     rejects: tuple[RejectRow, ...]
     reject_reasons: tuple[tuple[str, int], ...]
     unmapped: tuple[UnmappedValue, ...]
+    reads: tuple[str, ...] = ()
+    """How the source and the target were read in this run: in full, or the changes since
+    the last delta link (with how many), and why a read was full when a link was kept."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,24 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
             .sort("field", "value")
             .iter_rows(named=True)
         ),
+        reads=tuple(_read_how(wh, run_id, side) for side in (flow.source, flow.target)),
     )
+
+
+def _read_how(wh: Warehouse, run_id: str, side: EntityRef) -> str:
+    """`crm.accounts: 3 changed, 1 deleted since the last delta link`, or `... in full`."""
+    rows = wh.con.execute(
+        "SELECT kind, changes, deletes, reason FROM delta_links WHERE run_id = ? "
+        "AND system = ? AND entity = ? ORDER BY read_at DESC LIMIT 1",
+        [run_id, side.system, side.entity],
+    ).fetchall()
+    if not rows:
+        return f"{side}: read in full"
+    kind, changes, deletes, reason = rows[0]
+    if kind == "delta":
+        return f"{side}: {changes} changed, {deletes} deleted since the last delta link"
+    why = f" ({printable(reason)})" if reason else " (a delta link is kept for the next run)"
+    return f"{side}: read in full{why}"
 
 
 def _sample(row: dict[str, Any]) -> ChangeSample:

@@ -211,3 +211,7 @@ def test_a_night_reads_only_what_changed_in_dataverse_through_its_delta_link(
     finally:
         con.close()
     assert how == [("delta", 1, 0)]
+    report = json.loads(Path(str(night.report_json)).read_text(encoding="utf-8"))
+    reads = next(f["reads"] for f in report["flows"] if f["flow"] == "accounts")
+    assert reads[0] == "crm.accounts: 1 changed, 0 deleted since the last delta link"
+    assert reads[1] == "erp.CustomersV2: read in full"  # F&O has no delta links
