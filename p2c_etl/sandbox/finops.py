@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.batch import BatchRules, run_batch
 from p2c_etl.sandbox.conditional import not_modified
 from p2c_etl.sandbox.expand import Expander, parse_expand
@@ -109,7 +110,7 @@ class FinOpsService(ODataService):
             row = self.writer.create(table, req.json())
             url = _entity_url(req, table, row)
             headers = {"Location": url, "OData-EntityId": url, "ETag": etag(row)}
-            (shown,) = _show_empty_dates(table, [project(table, row, None)])
+            shown = _empty_dates_shown(_dated(table), project(table, row, None))
             return _record_response(req, table, shown, 201, headers)
         raise ODataError(405, f"{req.method} is not allowed on {table.name}", NOT_SUPPORTED)
 
@@ -153,16 +154,15 @@ class FinOpsService(ODataService):
         """A record as `req` shows it: selected, expanded, empty dates as F&O shows them."""
 
         def shown(target: Table, row: Row, columns: list[str] | None) -> dict[str, Any]:
-            (values,) = _show_empty_dates(target, [project(target, row, columns)])
-            return values
+            return _empty_dates_shown(_dated(target), project(target, row, columns))
 
         expansions = parse_expand(req.query.get("$expand"), table, self.store)
         plain = projector(table, select)
-        dated = any(s.type in ("date", "datetime") for s in table.contract.columns.values())
+        dated = _dated(table)  # found once per request, not per record
         if not expansions and not dated:
             return plain
         expander = Expander(expansions, shown)
-        return lambda row: expander.add(row, _show_empty_dates(table, [plain(row)])[0])
+        return lambda row: expander.add(row, _empty_dates_shown(dated, plain(row)))
 
 
 def _record_response(
@@ -172,14 +172,17 @@ def _record_response(
     return json_response(status, dumps(body, finops_date), headers)
 
 
-def _show_empty_dates(table: Table, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records (changed in place) with each empty date shown as F&O shows it."""
-    dated = [s for s in table.contract.columns.values() if s.type in ("date", "datetime")]
-    for record in records if dated else ():
-        for spec in dated:
-            if spec.name in record:
-                record[spec.name] = finops_shown(spec, record[spec.name])
-    return records
+def _dated(table: Table) -> list[ColumnSpec]:
+    """The table's date and date-time columns."""
+    return [s for s in table.contract.columns.values() if s.type in ("date", "datetime")]
+
+
+def _empty_dates_shown(dated: list[ColumnSpec], record: dict[str, Any]) -> dict[str, Any]:
+    """The record (changed in place) with each empty date shown as F&O shows it."""
+    for spec in dated:
+        if spec.name in record:
+            record[spec.name] = finops_shown(spec, record[spec.name])
+    return record
 
 
 def _cross_company(req: ApiRequest) -> bool:

@@ -242,16 +242,13 @@ def _keep_lookups(wh: Warehouse, flow: Flow, states: tuple[LookupState, ...]) ->
         if not state.changed_digest:
             continue
         if state.removed.height:
-            wh.con.register("__removed", state.removed.to_arrow())
-            try:
+            with wh.registered("__removed", state.removed):
                 wh.con.execute(
                     "DELETE FROM settled_lookup_keys USING __removed r WHERE "
                     "settled_lookup_keys.flow = ? AND settled_lookup_keys.lookup = ? AND "
                     "settled_lookup_keys.k = r.k AND settled_lookup_keys.h = r.h",
                     [flow.name, state.id],
                 )
-            finally:
-                wh.con.unregister("__removed")
         wh.append(
             "settled_lookup_keys",
             state.added.select(
@@ -580,15 +577,12 @@ def keep_settled(
             gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")
             drop = pl.concat([computed, gone]).unique()
             if drop.height:
-                wh.con.register("__drop", drop.to_arrow())
-                try:
+                with wh.registered("__drop", drop):
                     wh.con.execute(
                         "DELETE FROM settled_rows USING __drop d WHERE settled_rows.flow = ? "
                         "AND settled_rows.source_hash = d.source_hash",
                         [flow.name],
                     )
-                finally:
-                    wh.con.unregister("__drop")
         wh.append("settled_rows", new)
         _keep_lookups(wh, flow, plan.lookups)
         wh.con.execute(

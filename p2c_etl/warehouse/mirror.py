@@ -88,14 +88,11 @@ def update_mirror(
             gone = held.join(hashed.select(pairs), on=pairs, how="anti")
             new = hashed.join(held, on=pairs, how="anti")
             if gone.height:
-                wh.con.register("__gone", gone.to_arrow())
-                try:
+                with wh.registered("__gone", gone):
                     wh.con.execute(
                         f'DELETE FROM "{table}" USING __gone g WHERE "{table}"."{ORD}" = g."{ORD}" '
                         f'AND "{table}"."{HASH}" = g."{HASH}"'
                     )
-                finally:
-                    wh.con.unregister("__gone")
             wh.append(f'"{table}"', new)
             inserted, deleted = new.height, gone.height
             if inserted == 0 and deleted == 0 and known[0][2] == bad_digest:
@@ -142,13 +139,10 @@ def apply_changes(
     changed = changed.join(held, on=[ident, HASH], how="anti")
     ids = pl.concat([changed[ident].cast(pl.String), deleted.cast(pl.String)]).unique()
     with wh.transaction():
-        wh.con.register("__ids", pl.DataFrame({"id": ids}).to_arrow())
-        try:
+        with wh.registered("__ids", pl.DataFrame({"id": ids})):
             where = f'FROM "{table}" WHERE "{ident}" IN (SELECT id FROM __ids)'
             gone = int(wh.con.execute(f"SELECT count(*) {where}").fetchall()[0][0])
             wh.con.execute(f"DELETE {where}")
-        finally:
-            wh.con.unregister("__ids")
         if gone == 0 and changed.height == 0:
             rows = int(wh.con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])
             return Mirrored(table, version, rows, 0, 0)
@@ -173,13 +167,10 @@ def apply_changes(
 
 def _held(wh: Warehouse, table: str, ident: str, ids: pl.Series) -> pl.DataFrame:
     """(id, hash) of the mirror's records with those ids."""
-    wh.con.register("__ids", pl.DataFrame({"id": ids.cast(pl.String)}).to_arrow())
-    try:
+    with wh.registered("__ids", pl.DataFrame({"id": ids.cast(pl.String)})):
         return wh.query(
             f'SELECT "{ident}", "{HASH}" FROM "{table}" WHERE "{ident}" IN (SELECT id FROM __ids)'
         )
-    finally:
-        wh.con.unregister("__ids")
 
 
 def _pairs_digest(hashed: pl.DataFrame) -> str:
@@ -229,11 +220,8 @@ def read_mirror(
     if ords is None:
         frame = wh.query(f'SELECT {names} FROM "{table}"')
     else:
-        wh.con.register("__ords", pl.DataFrame({ORD: ords.cast(pl.Int64)}).to_arrow())
-        try:
+        with wh.registered("__ords", pl.DataFrame({ORD: ords.cast(pl.Int64)})):
             frame = wh.query(f'SELECT {names} FROM "{table}" SEMI JOIN __ords USING ("{ORD}")')
-        finally:
-            wh.con.unregister("__ords")
     # sorted by polars: DuckDB's sort must hold the rows in its (small) memory
     frame = frame.sort(ORD)
     return frame if keep_ord else frame.drop(ORD)

@@ -370,6 +370,15 @@ class Warehouse:
         return len(rows)
 
     @contextmanager
+    def registered(self, name: str, frame: pl.DataFrame) -> Iterator[None]:
+        """`frame` visible to SQL as the view `name` for the block."""
+        self.con.register(name, frame.to_arrow())
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         self.con.execute("BEGIN TRANSACTION")
         try:
@@ -382,21 +391,15 @@ class Warehouse:
     # --- frames in and out -------------------------------------------------------------
 
     def write_table(self, name: str, frame: pl.DataFrame) -> None:
-        self.con.register("__frame", frame.to_arrow())
-        try:
+        with self.registered("__frame", frame):
             self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM __frame')
-        finally:
-            self.con.unregister("__frame")
 
     def append(self, table: str, frame: pl.DataFrame) -> None:
         if frame.height == 0:
             return
-        self.con.register("__frame", frame.to_arrow())
-        try:
+        with self.registered("__frame", frame):
             columns = ", ".join(f'"{c}"' for c in frame.columns)
             self.con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM __frame")
-        finally:
-            self.con.unregister("__frame")
 
     def read_table(self, name: str) -> pl.DataFrame:
         return self.query(f'SELECT * FROM "{name}"')
@@ -512,8 +515,7 @@ class Warehouse:
         are deleted, then the frame's inserted (hash joins, which spill; no in-memory index)."""
         if frame.height == 0:
             return
-        self.con.register("__frame", frame.to_arrow())
-        try:
+        with self.registered("__frame", frame):
             self.con.execute(
                 "DELETE FROM last_written USING __frame f "
                 "WHERE last_written.flow = f.flow AND last_written.record_key = f.record_key"
@@ -522,22 +524,17 @@ class Warehouse:
                 "INSERT INTO last_written "
                 "SELECT flow, record_key, values_json, run_id, written_at FROM __frame"
             )
-        finally:
-            self.con.unregister("__frame")
 
     def not_remembered(self, flow: str, values: pl.DataFrame) -> pl.DataFrame:
         """The rows of `values` (record_key, values_json) whose values are not those
         remembered for `flow` (a join in DuckDB, which spills)."""
-        self.con.register("__values", values.select("record_key", "values_json").to_arrow())
-        try:
+        with self.registered("__values", values.select("record_key", "values_json")):
             return self.query(
                 "SELECT v.record_key, v.values_json FROM __values v ANTI JOIN "
                 "(SELECT record_key, values_json FROM last_written WHERE flow = ?) l "
                 "ON l.record_key = v.record_key AND l.values_json = v.values_json",
                 [flow],
             )
-        finally:
-            self.con.unregister("__values")
 
     def for_flow(
         self, table: str, run_id: str, flow: str, columns: Sequence[str] = ()

@@ -276,11 +276,8 @@ class FlowJob:
 
     def _with_keys(self, keys: pl.Series, sql: str) -> pl.DataFrame:
         """`sql` run with the chunk's record `keys` as the table `__chunk_keys` (`__rk`)."""
-        self.wh.con.register("__chunk_keys", keys.alias(RK).to_frame().to_arrow())
-        try:
+        with self.wh.registered("__chunk_keys", keys.alias(RK).to_frame()):
             return self.wh.query(sql)
-        finally:
-            self.wh.con.unregister("__chunk_keys")
 
     def _commit(
         self,

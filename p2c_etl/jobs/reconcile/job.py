@@ -27,6 +27,8 @@ from p2c_etl.jobs.reconcile.money import (
     Filters,
     MoneyReport,
     all_documents,
+    currency_codes,
+    customer_numbers,
     customer_table,
     reconcile_money,
     wanted_documents,
@@ -128,10 +130,12 @@ def _reconcile(
     context: Context = {"company": settings.company, "rounding": settings.rounding}
     tolerances = settings_tolerances(settings)
     names = [f.name for f in selected]
-    customers = customer_table(connectors["crm"])
+    numbers, codes = customer_numbers(connectors["crm"]), currency_codes(connectors["crm"])
+    customers = customer_table(numbers, codes)  # Sales' customers and currencies, read once
     needed = wanted_documents(names) or filters.items()  # the documents: money, or a filter
-    every = all_documents(connectors, settings.company) if needed else {}
+    every = all_documents(connectors, settings.company, codes, numbers) if needed else {}
     who = attribution(customers, every)
+    evidence_read: dict[str, dict[str, Any]] = {}  # earlier reconciliations' JSON, by path
 
     def wanted(key: str) -> bool:
         return who.wanted(key, filters)
@@ -183,20 +187,26 @@ def _reconcile(
             flows=tuple(found.agreements),
             discrepancies=tuple(found.discrepancies),
             money=tuple(money),
-            history=(*_history(wh), point),
+            history=(*_history(wh, evidence_read), point),
             scope=scope,
             tie_out=ties,
-            ageing=age(opened, at, _previous(wh, scope)),
+            ageing=age(opened, at, _previous(wh, scope, evidence_read)),
             evidence=evidence(settings, at.isoformat(), tolerances, found.reads),
             customers=_customer_names(customers, money, on_records, belongs),
             record_amounts=on_records,
             record_customers=belongs,
         )
-        paths = _file(wh, settings, data, clock)
+        paths = _file(wh, settings, data, clock, evidence_read)
     return ReconcileSummary(data, {k: str(v) for k, v in paths.items()}, rec_id)
 
 
-def _file(wh: Warehouse, settings: Settings, data: ReconcileData, clock: Clock) -> dict[str, Path]:
+def _file(
+    wh: Warehouse,
+    settings: Settings,
+    data: ReconcileData,
+    clock: Clock,
+    evidence_read: dict[str, dict[str, Any]],
+) -> dict[str, Path]:
     """Write the evidence, store the verdict, list it in the index, and close the run."""
     out_dir = settings.report_dir / "reconcile"
     paths = write_reconciliation(data, out_dir)
@@ -213,7 +223,7 @@ def _file(wh: Warehouse, settings: Settings, data: ReconcileData, clock: Clock) 
             str(paths["json"]),
         ],
     )
-    write_text(out_dir / "index.html", render_index(list(reversed(_history(wh)))))
+    write_text(out_dir / "index.html", render_index(list(reversed(_history(wh, evidence_read)))))
     wh.finish_run(
         data.reconciliation_id,
         "ok" if data.status == "agree" else "partial",
@@ -282,15 +292,18 @@ def _customer_names(
     )
 
 
-def _stored(path: str | None) -> dict[str, Any]:
-    """A reconciliation's JSON evidence, or {} when it is gone or unreadable."""
+def _stored(path: str | None, read: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A reconciliation's JSON evidence, or {} when it is gone or unreadable; each file read
+    once per reconciliation (`read`)."""
     if not path:
         return {}
-    try:
-        loaded = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
+    if path not in read:
+        try:
+            loaded = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = {}
+        read[path] = loaded if isinstance(loaded, dict) else {}
+    return read[path]
 
 
 def _scope_of(stored: dict[str, Any]) -> str:
@@ -301,20 +314,22 @@ def _scope_of(stored: dict[str, Any]) -> str:
     return " · ".join(f"{k} {v}" for k, v in stored.get("filters", [])) or "everything"
 
 
-def _previous(wh: Warehouse, scope: str) -> tuple[str, list[dict[str, Any]]] | None:
+def _previous(
+    wh: Warehouse, scope: str, read: dict[str, dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]] | None:
     """The last reconciliation of `scope` whose evidence holds its open differences."""
     rows = wh.query(
         "SELECT reconciliation_id, report_json FROM reconciliations "
         "ORDER BY made_at DESC, reconciliation_id DESC"
     )
     for r in rows.iter_rows(named=True):
-        stored = _stored(r["report_json"])
+        stored = _stored(r["report_json"], read)
         if _scope_of(stored) == scope and isinstance(stored.get("ageing"), dict):
             return r["reconciliation_id"], list(stored["ageing"].get("open", []))
     return None
 
 
-def _history(wh: Warehouse) -> tuple[HistoryPoint, ...]:
+def _history(wh: Warehouse, read: dict[str, dict[str, Any]]) -> tuple[HistoryPoint, ...]:
     rows = wh.query(
         "SELECT reconciliation_id, made_at AS at, agree, total, status, report_html, "
         "report_json FROM reconciliations "
@@ -328,7 +343,7 @@ def _history(wh: Warehouse) -> tuple[HistoryPoint, ...]:
             r["total"],
             r["status"],
             r["report_html"],
-            _scope_of(_stored(r["report_json"])),
+            _scope_of(_stored(r["report_json"], read)),
         )
         for r in rows.iter_rows(named=True)
     )

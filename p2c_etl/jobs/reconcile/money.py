@@ -92,12 +92,15 @@ class Filters:
 
 
 def all_documents(
-    connectors: Mapping[SystemName, Connector], company: str
+    connectors: Mapping[SystemName, Connector],
+    company: str,
+    currencies: pl.DataFrame,
+    customers: pl.DataFrame,
 ) -> dict[str, pl.DataFrame]:
     """Every document of every type in either system (`documents`), read once for the money
-    and for what a filter keeps (`scope`)."""
+    and for what a filter keeps (`scope`); `currencies` and `customers` as `currency_codes`
+    and `customer_numbers` read them."""
     crm, erp = connectors["crm"], connectors["erp"]
-    currencies, customers = currency_codes(crm), customer_numbers(crm)
     return {
         spec.name: documents(spec, crm, erp, company, currencies, customers) for spec in DOCUMENTS
     }
@@ -168,12 +171,12 @@ def customer_numbers(crm: Connector) -> pl.DataFrame:
     ).unique("id", keep="first", maintain_order=True)
 
 
-def customer_table(crm: Connector) -> pl.DataFrame:
-    """Sales' customers by number: name, currency (ISO code) and parent account's number."""
-    customers = customer_numbers(crm)
+def customer_table(customers: pl.DataFrame, currencies: pl.DataFrame) -> pl.DataFrame:
+    """Sales' customers by number: name, currency (ISO code) and parent account's number
+    (`customers`, `currencies`: as `customer_numbers` and `currency_codes` read them)."""
     return (
         customers.join(
-            currency_codes(crm).with_columns(pl.col("transactioncurrencyid").cast(pl.String)),
+            currencies.with_columns(pl.col("transactioncurrencyid").cast(pl.String)),
             left_on="currency_id",
             right_on="transactioncurrencyid",
             how="left",
