@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import httpx
 import polars as pl
 
@@ -293,9 +294,20 @@ def _reset_stats(url: str) -> None:
     httpx.post(f"{url}/_sandbox/reset-stats", headers=headers, timeout=10).raise_for_status()
 
 
-def http_night(folder: Path, crm_url: str, erp_url: str) -> tuple[float, RunSummary, int]:
-    """One run through the connectors against the running sandbox: seconds, summary and
-    the write requests (`UpsertMultiple`, `$batch`) the sandbox received."""
+@dataclass(frozen=True)
+class HttpNight:
+    seconds: float
+    summary: RunSummary
+    writes: int
+    """Write requests (`UpsertMultiple`, `$batch`) the sandbox received."""
+    crm_returned: int
+    """Records the sandbox's Dataverse returned in reads."""
+    crm_full: int
+    """Records a full read of the same Dataverse entity sets returns (their mirrors' rows)."""
+
+
+def http_night(folder: Path, crm_url: str, erp_url: str) -> HttpNight:
+    """One run through the connectors against the running sandbox."""
     config = folder / "p2c.toml"
     if not config.exists():
         token_url = f"{crm_url}/sandbox/oauth2/v2.0/token"
@@ -312,7 +324,17 @@ def http_night(folder: Path, crm_url: str, erp_url: str) -> tuple[float, RunSumm
         for endpoint, n in system["requests"].items()
         if endpoint.startswith("POST") and ("$batch" in endpoint or "Multiple" in endpoint)
     )
-    return elapsed, summary, writes
+    returned = sum(stats["crm"]["records_returned"].values())
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        full = con.execute(
+            "SELECT coalesce(sum(row_count), 0) FROM mirrors WHERE system = 'crm' AND entity IN "
+            "(SELECT entity FROM run_reads WHERE run_id = ? AND system = 'crm')",
+            [summary.run_id],
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    return HttpNight(elapsed, summary, writes, returned, int(full))
 
 
 # (night, HTTP / files target)
@@ -370,8 +392,15 @@ def main(argv: list[str] | None = None) -> None:
                     )
                 files_s, files_summary = files_night(files_dir)
                 show(night, "files", files_s, files_summary, None)
-                http_s, http_summary, requests = http_night(http_dir, crm_url, erp_url)
-                show(night, "http", http_s, http_summary, requests)
+                done = http_night(http_dir, crm_url, erp_url)
+                http_s, http_summary = done.seconds, done.summary
+                show(night, "http", http_s, http_summary, done.writes)
+                share = done.crm_returned / done.crm_full if done.crm_full else 0.0
+                print(
+                    f"{night:<10}  http   read from Dataverse {done.crm_returned:9,} records, "
+                    f"{share:6.1%} of the {done.crm_full:,} a full read returns",
+                    flush=True,
+                )
                 assert files_summary.status == "ok", files_summary.error
                 assert http_summary.status != "failed", http_summary.error
                 assert http_summary.written == files_summary.written, (

@@ -20,6 +20,9 @@ with a one-line message naming the file and the key.
     [report]
     dir = "reports"              # default
 
+    [run]
+    full_every = "7d"            # default: read in full to verify the mirrors this often
+
     [flows.accounts]
     enabled = true               # default
 
@@ -31,9 +34,11 @@ is the whole schema of p2c.toml, read top to bottom, each section beside its che
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -72,6 +77,9 @@ class SystemSettings:
     timeout: float = 60.0
     ca_file: Path | None = None
     """A CA bundle to trust (the sandbox's self-signed certificate); default: the system's."""
+    high_water_lag: timedelta = timedelta(minutes=5)
+    """`high_water_lag` (F&O): how far before the last high-water mark a read by
+    modification time starts again, for records committed late with an earlier time."""
 
 
 class Secret:
@@ -141,6 +149,9 @@ class Settings:
     keep_days: int = 30
     """`[warehouse] keep_days`: the runs of the last N days are kept; older ones are pruned
     at the end of every run."""
+    full_every: timedelta = timedelta(days=7)
+    """`[run] full_every`: an entity set read through its changes (a delta link, a
+    high-water mark) is read in full, to verify its mirror, when its last full read is older."""
 
     @property
     def company(self) -> str:
@@ -218,7 +229,7 @@ def _settings(
     path: Path, top: _Table, known_flows: tuple[str, ...], env: Mapping[str, str]
 ) -> Settings:
     base = path.resolve().parent
-    top.only("warehouse", "systems", "report", "flows", "money", "reconcile", "alerts")
+    top.only("warehouse", "systems", "report", "flows", "money", "reconcile", "alerts", "run")
     reconcile = top.table("reconcile")
     reconcile.only("tolerances")
     tolerances = reconcile.table("tolerances")
@@ -248,6 +259,8 @@ def _settings(
         )
     report = top.table("report")
     report.only("dir")
+    run = top.table("run")
+    run.only("full_every")
     systems = top.table("systems", required=True)
     systems.only("crm", "erp")
     return Settings(
@@ -261,7 +274,26 @@ def _settings(
         tolerances=MappingProxyType({k: str(v) for k, v in tolerances.data.items()}),
         alerts=_alerts(top.table("alerts"), env),
         keep_days=keep_days,
+        full_every=_duration(run, "full_every", timedelta(days=7)),
     )
+
+
+_DURATION = re.compile(r"\s*(\d+)\s*([smhd])\s*")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _duration(table: _Table, key: str, default: timedelta) -> timedelta:
+    """A duration written as a whole number and a unit: "30s", "5m", "12h", "7d"."""
+    text = table.get(key, str, None)
+    if text is None:
+        return default
+    found = _DURATION.fullmatch(text)
+    if found is None:
+        raise ConfigError(
+            f"{table.source}: '{table.dotted}.{key}' must be a whole number and a unit "
+            f'(s, m, h or d), like "7d" or "5m", got {text!r}'
+        )
+    return timedelta(**{_UNITS[found[2]]: int(found[1])})
 
 
 _HTTP_KEYS = (
@@ -302,6 +334,7 @@ def _system(base: Path, name: SystemName, table: _Table, env: Mapping[str, str])
         return SystemSettings(
             name=name, kind=kind, path=base / table.get("path", str, required=True), company=company
         )
+    extra = (*extra, "high_water_lag") if kind == "finops" else extra
     table.only("kind", *extra, *_HTTP_KEYS)
     secret_env = table.get("secret_env", str, required=True)
     secret = env.get(secret_env)
@@ -329,6 +362,7 @@ def _system(base: Path, name: SystemName, table: _Table, env: Mapping[str, str])
         page_size=page_size,
         timeout=float(table.get("timeout", (int, float), 60.0)),
         ca_file=base / table.get("ca_file", str) if "ca_file" in table.data else None,
+        high_water_lag=_duration(table, "high_water_lag", timedelta(minutes=5)),
     )
 
 

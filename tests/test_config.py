@@ -62,6 +62,14 @@ def test_defaults_apply_when_optional_sections_are_missing(tmp_path: Path) -> No
         (GOOD.replace("[flows.accounts]", "[flows.acounts]"), "unknown flow [flows.acounts]"),
         (GOOD.replace("[systems.erp]", "[systems.erp"), "not valid TOML"),
         (GOOD.replace("[warehouse]", "[warehouses]"), "unknown key 'warehouses'"),
+        (GOOD + '[run]\nfull_every = "a week"\n', "'run.full_every' must be a whole number and"),
+        (GOOD + '[run]\nfull_every = "7"\n', 'like "7d" or "5m", got \'7\''),
+        (GOOD + "[run]\nfull_every = 7\n", "'run.full_every' must be a str"),
+        (GOOD + '[run]\nfull_evry = "7d"\n', "unknown key 'run.full_evry'"),
+        (
+            GOOD.replace('company = "USMF"', 'company = "USMF"\nhigh_water_lag = "5m"'),
+            "unknown key 'systems.erp.high_water_lag'",  # files read in full: no mark
+        ),
     ],
 )
 def test_wrong_or_missing_keys_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -70,6 +78,22 @@ def test_wrong_or_missing_keys_are_one_line_errors(tmp_path: Path, text: str, me
     assert message in str(info.value)
     assert "\n" not in str(info.value)
     assert str(tmp_path) in str(info.value)
+
+
+def test_full_every_and_the_high_water_lag_are_durations(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    default = load_settings(write(tmp_path, GOOD), known_flows=("products", "accounts"))
+    assert default.full_every == timedelta(days=7)
+    assert default.erp.high_water_lag == timedelta(minutes=5)
+    text = GOOD + '[run]\nfull_every = "36h"\n'
+    assert load_settings(write(tmp_path, text), ("accounts",)).full_every == timedelta(hours=36)
+    finops = (
+        '[systems.crm]\nkind = "files"\npath = "c"\n[systems.erp]\nkind = "finops"\n'
+        'url = "https://fo"\ntenant = "t"\nclient_id = "c"\nsecret_env = "S"\n'
+        'high_water_lag = "90s"\n'
+    )
+    assert load_settings(write(tmp_path, finops)).erp.high_water_lag == timedelta(seconds=90)
 
 
 def test_a_missing_file_says_how_to_fix_it(tmp_path: Path) -> None:

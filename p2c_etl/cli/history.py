@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -53,10 +54,25 @@ def history(config_path: Path, limit: int) -> None:
                 str(r["written"]),
                 str(r["rejected"]),
                 str(r["failed"]),
+                _reads(r),
                 r["report_html"] or "",
             )
             for r in found.runs.iter_rows(named=True)
         ]
-        table(("run", "mode", "status", "started", "written", "rejected", "failed", "report"), rows)
+        table(
+            ("run", "mode", "status", "started", "written", "rejected", "failed", "read", "report"),
+            rows,
+        )
     if found.in_progress:
         click.echo(f"In progress: {found.in_progress}")
+
+
+def _reads(run: dict[str, Any]) -> str:
+    """How a run read: `changes` when some entity sets were read through their changes (a
+    delta link, a high-water mark), and the full reads that verified mirrors, with drift."""
+    parts = []
+    if run["delta_reads"] or run["since_reads"]:
+        parts.append(f"changes ({run['delta_reads'] + run['since_reads']} sets)")
+    if run["verified_reads"]:
+        parts.append(f"verified {run['verified_reads']} sets: {run['drifted']} drifted")
+    return "; ".join(parts) or "full"

@@ -27,18 +27,33 @@ from p2c_etl.jobs.run import run_batch
 @config_option
 @click.option("--flows", "flows_text", metavar="A,B", help="Run only these flows.")
 @click.option("--dry-run", is_flag=True, help="Compute everything; write nothing to either system.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Read every entity set in full, and report what the mirrors kept through change "
+    "tracking had wrong (as [run] full_every does on schedule).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only a JSON summary on stdout.")
 @quiet_option
 @errors_exit
 def run(
-    config_path: Path, flows_text: str | None, dry_run: bool, as_json: bool, quiet: bool
+    config_path: Path,
+    flows_text: str | None,
+    dry_run: bool,
+    full: bool,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Run the nightly batch: extract, map, validate, diff, load, report."""
     settings = settings_from(config_path)
     summary = guarded(
         "run",
         lambda: run_batch(
-            settings, flows=parse_flows(flows_text), dry_run=dry_run, progress=progress_for(quiet)
+            settings,
+            flows=parse_flows(flows_text),
+            dry_run=dry_run,
+            progress=progress_for(quiet),
+            full=full,
         ),
     )
     finish(summary, as_json, settings.alerts)

@@ -11,7 +11,7 @@ import polars as pl
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.badrows import BadSink
 
-ReadKind = Literal["full", "delta"]
+ReadKind = Literal["full", "delta", "since"]
 WriteOp = Literal["insert", "update"]
 WriteStatus = Literal["ok", "failed"]
 RESULT_SCHEMA: dict[str, pl.DataType] = {
@@ -47,19 +47,28 @@ class ChangeRead:
 
     - `full`: `frame` holds every record, `deleted` is empty;
     - `delta`: `frame` holds the records created or changed since `link`, `deleted` the
-      primary ids of the records deleted since (apply the frame, then the deletes).
+      primary ids of the records deleted since (apply the frame, then the deletes);
+    - `since`: `frame` holds the records written at or after a high-water mark (`link`, less
+      a safety lag); no delete is ever seen, `deleted` is empty.
 
-    `frame` has the columns and types `snapshot(entity, columns)` gives, plus the table's
-    primary id column. `link` is what to pass to the next read (None: the entity set does
-    not track changes); keep it only together with what was done with this read. `reason`
-    says, in one line a user can act on, why a read is full when a link was given or change
-    tracking was wanted."""
+    `frame` has the columns and types `snapshot(entity, columns)` gives, plus the columns
+    that name a record (`keys`: the table's primary id, or an F&O entity's keys) and the
+    modification-time column a high-water mark is taken from. `link` is what to pass to the
+    next read (None: the entity set does not track changes); keep it only together with
+    what was done with this read. `reason` says, in one line a user can act on, why a read is
+    full when a link was given or change tracking was wanted."""
 
     kind: ReadKind
     frame: pl.DataFrame
     deleted: pl.Series
     link: str | None
     reason: str | None = None
+    keys: tuple[str, ...] = ()
+    """The columns that name a record; empty: the primary id, `deleted`'s name."""
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        return self.keys or (self.deleted.name,)
 
 
 class Connector(Protocol):

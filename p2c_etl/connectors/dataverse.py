@@ -143,13 +143,17 @@ class DataverseConnector:
         columns: Sequence[str],
         link: str | None,
         *,
+        missing_ok: bool = False,
         on_bad: BadSink | None = None,  # a page is typed whole, as in `pages`
     ) -> ChangeRead:
         """The changes since `link` (a delta), or every record (a full read) when there is
-        no link, or it cannot be used; see `ChangeRead`."""
+        no link, or it cannot be used; see `ChangeRead`. With `missing_ok`, an entity set
+        the service does not have reads as empty, with no link."""
         primary = self._primary(entity)
         wanted = list(dict.fromkeys([*columns, primary]))
         dtypes = self.contracts.get("crm", entity).dtypes(wanted)
+        if missing_ok and link is None and not self._exists(self.root + entity):
+            return ChangeRead("full", pl.DataFrame(schema=dtypes), _no_ids(primary), None)
         reason = None if link is None else _other_columns(entity, link, wanted)
         if link is not None and reason is None:
             try:
@@ -160,6 +164,11 @@ class DataverseConnector:
                     "with a new link"
                 )
         return self._full(entity, dtypes, primary, reason)
+
+    def can_read_changes(self, entity: str) -> bool:
+        """Every table is read through change tracking (`read_changes` reads in full, and
+        says why, where it is off)."""
+        return True
 
     def tracks_changes(self, entity: str) -> bool:
         """`ChangeTrackingEnabled` of the table behind `entity` (asked once per connector)."""

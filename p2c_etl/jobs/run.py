@@ -67,16 +67,18 @@ def run_batch(
     run_id: str | None = None,
     clock: Clock = utc_now,
     progress: Progress = lambda _: None,
+    full: bool = False,
 ) -> RunSummary:
     """Run the selected flows once; a stage failure ends the run as `failed`, not raised,
     and so does an unexpected exception (its traceback in the summary). An interrupt
-    (KeyboardInterrupt, `Interrupted`) marks the run failed and is raised."""
+    (KeyboardInterrupt, `Interrupted`) marks the run failed and is raised. `full`: read every
+    entity set in full, verifying the mirrors kept through their changes (`p2c run --full`)."""
     contracts = ContractSet.load(contracts_dir())
     selected = select_flows(settings, contracts, flows)
     connectors = connectors_for(settings, contracts)
     with closing_all(connectors):
         return _run(
-            settings, contracts, selected, connectors, mode, dry_run, run_id, clock, progress
+            settings, contracts, selected, connectors, mode, dry_run, run_id, clock, progress, full
         )
 
 
@@ -90,12 +92,18 @@ def _run(
     run_id: str | None,
     clock: Clock,
     progress: Progress,
+    full: bool = False,
 ) -> RunSummary:
     started = clock()
     run_id = run_id or new_run_id(started)
     context = {"company": settings.company, "rounding": settings.rounding}
     # every column any enabled flow reads, so that the mirrors keep their shape from run to run
-    reads = EntityReads(connectors, [*selected, *select_flows(settings, contracts)])
+    reads = EntityReads(
+        connectors,
+        [*selected, *select_flows(settings, contracts)],
+        full=full,
+        full_every=settings.full_every,
+    )
     with RunLock(settings.warehouse_path, f"p2c {mode} {run_id}"):
         with open_warehouse(settings) as wh:
             wh.fail_stale_runs()
@@ -128,6 +136,12 @@ def _run(
                             planned,
                         )
                     )
+                    reads.commit_links(wh)  # with the flow's results: see EntityReads
+            with open_warehouse(settings) as wh:
+                back = reads.read_back(wh, run_id, clock)
+                reads.commit_links(wh)
+            if back:
+                progress(f"read back {back} written entity sets through their delta links")
         except P2CError as exc:
             error = str(exc)
             crash = (

@@ -6,6 +6,7 @@ One TOML file per entity set, `contracts/<system>/<EntitySet>.toml`:
     system = "erp"
     keys = ["dataAreaId", "CustomerAccount"]
     primary_id = "accountid"          # optional: the GUID column of a Dataverse table
+    modified = "ModifiedDateTime"     # optional: a column the system sets at every write
 
     [columns]
     CustomerAccount = { type = "string", max_length = 20, nullable = false }
@@ -149,6 +150,10 @@ class Contract:
     columns: Mapping[str, ColumnSpec]
     source: Path
     primary_id: str | None = None
+    modified: str | None = None
+    """A datetime column the system itself sets to the time of every write of the record
+    (an F&O entity extended with one): runs read only the records at or after their last
+    high-water mark (`connectors.finops`). Standard F&O entities have none (reference 5.4)."""
 
     def column(self, name: str) -> ColumnSpec:
         try:
@@ -246,6 +251,7 @@ def load_contract(path: Path) -> Contract:
             columns=MappingProxyType(columns),
             source=path,
             primary_id=raw.get("primary_id"),
+            modified=raw.get("modified"),
         )
     except KeyError as exc:
         raise ContractError(f"{path}: missing {exc.args[0]!r}") from None
@@ -253,6 +259,13 @@ def load_contract(path: Path) -> Contract:
         raise ContractError(f"{path}: {exc}") from None
     for name in (*contract.keys, *([contract.primary_id] if contract.primary_id else [])):
         contract.column(name)
+    if contract.modified is not None:
+        if contract.modified in contract.keys:
+            raise ContractError(f"{path}: 'modified' column {contract.modified!r} cannot be a key")
+        if contract.column(contract.modified).type != "datetime":
+            raise ContractError(
+                f"{path}: 'modified' column {contract.modified!r} must be a datetime"
+            )
     multiline_keys = [k for k in contract.keys if contract.column(k).multiline]
     if multiline_keys:
         raise ContractError(f"{path}: key columns {multiline_keys} cannot be multiline")

@@ -10,7 +10,8 @@ records were returned so far, so `$top` holds across pages. A service may cap `$
 A Dataverse record also shows the columns the server keeps itself (`SYSTEM_COLUMNS`):
 `createdon` (when the record was created, unless the record holds its own), `modifiedon`
 (its last write) and `versionnumber` (the number its `@odata.etag` carries); they can be
-selected, filtered and ordered by, but not written.
+selected, filtered and ordered by, but not written. So does the modification-time column an
+F&O entity's contract declares (`modified`: an entity extended with one): its last write.
 """
 
 from __future__ import annotations
@@ -76,17 +77,26 @@ def columns_of(table: Table) -> dict[str, ColumnSpec | None]:
     return known | {c: None for c in table.extra_columns if c not in known}
 
 
+def server_columns(table: Table) -> tuple[str, ...]:
+    """The columns the server keeps itself: Dataverse's `SYSTEM_COLUMNS`, an F&O entity's
+    declared modification time."""
+    if table.primary:
+        return tuple(SYSTEM_COLUMNS)
+    return (table.contract.modified,) if table.contract.modified else ()
+
+
 def system_values(table: Table, row: Row) -> dict[str, Any]:
-    """The server-kept columns of a Dataverse record (none for F&O)."""
+    """The server-kept columns of a record."""
     if not table.primary:
-        return {}
+        modified = table.contract.modified
+        return {modified: row.modified} if modified else {}
     created = row.values.get("createdon") or row.created
     return {"createdon": created, "modifiedon": row.modified, "versionnumber": row.version}
 
 
 def view(table: Table, row: Row) -> dict[str, Any]:
     """A record's values with the server-kept ones."""
-    return row.values | system_values(table, row) if table.primary else row.values
+    return row.values | system_values(table, row) if server_columns(table) else row.values
 
 
 def etag(row: Row) -> str:
@@ -124,7 +134,7 @@ def projector(table: Table, select: list[str] | None) -> Shape:
     """`project` for many rows of one table (what can be decided once is)."""
     if select is None:
         return lambda row: {"@odata.etag": etag(row), **view(table, row)}
-    if not table.primary or SYSTEM_COLUMNS.keys().isdisjoint(select):
+    if set(server_columns(table)).isdisjoint(select):
         return lambda row: {"@odata.etag": etag(row), **{c: row.values.get(c) for c in select}}
 
     def shown(row: Row) -> dict[str, Any]:
@@ -234,7 +244,7 @@ def _predicate(req: ApiRequest, table: Table, visible: Predicate | None) -> RowT
     test = chosen or visible
     if test is None:
         return None
-    if table.primary and raw and any(name in raw for name in SYSTEM_COLUMNS):
+    if raw and any(name in raw for name in server_columns(table)):
         return lambda row: test(view(table, row))
     return lambda row: test(row.values)
 
@@ -306,7 +316,7 @@ def _order(req: ApiRequest, table: Table) -> list[tuple[str, bool]]:
 
 
 def _sort_key(table: Table, column: str) -> Callable[[Row], tuple[bool, Any]]:
-    system = table.primary is not None and column in SYSTEM_COLUMNS
+    system = column in server_columns(table)
 
     def key(row: Row) -> tuple[bool, Any]:
         value = view(table, row).get(column) if system else row.values.get(column)

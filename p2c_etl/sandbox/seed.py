@@ -26,7 +26,7 @@ from p2c_etl.config import SystemName
 from p2c_etl.connectors.files import FilesConnector
 from p2c_etl.errors import ConnectorError, ContractError
 from p2c_etl.model.contracts import Contract, ContractSet
-from p2c_etl.sandbox.store import Journal, Key, Store, Table
+from p2c_etl.sandbox.store import Clock, Journal, Key, Store, Table, utc_now
 
 DEMO_ALTERNATE_KEYS: Mapping[str, tuple[str, ...]] = {"accounts": ()}
 """The alternate keys of the demo company's Dataverse tenant where they differ from the
@@ -42,11 +42,13 @@ def build_store(
     *,
     unique_alternate_keys: bool = True,
     alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
+    clock: Clock = utc_now,
 ) -> Store:
     """A store with one table per contract of `system`, seeded from `folder` (if given).
     A Dataverse table's alternate key is its contract's `keys`, unless `alternate_keys`
-    names the entity set (an empty tuple: the tenant declares no alternate key there)."""
-    journal = Journal(on_commit)
+    names the entity set (an empty tuple: the tenant declares no alternate key there).
+    `clock` gives the time of every write (the seed's is its first reading)."""
+    journal = Journal(on_commit, clock)
     connector = FilesConnector(system, folder, contracts) if folder is not None else None
     served = {c.entity for c in contracts if c.system == system and c.primary_id is not None}
     unknown = sorted(set(alternate_keys or {}) - served)

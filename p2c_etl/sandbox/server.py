@@ -40,7 +40,7 @@ from p2c_etl.sandbox.finops import SERVICE_PATH as FINOPS_PATH
 from p2c_etl.sandbox.finops import FinOpsService
 from p2c_etl.sandbox.seed import build_store
 from p2c_etl.sandbox.stats import Stats
-from p2c_etl.sandbox.store import Store
+from p2c_etl.sandbox.store import Clock, Store, utc_now
 from p2c_etl.sandbox.whoami import Identity
 
 _START_TIMEOUT = 15.0
@@ -69,6 +69,7 @@ class Sandbox:
         alternate_keys: Mapping[str, tuple[str, ...]] | None = None,
         delta_token_ttl: int | None = None,
         untracked: tuple[str, ...] = (),
+        clock: Clock = utc_now,
     ) -> None:
         """`unique_alternate_keys`: refuse a CRM seed that holds one alternate key value twice,
         as a tenant with that key could not (off only to serve such data anyway).
@@ -76,7 +77,8 @@ class Sandbox:
         differs from the contract's `keys` (`{"accounts": ()}`: accounts have none; the demo
         company's seed needs `seed.DEMO_ALTERNATE_KEYS`). `delta_token_ttl`: a
         delta token expires once more than this many record writes were committed after it
-        was issued (None: never). `untracked`: Dataverse entity sets without change tracking."""
+        was issued (None: never). `untracked`: Dataverse entity sets without change tracking.
+        `clock`: the time the servers write records at (`createdon`, `modifiedon`)."""
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both tls_cert and tls_key")
         contracts = contracts or ContractSet.load(contracts_dir())
@@ -92,8 +94,9 @@ class Sandbox:
                 self._stats["crm"].written,
                 unique_alternate_keys=unique_alternate_keys,
                 alternate_keys=alternate_keys,
+                clock=clock,
             ),
-            "erp": build_store("erp", erp_seed, contracts, self._stats["erp"].written),
+            "erp": build_store("erp", erp_seed, contracts, self._stats["erp"].written, clock=clock),
         }
         issuer = TokenIssuer(client_id, client_secret, tenant)
         admin = Admin(self.faults, self.stats, self.reset_stats, self.tracking)

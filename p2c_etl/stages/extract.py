@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -31,11 +31,18 @@ from p2c_etl.warehouse.mirror import (
     Mirrored,
     apply_changes,
     mirror_digest,
-    mirror_rows,
+    mirror_drift,
     read_mirror,
     update_mirror,
 )
-from p2c_etl.warehouse.store import DeltaRead, Warehouse, delta_link, keep_delta_link
+from p2c_etl.warehouse.store import (
+    DeltaRead,
+    KeptLink,
+    Warehouse,
+    delta_link,
+    full_read_at,
+    keep_delta_links,
+)
 
 Entity = tuple[SystemName, str]
 
@@ -101,14 +108,24 @@ class EntityReads:
         connectors: Mapping[SystemName, Connector],
         flows: Iterable[Flow],
         namespace: str = "",
+        full: bool = False,
+        full_every: timedelta = timedelta(days=7),
     ) -> None:
+        """`full`: verify every mirror read through its changes with a full read
+        (`p2c run --full`); otherwise when its last full read is `full_every` old."""
         self.connectors, self.namespace = connectors, namespace
+        self.full, self.full_every = full, full_every
         self.columns: dict[Entity, list[str]] = {}
         for flow in flows:
             for entity, names in flow_entities(flow).items():
                 held = self.columns.setdefault(entity, [])
                 held.extend(c for c in names if c not in held)
         self._reads: dict[Entity, Read] = {}
+        self._unread: set[Entity] = set()
+        """Entity sets a flow wrote that were not read since."""
+        self._pending: list[KeptLink] = []
+        """Links read this run, kept only with the results of the flow that read them
+        (`commit_links`): a run killed before reads the same changes again."""
 
     def system(self, system: SystemName) -> str:
         """The mirror's system name (its namespace in front, for a reconciliation)."""
@@ -116,6 +133,49 @@ class EntityReads:
 
     def written(self, system: SystemName, entity: str) -> None:
         self._reads.pop((system, entity), None)
+        self._unread.add((system, entity))
+
+    def commit_links(self, wh: Warehouse) -> None:
+        """Keep the links (and how each entity set was read) of the reads made since the
+        last commit: call it with the results of the flow that made them."""
+        keep_delta_links(wh, self._pending)
+        self._pending = []
+
+    def _link(self, wh: Warehouse, entity: Entity, listed: str) -> str | None:
+        """The link to read `entity`'s changes from: this run's latest, else the kept one."""
+        for kept in reversed(self._pending):
+            if (kept.system, kept.entity, kept.columns) == (*entity, listed):
+                return kept.read.link
+        return delta_link(wh, *entity, listed)
+
+    def _full_read_at(self, wh: Warehouse, entity: Entity, listed: str) -> datetime | None:
+        for kept in reversed(self._pending):
+            same = (kept.system, kept.entity, kept.columns) == (*entity, listed)
+            if same and kept.read.kind == "full":
+                return kept.at
+        return full_read_at(wh, *entity, listed)
+
+    def read_back(self, wh: Warehouse, run_id: str, now: Callable[[], datetime]) -> int:
+        """Read again, through their links, the entity sets this run wrote and did not read
+        since, so that the next run's delta does not hold this run's own writes. Returns
+        how many were read."""
+        back = [
+            entity
+            for entity in sorted(self._unread)
+            if self._tracked(self.connectors[entity[0]], entity[1])
+        ]
+        for entity in back:
+            self.read(wh, run_id, entity, self.columns.get(entity, []), now, missing_ok=True)
+        return len(back)
+
+    def _tracked(self, connector: Connector, entity: str) -> bool:
+        """Whether `entity` is read through its changes (never in an audit, which reads all
+        and keeps no link)."""
+        return (
+            isinstance(connector, TracksChanges)
+            and connector.can_read_changes(entity)
+            and not self.namespace
+        )
 
     def read(
         self,
@@ -136,9 +196,10 @@ class EntityReads:
             return done
         system, name = entity
         connector = self.connectors[system]
-        if isinstance(connector, TracksChanges) and self._trackable(wh, entity, missing_ok):
-            mirrored = self._read_changes(wh, run_id, connector, entity, columns, now)
-            done = Read(mirrored, _no_bad_rows(), tuple(columns), False)
+        self._unread.discard(entity)
+        if isinstance(connector, TracksChanges) and self._tracked(connector, name):
+            mirrored = self._read_changes(wh, run_id, connector, entity, columns, now, missing_ok)
+            done = Read(mirrored, _no_bad_rows(), tuple(columns), missing_ok and mirrored.rows == 0)
             self._reads[entity] = done
             return done
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
@@ -150,13 +211,6 @@ class EntityReads:
         self._reads[entity] = done
         return done
 
-    def _trackable(self, wh: Warehouse, entity: Entity, missing_ok: bool) -> bool:
-        """Read through change tracking: never for a reconciliation (an audit reads all, and
-        keeps no link), and for an entity set that may not exist only once it was found."""
-        if self.namespace:
-            return False
-        return not missing_ok or mirror_rows(wh, *entity) > 0
-
     def _read_changes(
         self,
         wh: Warehouse,
@@ -165,24 +219,70 @@ class EntityReads:
         entity: Entity,
         columns: list[str],
         now: Callable[[], datetime],
+        missing_ok: bool,
     ) -> Mirrored:
-        """Read the changes since the last delta link into the mirror (or all of it, when
-        there is no link or it cannot be used), and keep the new link."""
+        """Read the changes since the last delta link or high-water mark into the mirror (or
+        all of it, when there is none or it cannot be used), and keep the new one. With
+        `missing_ok`, an entity set the system does not have reads as empty.
+
+        A verifying read (`p2c run --full`, or a last full read `full_every` old) first
+        brings the mirror up to date through the link, then reads in full and reports every
+        record the mirror still has wrong (drift: a change tracking never reported), except
+        those changed again since; the mirror is then made what the full read found."""
         system, name = entity
         listed = ",".join(columns)
-        link = delta_link(wh, system, name, listed)
-        read = connector.read_changes(name, columns, link)
+        link = self._link(wh, entity, listed)
+        verify = self._verify_why(wh, entity, listed, link, now())
+        read = connector.read_changes(name, columns, link, missing_ok=missing_ok)
+        mark = link if read.kind == "since" else None
         mirrored = None
-        if read.kind == "delta":
-            mirrored = apply_changes(wh, system, name, read.frame, read.deleted, run_id, now())
+        if read.kind != "full":
+            mirrored = apply_changes(
+                wh, system, name, read.frame, read.deleted, run_id, now(), read.identity
+            )
             if mirrored is None:  # the mirror cannot take it: read in full
-                read = connector.read_changes(name, columns, None)
+                read, mark = connector.read_changes(name, columns, None), None
+        drift = None
+        if verify is not None and mirrored is not None:
+            full = connector.read_changes(name, columns, None)
+            since = connector.read_changes(name, columns, read.link)  # changed meanwhile
+            drift = mirror_drift(wh, system, name, full.frame, full.identity, _touched(since))
+            read, mark, mirrored = replace(full, reason=_joined(verify, full.reason)), None, None
         if mirrored is None:
             digest = _bad_digest(_no_bad_rows())
             mirrored = update_mirror(wh, system, name, read.frame, digest, run_id, now())
-        how = DeltaRead(read.kind, read.link, read.frame.height, read.deleted.len(), read.reason)
-        keep_delta_link(wh, system, name, listed, how, run_id, now())
+        how = DeltaRead(
+            read.kind,
+            read.link,
+            read.frame.height,
+            read.deleted.len(),
+            read.reason,
+            mark=mark,
+            verified=drift is not None,
+            drift=drift if drift is not None else DeltaRead.no_drift(),
+        )
+        self._pending.append(KeptLink(system, name, listed, how, run_id, now()))
         return mirrored
+
+    def _verify_why(
+        self, wh: Warehouse, entity: Entity, listed: str, link: str | None, at: datetime
+    ) -> str | None:
+        """Why this read of a mirror kept through a link verifies it in full (None: no
+        need, or no link to verify against)."""
+        if link is None:
+            return None
+        if self.full:
+            return "read in full to verify the mirror (p2c run --full)"
+        last = self._full_read_at(wh, entity, listed)
+        if last is None:
+            return "read in full to verify the mirror: no full read of it is on record"
+        if at - last < self.full_every:
+            return None
+        return (
+            f"read in full to verify the mirror: the last full read was on "
+            f"{last:%Y-%m-%d %H:%M} UTC, {span(at - last)} ago "
+            f"([run] full_every = {span(self.full_every)!r})"
+        )
 
     def bad(self, entity: Entity) -> pl.DataFrame:
         """The unreadable records of the entity set in this run's read (SOURCE_BAD_SCHEMA)."""
@@ -212,9 +312,34 @@ class EntityReads:
 
 @runtime_checkable
 class TracksChanges(Protocol):
-    """A connector that reads changes since a delta link (Dataverse's change tracking)."""
+    """A connector that reads changes since a delta link (Dataverse's change tracking) or a
+    high-water mark (an F&O entity with a modification-time column)."""
 
-    def read_changes(self, entity: str, columns: Sequence[str], link: str | None) -> ChangeRead: ...
+    def can_read_changes(self, entity: str) -> bool: ...
+
+    def read_changes(
+        self, entity: str, columns: Sequence[str], link: str | None, *, missing_ok: bool = False
+    ) -> ChangeRead: ...
+
+
+def _touched(read: ChangeRead) -> pl.DataFrame:
+    """The keys of the records a read of changes found changed or deleted."""
+    names = list(read.identity)
+    gone = pl.DataFrame({read.deleted.name: read.deleted})
+    return pl.concat([read.frame.select(names), gone], how="diagonal_relaxed")
+
+
+def _joined(first: str, then: str | None) -> str:
+    return f"{first}; {then}" if then else first
+
+
+def span(length: timedelta) -> str:
+    """A length of time as `[run] full_every` is written: "7d", "36h", "5m", "30s"."""
+    seconds = int(length.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _no_bad_rows() -> pl.DataFrame:

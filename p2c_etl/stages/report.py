@@ -96,6 +96,30 @@ class ChunkTiming:
 
 
 @dataclass(frozen=True)
+class VerifiedRead:
+    """An entity set read in full to verify its mirror: why, and how many records had
+    drifted (changed, added or deleted behind change tracking's back)."""
+
+    entity: str
+    reason: str
+    drifted: int
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A record the mirror had wrong: changed (in `fields`), added or deleted."""
+
+    entity: str
+    record_key: str
+    kind: str
+    fields: tuple[str, ...]
+
+
+DRIFT_SHOWN = 500
+"""The drifted records a report lists (all are in the warehouse's `drift` table)."""
+
+
+@dataclass(frozen=True)
 class ReportData:
     run_id: str
     mode: str
@@ -106,6 +130,8 @@ class ReportData:
     ended_at: str
     flows: tuple[FlowReport, ...]
     chunks: tuple[ChunkTiming, ...] = ()
+    verified: tuple[VerifiedRead, ...] = ()
+    drift: tuple[Drift, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -119,6 +145,7 @@ def build_report_data(
 ) -> ReportData:
     run_id = run["run_id"]
     counts = {c.flow: c for c in wh.counts(run_id)}
+    verified, drift = _verification(wh, run_id)
     return ReportData(
         run_id=run_id,
         mode=run["mode"],
@@ -132,6 +159,8 @@ def build_report_data(
             for flow in flows
         ),
         chunks=_chunks(wh, run_id),
+        verified=verified,
+        drift=drift,
     )
 
 
@@ -196,17 +225,53 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
 def _read_how(wh: Warehouse, run_id: str, side: EntityRef) -> str:
     """`crm.accounts: 3 changed, 1 deleted since the last delta link`, or `... in full`."""
     rows = wh.con.execute(
-        "SELECT kind, changes, deletes, reason FROM delta_links WHERE run_id = ? "
-        "AND system = ? AND entity = ? ORDER BY read_at DESC LIMIT 1",
+        "SELECT kind, records, deletes, mark, reason, verified, drifted FROM run_reads "
+        "WHERE run_id = ? AND system = ? AND entity = ? ORDER BY read_at DESC LIMIT 1",
         [run_id, side.system, side.entity],
     ).fetchall()
     if not rows:
         return f"{side}: read in full"
-    kind, changes, deletes, reason = rows[0]
+    kind, records, deletes, mark, reason, verified, drifted = rows[0]
     if kind == "delta":
-        return f"{side}: {changes} changed, {deletes} deleted since the last delta link"
-    why = f" ({printable(reason)})" if reason else " (a delta link is kept for the next run)"
+        return f"{side}: {records} changed, {deletes} deleted since the last delta link"
+    if kind == "since":
+        return f"{side}: {records} written since its high-water mark {mark} (less the lag)"
+    if verified:
+        found = "none" if drifted == 0 else f"{drifted} (listed under Verification)"
+        return f"{side}: {printable(reason)}; records that had drifted: {found}"
+    kept = "a high-water mark" if side.system == "erp" else "a delta link"
+    why = f" ({printable(reason)})" if reason else f" ({kept} is kept for the next run)"
     return f"{side}: read in full{why}"
+
+
+def _verification(wh: Warehouse, run_id: str) -> tuple[tuple[VerifiedRead, ...], tuple[Drift, ...]]:
+    """The reads of this run that verified a mirror in full, and the drift they found (at
+    most DRIFT_SHOWN records)."""
+    reads = wh.query(
+        "SELECT system, entity, reason, drifted FROM run_reads WHERE run_id = ? AND verified "
+        "ORDER BY system, entity",
+        [run_id],
+    )
+    drift = wh.query(
+        "SELECT system, entity, record_key, kind, fields FROM drift WHERE run_id = ? "
+        "ORDER BY system, entity, kind, record_key LIMIT ?",
+        [run_id, DRIFT_SHOWN],
+    )
+    return (
+        tuple(
+            VerifiedRead(f"{r['system']}.{r['entity']}", printable(r["reason"] or ""), r["drifted"])
+            for r in reads.iter_rows(named=True)
+        ),
+        tuple(
+            Drift(
+                f"{r['system']}.{r['entity']}",
+                printable(r["record_key"]),
+                r["kind"],
+                tuple(r["fields"] or ()),
+            )
+            for r in drift.iter_rows(named=True)
+        ),
+    )
 
 
 def _sample(row: dict[str, Any]) -> ChangeSample:

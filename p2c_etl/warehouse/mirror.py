@@ -16,12 +16,13 @@ nothing to do has nothing to do again (see `stages.settle`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import polars as pl
 
-from p2c_etl.warehouse.store import Warehouse, table_name
+from p2c_etl.warehouse.store import DRIFT_SCHEMA, Warehouse, table_name
 
 HASH = "__hash"
 ORD = "__ord"
@@ -119,30 +120,33 @@ def apply_changes(
     deleted: pl.Series,
     run_id: str,
     at: datetime,
+    keys: Sequence[str] = (),
 ) -> Mirrored | None:
     """Apply a delta to the mirror of (`system`, `entity`): the records of `deleted` (primary
     ids; the series is named after the id column) and the earlier versions of the `changed`
-    ones leave it, the `changed` ones join it at the end. Applying a delta twice gives the
-    same mirror. None when the mirror cannot take it (none yet, or other columns): read in
-    full."""
-    table, ident = mirror_table(system, entity), deleted.name
+    ones leave it, the `changed` ones join it at the end. A record is named by `keys` (default:
+    the id column alone). Applying a delta twice gives the same mirror. None when the mirror
+    cannot take it (none yet, or other columns): read in full."""
+    table, names = mirror_table(system, entity), list(keys or [deleted.name])
     known = wh.con.execute(
         "SELECT schema_text, version FROM mirrors WHERE system = ? AND entity = ?",
         [system, entity],
     ).fetchall()
-    usable = known and mirror_exists(wh, system, entity) and ident in changed.columns
+    usable = known and mirror_exists(wh, system, entity) and set(names) <= set(changed.columns)
     if not usable or known[0][0] != _schema_text(changed):
         return None
     version = int(known[0][1])
     changed = changed.with_columns(changed.hash_rows(_SEED).alias(HASH))
-    held = _held(wh, table, ident, changed[ident])  # a record changed in columns not read
-    changed = changed.join(held, on=[ident, HASH], how="anti")
-    ids = pl.concat([changed[ident].cast(pl.String), deleted.cast(pl.String)]).unique()
+    held = mirror_hashes(wh, system, entity, names, changed.select(names))
+    changed = changed.join(held, on=[*names, HASH], how="anti")  # changed in columns not read
+    gone_ids = pl.DataFrame({deleted.name: deleted}).cast(changed.select(deleted.name).schema)
+    ids = pl.concat([changed.select(names), gone_ids], how="diagonal").unique()
+    on = " AND ".join(f'"{table}"."{k}" = i."{k}"' for k in names)
     with wh.transaction():
-        with wh.registered("__ids", pl.DataFrame({"id": ids})):
-            where = f'FROM "{table}" WHERE "{ident}" IN (SELECT id FROM __ids)'
+        with wh.registered("__ids", ids):
+            where = f'FROM "{table}" SEMI JOIN __ids USING ({_listed(names)})'
             gone = int(wh.con.execute(f"SELECT count(*) {where}").fetchall()[0][0])
-            wh.con.execute(f"DELETE {where}")
+            wh.con.execute(f'DELETE FROM "{table}" USING __ids i WHERE {on}')
         if gone == 0 and changed.height == 0:
             rows = int(wh.con.execute(f'SELECT count(*) FROM "{table}"').fetchall()[0][0])
             return Mirrored(table, version, rows, 0, 0)
@@ -165,12 +169,20 @@ def apply_changes(
     return Mirrored(table, version, rows, changed.height, gone)
 
 
-def _held(wh: Warehouse, table: str, ident: str, ids: pl.Series) -> pl.DataFrame:
-    """(id, hash) of the mirror's records with those ids."""
-    with wh.registered("__ids", pl.DataFrame({"id": ids.cast(pl.String)})):
-        return wh.query(
-            f'SELECT "{ident}", "{HASH}" FROM "{table}" WHERE "{ident}" IN (SELECT id FROM __ids)'
-        )
+def mirror_hashes(
+    wh: Warehouse, system: str, entity: str, keys: Sequence[str], only: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """(`keys`, `__hash`) of the mirror's records (only those whose keys are in `only`)."""
+    table = mirror_table(system, entity)
+    select = f'SELECT {_listed([*keys, HASH])} FROM "{table}"'
+    if only is None:
+        return wh.query(select)
+    with wh.registered("__only", only.select(keys)):
+        return wh.query(f"{select} SEMI JOIN __only USING ({_listed(keys)})")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return ", ".join(f'"{n}"' for n in names)
 
 
 def _pairs_digest(hashed: pl.DataFrame) -> str:
@@ -234,3 +246,80 @@ def mirror_digest(wh: Warehouse, system: str, entity: str, columns: list[str]) -
         f'SELECT count(*), sum(hash({names})::HUGEINT) FROM "{mirror_table(system, entity)}"'
     ).fetchall()
     return f"{rows[0][0]}:{rows[0][1]}"
+
+
+def mirror_drift(
+    wh: Warehouse,
+    system: str,
+    entity: str,
+    frame: pl.DataFrame,
+    keys: Sequence[str],
+    changed_since: pl.DataFrame,
+) -> pl.DataFrame | None:
+    """What a full read (`frame`) finds the mirror had wrong, record by record (named by
+    `keys`; DRIFT_SCHEMA): records it holds otherwise (with the fields that differ), records
+    the mirror lacks (added) and records it holds that the system no longer has (deleted).
+    The records of `changed_since` (their `keys`) changed after the mirror was brought up to
+    date, so they are not drift. None when the mirror holds other columns than `frame`."""
+    known = wh.con.execute(
+        "SELECT schema_text FROM mirrors WHERE system = ? AND entity = ?", [system, entity]
+    ).fetchall()
+    if not known or not mirror_exists(wh, system, entity) or known[0][0] != _schema_text(frame):
+        return None
+    names = list(keys)
+    read = frame.with_columns(frame.hash_rows(_SEED).alias(HASH))
+    held = mirror_hashes(wh, system, entity, names)
+    pairs = read.select(*names, HASH).join(
+        held, on=names, how="full", coalesce=True, nulls_equal=True, suffix="_held"
+    )
+    pairs = pairs.join(changed_since.select(names).unique(), on=names, how="anti", nulls_equal=True)
+    kind = (
+        pl.when(pl.col(f"{HASH}_held").is_null())
+        .then(pl.lit("added"))
+        .when(pl.col(HASH).is_null())
+        .then(pl.lit("deleted"))
+        .when(pl.col(HASH) != pl.col(f"{HASH}_held"))
+        .then(pl.lit("changed"))
+    )
+    found = pairs.with_columns(kind.alias("kind")).filter(pl.col("kind").is_not_null())
+    if found.height == 0:
+        return pl.DataFrame(schema=DRIFT_SCHEMA)
+    was = read_keyed(
+        wh, system, entity, frame.columns, found.filter(kind="changed").select(names)
+    ).cast(frame.schema)  # DuckDB gives its own name of UTC back
+    now = read.join(found.filter(kind="changed").select(names), on=names, how="semi")
+    columns = [c for c in frame.columns if c not in names]
+    both = now.join(was, on=names, how="left", suffix="__was", nulls_equal=True)
+    differ = pl.concat_list(
+        [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__was"))).then(pl.lit(c)) for c in columns]
+    ).list.drop_nulls()
+    fields = both.select(*names, differ.alias("fields"))
+    label = (
+        pl.concat_str(
+            [
+                pl.concat_str(pl.lit(f"{k}="), pl.col(k).cast(pl.String).fill_null(""))
+                for k in names
+            ],
+            separator=", ",
+        )
+        if len(names) > 1
+        else pl.col(names[0]).cast(pl.String)
+    )
+    return (
+        found.join(fields, on=names, how="left", nulls_equal=True)
+        .sort("kind", *names)
+        .select(label.alias("record_key"), "kind", "fields")
+        .cast(DRIFT_SCHEMA)
+    )
+
+
+def read_keyed(
+    wh: Warehouse, system: str, entity: str, columns: Sequence[str], only: pl.DataFrame
+) -> pl.DataFrame:
+    """`columns` of the mirror's records whose keys (the columns of `only`) are in `only`."""
+    table = mirror_table(system, entity)
+    using = _listed(only.columns)
+    with wh.registered("__only", only):
+        return wh.query(
+            f'SELECT {_listed(columns)} FROM "{table}" SEMI JOIN __only USING ({using})'
+        )

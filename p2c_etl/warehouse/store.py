@@ -7,8 +7,14 @@
                     unmapped values are its own, unchanged)
     mirrors         catalog of the mirrors: per system and entity set, what p2c-etl last
                     read of it, a row hash per record, updated in place (`mirror`)
-    delta_links     per system, entity set and column list, the Dataverse delta link the
-                    next run reads the changes through, and how the last read was made
+    delta_links     per system, entity set and column list, the delta link (Dataverse) or
+                    high-water mark (F&O) the next run reads the changes through, how the
+                    last read was made, and when the last full read was (`full_at`)
+    run_reads       per run and entity set read through its changes: how (full, delta,
+                    since a mark), what it found, why a read was full, and whether it was
+                    a full read that verified the mirror (with the records that had drifted)
+    drift           per run, each record a verifying full read found the mirror had wrong
+                    (changed, added or deleted behind change tracking's back)
     settled_flows   per flow, the fingerprint of its inputs when it last found nothing to
                     do, and that run; the context print its settled rows hold under
     settled_rows    per flow, the source rows its last computation found unchanged or
@@ -46,7 +52,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -117,6 +123,15 @@ CREATE TABLE IF NOT EXISTS delta_links (
     system VARCHAR NOT NULL, entity VARCHAR NOT NULL, columns VARCHAR NOT NULL,
     link VARCHAR, kind VARCHAR NOT NULL, changes BIGINT NOT NULL, deletes BIGINT NOT NULL,
     reason VARCHAR, run_id VARCHAR NOT NULL, read_at TIMESTAMPTZ NOT NULL);
+ALTER TABLE delta_links ADD COLUMN IF NOT EXISTS full_at TIMESTAMPTZ;
+CREATE TABLE IF NOT EXISTS run_reads (
+    run_id VARCHAR NOT NULL, system VARCHAR NOT NULL, entity VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL, records BIGINT NOT NULL, deletes BIGINT NOT NULL, mark VARCHAR,
+    reason VARCHAR, verified BOOLEAN NOT NULL, drifted BIGINT NOT NULL,
+    read_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS drift (
+    run_id VARCHAR NOT NULL, system VARCHAR NOT NULL, entity VARCHAR NOT NULL,
+    record_key VARCHAR NOT NULL, kind VARCHAR NOT NULL, fields VARCHAR[]);
 CREATE TABLE IF NOT EXISTS settled_flows (
     flow VARCHAR PRIMARY KEY, fingerprint VARCHAR, run_id VARCHAR NOT NULL,
     context_print VARCHAR);
@@ -166,7 +181,8 @@ def audit_namespace(run_id: str) -> str:
 
 
 def delta_link(wh: Warehouse, system: str, entity: str, columns: str) -> str | None:
-    """The delta link the last read of `columns` of (`system`, `entity`) left, if any."""
+    """The delta link (or high-water mark) the last read of `columns` of (`system`,
+    `entity`) left, if any."""
     rows = wh.con.execute(
         "SELECT link FROM delta_links WHERE system = ? AND entity = ? AND columns = ?",
         [system, entity, columns],
@@ -174,49 +190,94 @@ def delta_link(wh: Warehouse, system: str, entity: str, columns: str) -> str | N
     return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
-def keep_delta_link(
-    wh: Warehouse,
-    system: str,
-    entity: str,
-    columns: str,
-    read: DeltaRead,
-    run_id: str,
-    at: datetime,
-) -> None:
-    """Keep the link a read gave, and how it was read, replacing the one for the same
-    columns."""
-    with wh.transaction():
-        wh.con.execute(
-            "DELETE FROM delta_links WHERE system = ? AND entity = ? AND columns = ?",
-            [system, entity, columns],
-        )
-        wh.con.execute(
-            "INSERT INTO delta_links VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                system,
-                entity,
-                columns,
-                read.link,
-                read.kind,
-                read.changes,
-                read.deletes,
-                read.reason,
-                run_id,
-                at,
-            ],
-        )
+def full_read_at(wh: Warehouse, system: str, entity: str, columns: str) -> datetime | None:
+    """When `columns` of (`system`, `entity`) were last read in full (None: not on record;
+    a warehouse made before this was kept knows only of a last read that was full)."""
+    rows = wh.con.execute(
+        "SELECT coalesce(full_at, CASE WHEN kind = 'full' THEN read_at END) FROM delta_links "
+        "WHERE system = ? AND entity = ? AND columns = ?",
+        [system, entity, columns],
+    ).fetchall()
+    found = rows[0][0] if rows else None
+    return found if isinstance(found, datetime) else None
+
+
+DRIFT_SCHEMA = pl.Schema(
+    [("record_key", pl.String()), ("kind", pl.String()), ("fields", pl.List(pl.String()))]
+)
+"""A record a verifying full read found the mirror had wrong: `kind` changed (with the
+`fields` that differ), added or deleted (behind change tracking's back)."""
 
 
 @dataclass(frozen=True)
 class DeltaRead:
-    """How an entity set was read through change tracking: `kind` full or delta, the link
-    for the next read, the records changed and deleted, and why a full read was made."""
+    """How an entity set was read through its changes: `kind` full, delta (since a delta
+    link) or since (a high-water mark, `mark`), the link or mark for the next read, the
+    records read and deleted, why a full read was made, and for a full read that verified
+    the mirror (`verified`), the records that had drifted (DRIFT_SCHEMA)."""
 
     kind: str
     link: str | None
     changes: int
     deletes: int
     reason: str | None
+    mark: str | None = None
+    verified: bool = False
+    drift: pl.DataFrame = field(default_factory=lambda: DeltaRead.no_drift())
+
+    @staticmethod
+    def no_drift() -> pl.DataFrame:
+        return pl.DataFrame(schema=DRIFT_SCHEMA)
+
+
+@dataclass(frozen=True)
+class KeptLink:
+    """A read of (`system`, `entity`) through its changes, to keep: the `columns` it read
+    (comma-separated), how it was read, and by which run when."""
+
+    system: str
+    entity: str
+    columns: str
+    read: DeltaRead
+    run_id: str
+    at: datetime
+
+
+def keep_delta_links(wh: Warehouse, kept: Sequence[KeptLink]) -> None:
+    """Keep the links the reads gave (each replacing the one for the same columns), how
+    they were read (`run_reads`), and the records they found drifted (`drift`); one
+    transaction."""
+    if not kept:
+        return
+    with wh.transaction():
+        for one in kept:
+            _keep_delta_link(wh, one)
+
+
+def _keep_delta_link(wh: Warehouse, one: KeptLink) -> None:
+    read, at = one.read, one.at
+    where = [one.system, one.entity, one.columns]
+    last_full = at if read.kind == "full" else full_read_at(wh, *where)
+    kept = (read.link, read.kind, read.changes, read.deletes, read.reason, one.run_id, at)
+    wh.con.execute("DELETE FROM delta_links WHERE system = ? AND entity = ? AND columns = ?", where)
+    wh.con.execute(
+        "INSERT INTO delta_links (system, entity, columns, link, kind, changes, deletes, "
+        "reason, run_id, read_at, full_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [*where, *kept, last_full],
+    )
+    found = (read.kind, read.changes, read.deletes, read.mark, read.reason, read.verified)
+    wh.con.execute(
+        "INSERT INTO run_reads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [one.run_id, one.system, one.entity, *found, read.drift.height, at],
+    )
+    if read.drift.height:
+        drift = read.drift.select(
+            pl.lit(one.run_id).alias("run_id"),
+            pl.lit(one.system).alias("system"),
+            pl.lit(one.entity).alias("entity"),
+            *DRIFT_SCHEMA.names(),
+        )
+        wh.append("drift", drift)
 
 
 def table_name(*parts: str) -> str:
@@ -458,8 +519,17 @@ class Warehouse:
             "SELECT r.run_id, r.mode, r.dry_run, r.status, r.started_at, r.ended_at, "
             "coalesce(sum(f.inserted + f.updated), 0) AS written, "
             "coalesce(sum(f.rejected), 0) AS rejected, coalesce(sum(f.failed), 0) AS failed, "
-            "r.report_html FROM runs r LEFT JOIN run_flows f USING (run_id) "
-            "GROUP BY ALL ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?",
+            "r.report_html, any_value(coalesce(d.delta, 0)) AS delta_reads, "
+            "any_value(coalesce(d.since, 0)) AS since_reads, "
+            "any_value(coalesce(d.verified, 0)) AS verified_reads, "
+            "any_value(coalesce(d.drifted, 0)) AS drifted "
+            "FROM runs r LEFT JOIN run_flows f USING (run_id) LEFT JOIN ("
+            "SELECT run_id, count(DISTINCT (system, entity)) FILTER (kind = 'delta') AS delta, "
+            "count(DISTINCT (system, entity)) FILTER (kind = 'since') AS since, "
+            "count(DISTINCT (system, entity)) FILTER (verified) AS verified, "
+            "sum(drifted) AS drifted FROM run_reads GROUP BY run_id) d USING (run_id) "
+            "GROUP BY r.run_id, r.mode, r.dry_run, r.status, r.started_at, r.ended_at, "
+            "r.report_html ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?",
             [limit],
         )
 
@@ -584,7 +654,8 @@ class Warehouse:
                         dropped += 1
                 self.con.execute("DELETE FROM snapshots WHERE run_id = ?", [run_id])
                 if mode not in ("migrate", "reconcile") and run_id not in kept:
-                    for detail in ("changes", "load_results", "rejects", "unmapped_values"):
+                    details = ("changes", "load_results", "rejects", "unmapped_values", "drift")
+                    for detail in details:
                         self.con.execute(f"DELETE FROM {detail} WHERE run_id = ?", [run_id])
         self.con.execute("CHECKPOINT")
         self.compact_if_mostly_free()

@@ -109,3 +109,25 @@ def test_an_int_column_holds_32_bits(contracts: ContractSet) -> None:
     with pytest.raises(pandera.errors.SchemaError, match="in_range"):
         schema.validate(frame)
     schema.validate(frame.head(1))
+
+
+@pytest.mark.parametrize(
+    ("modified", "message"),
+    [
+        ("at", "'modified' column 'at' must be a datetime"),
+        ("id", "'modified' column 'id' cannot be a key"),
+        ("gone", "has no column 'gone'"),
+    ],
+)
+def test_a_modification_time_column_is_a_datetime_that_is_not_a_key(
+    tmp_path: Path, modified: str, message: str
+) -> None:
+    path = tmp_path / "x.toml"
+    path.write_text(
+        f'entity = "x"\nsystem = "erp"\nkeys = ["id"]\nmodified = "{modified}"\n[columns]\n'
+        'id = { type = "int" }\nat = { type = "date" }\nwhen = { type = "datetime" }\n'
+    )
+    with pytest.raises(ContractError, match=rf"x\.toml: .*{message}"):
+        load_contract(path)
+    path.write_text(path.read_text().replace(f'modified = "{modified}"', 'modified = "when"'))
+    assert load_contract(path).modified == "when"

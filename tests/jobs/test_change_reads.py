@@ -1,0 +1,398 @@
+"""Reading only what changed, and verifying it: `p2c run --full`, `[run] full_every`, and
+F&O high-water marks, end to end over HTTP against the sandbox on loopback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pytest
+from click.testing import CliRunner
+
+import p2c_etl.resources
+from p2c_etl.cli import main
+from p2c_etl.config import SANDBOX_SECRET_ENV, Settings, load_settings
+from p2c_etl.flows import flow_names
+from p2c_etl.jobs.demo import http_config_text
+from p2c_etl.jobs.run import run_batch
+from p2c_etl.model.summary import RunSummary
+from p2c_etl.resources import contracts_dir, demo_fixtures_dir
+from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
+from p2c_etl.sandbox.server import Sandbox
+
+SECRET = "change-reads-secret"
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+
+
+@contextmanager
+def _over_http(
+    tmp_path: Path, extra: str = "", clock: Callable[[], datetime] | None = None
+) -> Iterator[tuple[Sandbox, Settings, Path]]:
+    """The demo company in a sandbox, and the settings (with `extra` p2c.toml text) of a run
+    against it."""
+    seed = demo_fixtures_dir()
+    timed = {"clock": clock} if clock is not None else {}
+    with Sandbox(
+        seed / "crm",
+        seed / "erp",
+        client_secret=SECRET,
+        alternate_keys=DEMO_ALTERNATE_KEYS,
+        **timed,  # type: ignore[arg-type]
+    ) as sandbox:
+        config = tmp_path / "p2c.toml"
+        text = http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url)
+        config.write_text(text + extra)
+        settings = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        yield sandbox, settings, config
+
+
+def _token(sandbox: Sandbox, url: str) -> str:
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": "p2c-sandbox",
+        "client_secret": SECRET,
+        "scope": f"{url}/.default",
+    }
+    return str(httpx.post(sandbox.token_url, data=form).json()["access_token"])
+
+
+def _reads(config: Path, run_id: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(config.parent / "p2c.duckdb"), read_only=True)
+    try:
+        return con.execute(
+            "SELECT system, entity, kind, records, verified, drifted, reason FROM run_reads "
+            "WHERE run_id = ? ORDER BY system, entity",
+            [run_id],
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _flow(summary: RunSummary, name: str) -> Any:
+    return next(c for c in summary.flows if c.flow == name)
+
+
+def _synced_accounts(sandbox: Sandbox) -> list[dict[str, Any]]:
+    """Accounts the demo carries to F&O (their number is a customer account there)."""
+    customers = {r["CustomerAccount"] for r in sandbox.records("erp", "CustomersV2")}
+    return [a for a in sandbox.records("crm", "accounts") if a["accountnumber"] in customers]
+
+
+def _customer_name(sandbox: Sandbox, number: str) -> str:
+    found = [r for r in sandbox.records("erp", "CustomersV2") if r["CustomerAccount"] == number]
+    return str(found[0]["OrganizationName"])
+
+
+def test_run_full_reports_the_change_tracking_never_saw_and_carries_it(tmp_path: Path) -> None:
+    """A change planted behind change tracking's back is missed by the nightly delta read;
+    `p2c run --full` reads in full, lists that record as drifted (with the field), carries
+    it to F&O, and does not list a change made through the API since the last run."""
+    with _over_http(tmp_path) as (sandbox, settings, config):
+        run_batch(settings)
+        run_batch(settings)
+        planted, renamed = _synced_accounts(sandbox)[:2]
+        sandbox.plant("crm", "accounts", {**planted, "name": "Planted behind tracking"})
+        missed = run_batch(settings)
+        assert _flow(missed, "accounts").updated == 0
+        assert _customer_name(sandbox, planted["accountnumber"]) != "Planted behind tracking"
+        token = _token(sandbox, sandbox.crm_url)
+        patched = httpx.patch(
+            f"{sandbox.crm_url}/api/data/v9.2/accounts({renamed['accountid']})",
+            json={"name": "Renamed through the Web API"},
+            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
+        )
+        assert patched.status_code == 204, patched.text
+        result = CliRunner().invoke(
+            main, ["run", "--full", "--config", str(config), "--json", "-q"], env=_env()
+        )
+        assert result.exit_code == 1, result.output  # the demo's planted rejects
+        full = json.loads(result.stdout)
+        assert next(f for f in full["flows"] if f["flow"] == "accounts")["updated"] == 2
+        assert _customer_name(sandbox, planted["accountnumber"]) == "Planted behind tracking"
+        assert _customer_name(sandbox, renamed["accountnumber"]) == "Renamed through the Web API"
+        history = CliRunner().invoke(main, ["history", "--config", str(config)], env=_env())
+    reads = {(r[0], r[1]): r for r in _reads(config, full["run_id"])}
+    accounts = reads[("crm", "accounts")]
+    assert accounts[2:6] == ("full", len(sandbox.records("crm", "accounts")), True, 1)
+    assert "p2c run --full" in accounts[6]
+    assert all(r[4] for (system, _), r in reads.items() if system == "crm")
+    report = json.loads(Path(full["report"]["json"]).read_text(encoding="utf-8"))
+    assert report["drift"] == [
+        {
+            "entity": "crm.accounts",
+            "record_key": planted["accountid"],
+            "kind": "changed",
+            "fields": ["name"],
+        }
+    ]
+    flow = next(f for f in report["flows"] if f["flow"] == "accounts")
+    assert flow["reads"][0].endswith("records that had drifted: 1 (listed under Verification)")
+    html = Path(full["report"]["html"]).read_text(encoding="utf-8")
+    assert 'id="verification"' in html and planted["accountid"] in html
+    assert history.exit_code == 0, history.output
+    lines = history.output.splitlines()
+    assert "read" in lines[0].split()
+    verified = sum(1 for r in reads.values() if r[4])
+    assert full["run_id"] in lines[1] and f"verified {verified} sets: 1 drifted" in lines[1]
+    delta = {(r[0], r[1]) for r in _reads(config, missed.run_id) if r[2] == "delta"}
+    assert missed.run_id in lines[2] and f"changes ({len(delta)} sets)" in lines[2]
+
+
+def _env() -> dict[str, str]:
+    return {SANDBOX_SECRET_ENV: SECRET}
+
+
+def test_full_every_makes_a_nightly_run_verify_its_mirrors_when_the_last_full_read_is_old(
+    tmp_path: Path,
+) -> None:
+    """With `full_every = "7d"`, a run 3 days after the first full reads reads the changes
+    only; a run 8 days after them reads in full, verifies the mirrors and says why."""
+    with _over_http(tmp_path, '\n[run]\nfull_every = "7d"\n') as (_, settings, config):
+        first = run_batch(settings, clock=lambda: T0)
+        # the target system's references are read with a delta link once they were found
+        run_batch(settings, clock=lambda: T0 + timedelta(minutes=1))
+        soon = run_batch(settings, clock=lambda: T0 + timedelta(days=3))
+        late = run_batch(settings, clock=lambda: T0 + timedelta(days=8))
+    assert not any(r[4] for r in _reads(config, first.run_id))
+    soon_reads = [r for r in _reads(config, soon.run_id) if r[0] == "crm"]
+    assert not any(r[4] for r in soon_reads)
+    # read through a link 3 days on; an entity set first read with one then has its first
+    # full read then, 5 days before the late run: not due yet
+    kept = {r[1] for r in soon_reads if r[2] == "delta"}
+    assert "accounts" in kept
+    late_reads = [r for r in _reads(config, late.run_id) if r[0] == "crm"]
+    assert {r[1] for r in late_reads if r[4]} == kept
+    assert all(r[2] == "full" and r[5] == 0 for r in late_reads if r[4])
+    late_reads = [r for r in late_reads if r[4]]
+    reason = late_reads[0][6]
+    assert f"the last full read was on {T0:%Y-%m-%d %H:%M} UTC, 8d ago" in reason
+    assert "[run] full_every = '7d'" in reason
+    assert late.written == 0
+
+
+@pytest.fixture
+def modified_products(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The contracts with `SellableReleasedProducts` extended by a modification-time column
+    the system sets (`ModifiedDateTime`), in place of the shipped ones."""
+    installed = tmp_path / "installed"
+    shutil.copytree(contracts_dir(), installed / "contracts")
+    contract = installed / "contracts" / "erp" / "SellableReleasedProducts.toml"
+    text = contract.read_text(encoding="utf-8")
+    text = text.replace("\n[columns]\n", '\nmodified = "ModifiedDateTime"\n\n[columns]\n', 1)
+    contract.write_text(text + 'ModifiedDateTime = { type = "datetime" }\n', encoding="utf-8")
+    assert 'modified = "ModifiedDateTime"' in contract.read_text(encoding="utf-8")
+    monkeypatch.setattr(p2c_etl.resources, "_INSTALLED", installed)
+    return installed
+
+
+def test_fno_high_water_marks_read_only_the_records_written_since_the_last_mark(
+    tmp_path: Path, modified_products: Path
+) -> None:
+    """An F&O entity with a modification-time column is read in full once, then from its
+    high-water mark less the lag: a quiet night reads only the records written at the mark,
+    a changed product reaches Sales, and a change planted without moving the time is missed
+    until `--full` finds it."""
+    now = [T0]
+    work = tmp_path / "work"
+    work.mkdir()
+    with _over_http(work, "", clock=lambda: now[0]) as (sandbox, settings, config):
+        now[0] = T0 + timedelta(hours=1)
+        first = run_batch(settings)
+        products = sandbox.records("erp", "SellableReleasedProducts")
+        edited, planted = products[0], products[1]
+        now[0] = T0 + timedelta(hours=3)
+        token = _token(sandbox, sandbox.erp_url)
+        url = (
+            f"{sandbox.erp_url}/data/SellableReleasedProducts(dataAreaId='usmf',"
+            f"ProductNumber='{edited['ProductNumber']}')"
+        )
+        patched = httpx.patch(
+            url,
+            json={"ProductName": "Edited in F&O"},
+            headers={"Authorization": f"Bearer {token}"},
+            params={"cross-company": "true"},
+        )
+        assert patched.status_code == 204, patched.text
+        now[0] = T0 + timedelta(hours=4)
+        edited_night = run_batch(settings)
+        now[0] = T0 + timedelta(hours=5)
+        sandbox.reset_stats()
+        quiet = run_batch(settings)
+        quiet_returned = sandbox.stats()["erp"]["records_returned"]
+        sandbox.plant(
+            "erp", "SellableReleasedProducts", {**planted, "ProductName": "Planted in F&O"}
+        )
+        missed = run_batch(settings)
+        full = run_batch(settings, full=True)
+        names = {p["productnumber"]: p["name"] for p in sandbox.records("crm", "products")}
+
+    def how(summary: RunSummary) -> tuple[Any, ...]:
+        row = [r for r in _reads(config, summary.run_id) if r[1] == "SellableReleasedProducts"]
+        return row[0][2:6]
+
+    assert how(first)[0] == "full"
+    assert how(edited_night)[0] == "since" and _flow(edited_night, "products").updated == 1
+    assert names[edited["ProductNumber"]] == "Edited in F&O"
+    # from the mark (the edit, 3 h after the seed) less 5 minutes: only the edited record
+    assert how(quiet) == ("since", 1, False, 0)
+    assert quiet_returned["SellableReleasedProducts"] == 1
+    assert quiet.written == 0
+    assert _flow(missed, "products").updated == 0
+    assert how(full) == ("full", len(products), True, 1)
+    assert _flow(full, "products").updated == 1
+    assert names[planted["ProductNumber"]] == "Planted in F&O"
+    report = json.loads(Path(str(full.report_json)).read_text(encoding="utf-8"))
+    assert report["drift"] == [
+        {
+            "entity": "erp.SellableReleasedProducts",
+            "record_key": f"dataAreaId=usmf, ProductNumber={planted['ProductNumber']}",
+            "kind": "changed",
+            "fields": ["ProductName"],
+        }
+    ]
+    flow = next(f for f in report["flows"] if f["flow"] == "products")
+    mark = (T0 + timedelta(hours=3)).isoformat()
+    night = json.loads(Path(str(quiet.report_json)).read_text(encoding="utf-8"))
+    quiet_flow = next(f for f in night["flows"] if f["flow"] == "products")
+    assert quiet_flow["reads"][0] == (
+        f"erp.SellableReleasedProducts: 1 written since its high-water mark {mark} (less the lag)"
+    )
+    assert flow["reads"][0].startswith("erp.SellableReleasedProducts: read in full to verify")
+
+
+HELD_BEFORE_LOAD = """
+import sys, threading
+from pathlib import Path
+from p2c_etl.config import SANDBOX_SECRET_ENV, load_settings
+from p2c_etl.flows import flow_names
+from p2c_etl.jobs.run import run_batch
+
+def progress(line):
+    print(line, flush=True)
+    if line.startswith("accounts: writing"):  # the delta is read into the mirror, not loaded
+        threading.Event().wait()
+
+settings = load_settings(Path(sys.argv[1]), flow_names(), environ={SANDBOX_SECRET_ENV: sys.argv[2]})
+run_batch(settings, progress=progress)
+"""
+
+
+def test_a_run_killed_after_reading_a_delta_reads_it_again_and_ends_as_if_never_killed(
+    tmp_path: Path,
+) -> None:
+    """A run killed (SIGKILL) after it read a delta into the mirror, before it wrote the
+    change, has kept no link: the next run reads the same delta again and carries the change.
+    Then a run on a fresh warehouse, reading everything in full, finds nothing to write."""
+    import subprocess
+    import sys
+
+    with _over_http(tmp_path) as (sandbox, settings, config):
+        run_batch(settings)
+        renamed = _synced_accounts(sandbox)[0]
+        token = _token(sandbox, sandbox.crm_url)
+        url = f"{sandbox.crm_url}/api/data/v9.2/accounts"
+        headers = {"Authorization": f"Bearer {token}"}
+        patched = httpx.patch(
+            f"{url}({renamed['accountid']})",
+            json={"name": "Renamed before the kill"},
+            headers={**headers, "If-Match": "*"},
+        )
+        assert patched.status_code == 204, patched.text
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HELD_BEFORE_LOAD, str(config), SECRET],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("accounts: writing"):
+                break
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        assert lines and lines[-1].startswith("accounts: writing 1 records"), lines
+        assert _customer_name(sandbox, renamed["accountnumber"]) != "Renamed before the kill"
+        again = run_batch(settings)
+        assert _flow(again, "accounts").updated == 1
+        assert _customer_name(sandbox, renamed["accountnumber"]) == "Renamed before the kill"
+        accounts = [r for r in _reads(config, again.run_id) if r[1] == "accounts"]
+        assert accounts[0][2:4] == ("delta", 1)  # the same delta, read again
+        fresh_dir = tmp_path / "fresh"
+        fresh_dir.mkdir()
+        fresh_config = fresh_dir / "p2c.toml"
+        fresh_config.write_text(config.read_text())
+        fresh = load_settings(fresh_config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        assert run_batch(fresh).written == 0
+
+
+def test_delta_runs_carry_inserts_updates_and_deletes_and_end_where_a_full_run_does(
+    tmp_path: Path,
+) -> None:
+    """Accounts created, changed and deleted through the Web API between runs reach the
+    mirror through the deltas; after the series, the target is what a run on a fresh
+    warehouse (every entity set read in full) finds nothing to change in."""
+    import uuid
+
+    with _over_http(tmp_path) as (sandbox, settings, config):
+        run_batch(settings)
+        token = _token(sandbox, sandbox.crm_url)
+        url = f"{sandbox.crm_url}/api/data/v9.2/accounts"
+        headers = {"Authorization": f"Bearer {token}"}
+        template = {
+            k: v
+            for k, v in _synced_accounts(sandbox)[0].items()
+            if isinstance(v, str | int) and not k.startswith("_")  # text, numbers, options
+        }
+        created = []
+        for night in range(3):
+            new_id = str(uuid.uuid4())
+            body = {
+                **template,
+                "accountid": new_id,
+                "accountnumber": f"ACC-NEW-{night}",
+                "name": f"Created on night {night}",
+            }
+            made = httpx.post(url, json=body, headers=headers)
+            assert made.status_code == 204, made.text
+            created.append(new_id)
+            changed = httpx.patch(
+                f"{url}({created[0]})",
+                json={"name": f"Changed on night {night}"},
+                headers={**headers, "If-Match": "*"},
+            )
+            assert changed.status_code == 204, changed.text
+            if night == 2:
+                gone = httpx.delete(f"{url}({created[1]})", headers=headers)
+                assert gone.status_code == 204, gone.text
+            summary = run_batch(settings)
+            accounts = [r for r in _reads(config, summary.run_id) if r[1] == "accounts"]
+            assert accounts[0][2] == "delta"
+        assert _customer_name(sandbox, "ACC-NEW-0") == "Changed on night 2"
+        assert _customer_name(sandbox, "ACC-NEW-2") == "Created on night 2"
+        con = duckdb.connect(str(config.parent / "p2c.duckdb"), read_only=True)
+        try:
+            (mirrored,) = con.execute(
+                "SELECT count(*) FROM mirror_crm_accounts WHERE accountid = ?", [created[1]]
+            ).fetchall()[0]
+            deletes = con.execute(
+                "SELECT sum(deletes) FROM run_reads WHERE system = 'crm' AND entity = 'accounts'"
+            ).fetchall()[0][0]
+        finally:
+            con.close()
+        assert mirrored == 0 and deletes == 1
+        fresh_dir = tmp_path / "fresh"
+        fresh_dir.mkdir()
+        (fresh_dir / "p2c.toml").write_text(config.read_text())
+        fresh = load_settings(
+            fresh_dir / "p2c.toml", flow_names(), environ={SANDBOX_SECRET_ENV: SECRET}
+        )
+        assert run_batch(fresh).written == 0
