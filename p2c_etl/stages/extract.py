@@ -42,6 +42,7 @@ from p2c_etl.warehouse.store import (
     delta_link,
     full_read_at,
     keep_delta_links,
+    kept_columns,
 )
 
 Entity = tuple[SystemName, str]
@@ -234,6 +235,8 @@ class EntityReads:
         link = self._link(wh, entity, listed)
         verify = self._verify_why(wh, entity, listed, link, now())
         read = connector.read_changes(name, columns, link, missing_ok=missing_ok)
+        if link is None and read.kind == "full":
+            read = replace(read, reason=_joined(_other_columns(wh, entity, columns), read.reason))
         mark = link if read.kind == "since" else None
         mirrored = None
         if read.kind != "full":
@@ -329,8 +332,26 @@ def _touched(read: ChangeRead) -> pl.DataFrame:
     return pl.concat([read.frame.select(names), gone], how="diagonal_relaxed")
 
 
-def _joined(first: str, then: str | None) -> str:
-    return f"{first}; {then}" if then else first
+def _joined(first: str | None, then: str | None) -> str | None:
+    return f"{first}; {then}" if first and then else first or then
+
+
+def _other_columns(wh: Warehouse, entity: Entity, columns: Sequence[str]) -> str | None:
+    """Why there is no link for `columns` where one is kept for other columns of `entity`
+    (a column mapped in p2c.toml, or one no longer mapped)."""
+    kept = kept_columns(wh, *entity)
+    if not kept:
+        return None
+    before, now = set(kept[-1].split(",")), set(columns)
+    changes = [
+        f"{what}: {', '.join(sorted(names))}"
+        for what, names in (("now read", now - before), ("no longer read", before - now))
+        if names
+    ]
+    return (
+        f"the columns read of {entity[1]} changed ({'; '.join(changes)}): read in full, "
+        "with a new link"
+    )
 
 
 def span(length: timedelta) -> str:

@@ -190,6 +190,15 @@ def delta_link(wh: Warehouse, system: str, entity: str, columns: str) -> str | N
     return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
 
+def kept_columns(wh: Warehouse, system: str, entity: str) -> list[str]:
+    """The column lists (comma-separated) a link of (`system`, `entity`) is kept for."""
+    rows = wh.con.execute(
+        "SELECT columns FROM delta_links WHERE system = ? AND entity = ? ORDER BY read_at",
+        [system, entity],
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def full_read_at(wh: Warehouse, system: str, entity: str, columns: str) -> datetime | None:
     """When `columns` of (`system`, `entity`) were last read in full (None: not on record;
     a warehouse made before this was kept knows only of a last read that was full)."""
@@ -259,7 +268,8 @@ def _keep_delta_link(wh: Warehouse, one: KeptLink) -> None:
     where = [one.system, one.entity, one.columns]
     last_full = at if read.kind == "full" else full_read_at(wh, *where)
     kept = (read.link, read.kind, read.changes, read.deletes, read.reason, one.run_id, at)
-    wh.con.execute("DELETE FROM delta_links WHERE system = ? AND entity = ? AND columns = ?", where)
+    # the link of other columns goes too: a run reads one column list of an entity set
+    wh.con.execute("DELETE FROM delta_links WHERE system = ? AND entity = ?", where[:2])
     wh.con.execute(
         "INSERT INTO delta_links (system, entity, columns, link, kind, changes, deletes, "
         "reason, run_id, read_at, full_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

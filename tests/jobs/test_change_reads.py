@@ -396,3 +396,53 @@ def test_delta_runs_carry_inserts_updates_and_deletes_and_end_where_a_full_run_d
             fresh_dir / "p2c.toml", flow_names(), environ={SANDBOX_SECRET_ENV: SECRET}
         )
         assert run_batch(fresh).written == 0
+
+
+def _reads_line(summary: RunSummary, flow: str) -> str:
+    report = json.loads(Path(str(summary.report_json)).read_text(encoding="utf-8"))
+    return str(next(f["reads"] for f in report["flows"] if f["flow"] == flow)[0])
+
+
+def test_an_expired_link_a_new_mapped_column_and_a_table_without_tracking_read_in_full_and_say_so(
+    tmp_path: Path,
+) -> None:
+    """Each falls back to a full read of that entity set, and the report's reads line says
+    why, in words a user can act on; the next run reads the changes again. (The override
+    maps SalesMemo from a column other flows read already: `description` is read no more.)"""
+    with _over_http(tmp_path) as (sandbox, settings, config):
+        run_batch(settings)
+        sandbox.expire_delta_tokens()
+        expired = run_batch(settings)
+        assert "the delta link of accounts was refused" in _reads_line(expired, "accounts")
+        assert "read in full, with a new link" in _reads_line(expired, "accounts")
+        mapped = (
+            config.read_text() + '\n[flows.accounts]\nfields = { SalesMemo = "address2_line1" }\n'
+        )
+        config.write_text(mapped)
+        remapped = load_settings(config, flow_names(), environ={SANDBOX_SECRET_ENV: SECRET})
+        widened = run_batch(remapped)
+        line = _reads_line(widened, "accounts")
+        assert "the columns read of accounts changed (no longer read: description)" in line
+        after = run_batch(remapped)
+        assert _reads_line(after, "accounts").startswith("crm.accounts: 0 changed, 0 deleted")
+    seed = demo_fixtures_dir()
+    untracked_dir = tmp_path / "untracked"
+    untracked_dir.mkdir()
+    with Sandbox(
+        seed / "crm",
+        seed / "erp",
+        client_secret=SECRET,
+        alternate_keys=DEMO_ALTERNATE_KEYS,
+        untracked=("accounts",),
+    ) as sandbox:
+        (untracked_dir / "p2c.toml").write_text(
+            http_config_text(sandbox.crm_url, sandbox.erp_url, sandbox.token_url)
+        )
+        plain = load_settings(
+            untracked_dir / "p2c.toml", flow_names(), environ={SANDBOX_SECRET_ENV: SECRET}
+        )
+        run_batch(plain)
+        night = run_batch(plain)
+    assert "change tracking is off for the table account (accounts)" in _reads_line(
+        night, "accounts"
+    )
