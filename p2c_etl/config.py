@@ -293,7 +293,12 @@ def _duration(table: _Table, key: str, default: timedelta) -> timedelta:
             f"{table.source}: '{table.dotted}.{key}' must be a whole number and a unit "
             f'(s, m, h or d), like "7d" or "5m", got {text!r}'
         )
-    return timedelta(**{_UNITS[found[2]]: int(found[1])})
+    try:
+        return timedelta(**{_UNITS[found[2]]: int(found[1])})
+    except OverflowError:
+        raise ConfigError(
+            f"{table.source}: '{table.dotted}.{key}' is too long a time, got {text!r}"
+        ) from None
 
 
 _HTTP_KEYS = (

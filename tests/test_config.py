@@ -66,6 +66,7 @@ def test_defaults_apply_when_optional_sections_are_missing(tmp_path: Path) -> No
         (GOOD + '[run]\nfull_every = "7"\n', 'like "7d" or "5m", got \'7\''),
         (GOOD + "[run]\nfull_every = 7\n", "'run.full_every' must be a str"),
         (GOOD + '[run]\nfull_evry = "7d"\n', "unknown key 'run.full_evry'"),
+        (GOOD + '[run]\nfull_every = "1000000000d"\n', "'run.full_every' is too long a time"),
         (
             GOOD.replace('company = "USMF"', 'company = "USMF"\nhigh_water_lag = "5m"'),
             "unknown key 'systems.erp.high_water_lag'",  # files read in full: no mark

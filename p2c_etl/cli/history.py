@@ -71,8 +71,8 @@ def _reads(run: dict[str, Any]) -> str:
     """How a run read: `changes` when some entity sets were read through their changes (a
     delta link, a high-water mark), and the full reads that verified mirrors, with drift."""
     parts = []
-    if run["delta_reads"] or run["since_reads"]:
-        parts.append(f"changes ({run['delta_reads'] + run['since_reads']} sets)")
+    if run["change_reads"]:
+        parts.append(f"changes ({run['change_reads']} sets)")
     if run["verified_reads"]:
         parts.append(f"verified {run['verified_reads']} sets: {run['drifted']} drifted")
     return "; ".join(parts) or "full"

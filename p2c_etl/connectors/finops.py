@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from xml.etree import ElementTree
 
@@ -121,9 +122,13 @@ class FinOpsConnector:
         self, entity: str, columns: Sequence[str], link: str | None, *, missing_ok: bool = False
     ) -> ChangeRead:
         """The records written since the high-water mark `link` (kind `since`), or every
-        record when there is no mark (or it cannot be read); the next mark is the latest
-        modification time seen. See `ChangeRead`. With `missing_ok`, an entity set the
-        service does not have reads as empty."""
+        record when there is no mark (or it cannot be read). See `ChangeRead`. With
+        `missing_ok`, an entity set the service does not have reads as empty.
+
+        The next mark is the latest modification time seen, but never later than the
+        service's time when the read began (its `Date`): a paged read is not a snapshot, so a
+        record on an early page written while later pages were read has an earlier time than
+        a record seen on a later page, and a mark past it would skip it."""
         contract = self.contracts.get("erp", entity)
         modified = contract.modified
         if modified is None:
@@ -135,16 +140,22 @@ class FinOpsConnector:
         if mark is not None:
             start = mark - self.settings.high_water_lag
             where = f"{modified} ge {start.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
-        frame = collect(
-            self.pages(entity, wanted, missing_ok=missing_ok and mark is None, where=where)
+        url = self.root + entity
+        probe = self.odata.send(
+            "GET", url, params={"$top": "0", "cross-company": "true"}, headers=HEADERS
         )
+        dtypes = contract.dtypes(wanted)
+        empty = pl.Series(keys[0], [], dtype=dtypes[keys[0]])
+        if probe.status_code == 404 and missing_ok and mark is None:
+            return ChangeRead("full", pl.DataFrame(schema=dtypes), empty, None, keys=keys)
+        began = _service_time(probe)
+        frame = collect(self.pages(entity, wanted, where=where))
         latest = frame[modified].max() if frame.height else None
+        if isinstance(latest, datetime):
+            latest = min(latest, began)
         seen = [m for m in (mark, latest) if isinstance(m, datetime)]
         new = max(seen).isoformat() if seen else None
-        empty = pl.Series(keys[0], [], dtype=frame.schema[keys[0]])
-        return ChangeRead(
-            "full" if mark is None else "since", frame, empty, new, reason, keys=tuple(keys)
-        )
+        return ChangeRead("full" if mark is None else "since", frame, empty, new, reason, keys=keys)
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
         keys = list(batch.keys)
@@ -208,6 +219,14 @@ class FinOpsConnector:
             )
             if found.status_code == 200:
                 statuses[i], messages[i] = "ok", None
+
+
+def _service_time(response: httpx.Response) -> datetime:
+    """The service's time of `response` (its `Date` header; this machine's, without one)."""
+    try:
+        return parsedate_to_datetime(response.headers["Date"]).astimezone(UTC)
+    except (KeyError, TypeError, ValueError):
+        return datetime.now(UTC)
 
 
 def _mark(entity: str, link: str | None) -> tuple[datetime | None, str | None]:

@@ -253,7 +253,7 @@ def _prepare(
     key a computed row stages too is computed with it. Stores the prepared rows."""
     reads, context, contracts = shared.reads, shared.context, shared.contracts
     ords = plan.ords if plan else None
-    frames = source_frames(wh, flow, reads, context, ords)
+    frames = source_frames(wh, flow, reads, context, ords, keep_ord=True)  # outcomes by place
     prepared, outcomes = compute_rows(wh, run_id, flow, frames, contracts, context, planned)
     if plan is not None and plan.ords is not None:
         again = outcomes is None  # rows that cannot be told apart: every row, every time
@@ -262,7 +262,7 @@ def _prepare(
         elif (twins := plan.twins(outcomes)).len():
             plan, again = plan.without(twins), True
         if again:
-            frames = source_frames(wh, flow, reads, context, plan.ords)
+            frames = source_frames(wh, flow, reads, context, plan.ords, keep_ord=True)
             prepared, outcomes = compute_rows(wh, run_id, flow, frames, contracts, context)
     del frames
     save_rows(wh, run_id, flow, prepared)

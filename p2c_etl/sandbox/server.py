@@ -25,7 +25,6 @@ from types import FrameType, TracebackType
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
 
 from p2c_etl.config import SystemName
 from p2c_etl.model.contracts import ContractSet
@@ -35,6 +34,7 @@ from p2c_etl.sandbox.auth import TokenIssuer
 from p2c_etl.sandbox.changetracking import ChangeTracking
 from p2c_etl.sandbox.dataverse import SERVICE_PATH as DATAVERSE_PATH
 from p2c_etl.sandbox.dataverse import DataverseService
+from p2c_etl.sandbox.dateheader import DatedApp
 from p2c_etl.sandbox.faults import FaultGate, Faults
 from p2c_etl.sandbox.finops import SERVICE_PATH as FINOPS_PATH
 from p2c_etl.sandbox.finops import FinOpsService
@@ -119,7 +119,7 @@ class Sandbox:
             gate = FaultGate(self.faults)
             parts = ServerParts(service, path, issuer, gate, self._stats[system], admin)
             self._servers[system] = _Background(
-                build_app(parts), host, ports[system], tls_cert, tls_key
+                DatedApp(build_app(parts), clock), host, ports[system], tls_cert, tls_key
             )
 
     def start(self) -> None:
@@ -196,7 +196,7 @@ class _Background:
     """One uvicorn server on its own socket and thread."""
 
     def __init__(
-        self, app: Starlette, host: str, port: int, cert: Path | None, key: Path | None
+        self, app: DatedApp, host: str, port: int, cert: Path | None, key: Path | None
     ) -> None:
         self._app, self._host, self._port = app, host, port
         self._cert, self._key = cert, key
@@ -223,6 +223,7 @@ class _Background:
             ssl_certfile=str(self._cert) if self._cert else None,
             ssl_keyfile=str(self._key) if self._key else None,
             timeout_graceful_shutdown=1,
+            date_header=False,  # `DatedApp` dates responses by the sandbox's clock
         )
         self._socket = _listening_socket(self._host, self._port)
         self._server = uvicorn.Server(config)

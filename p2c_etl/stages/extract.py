@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -125,6 +125,11 @@ class EntityReads:
         self._unread: set[Entity] = set()
         """Entity sets a flow wrote that were not read since."""
         self._pending: list[KeptLink] = []
+        self._seq = 0
+        self._read_in_full: set[Entity] = set()
+        """Entity sets this run read in full already: verified, or need not be."""
+        self.reading_for: str | None = None
+        """The flow whose extract reads now (None: a read back at the end of the run)."""
         """Links read this run, kept only with the results of the flow that read them
         (`commit_links`): a run killed before reads the same changes again."""
 
@@ -165,6 +170,7 @@ class EntityReads:
             for entity in sorted(self._unread)
             if self._tracked(self.connectors[entity[0]], entity[1])
         ]
+        self.reading_for = None
         for entity in back:
             self.read(wh, run_id, entity, self.columns.get(entity, []), now, missing_ok=True)
         return len(back)
@@ -245,12 +251,34 @@ class EntityReads:
             )
             if mirrored is None:  # the mirror cannot take it: read in full
                 read, mark = connector.read_changes(name, columns, None), None
+                held = (
+                    f"the mirror of {system}.{name} holds other columns or types than the "
+                    "changes read: read in full, with a new link"
+                )
+                read = replace(read, reason=_joined(held, read.reason))
         drift = None
         if verify is not None and mirrored is not None:
             full = connector.read_changes(name, columns, None)
             since = connector.read_changes(name, columns, read.link)  # changed meanwhile
-            drift = mirror_drift(wh, system, name, full.frame, full.identity, _touched(since))
-            read, mark, mirrored = replace(full, reason=_joined(verify, full.reason)), None, None
+            if since.kind == "full":  # the link just made was refused: no telling drift apart
+                unsure = (
+                    f"{verify}; the changes since could not be read ({since.reason}), so "
+                    "drift cannot be told from them and is not reported"
+                )
+                read, mark, mirrored = (
+                    replace(full, reason=_joined(unsure, full.reason)),
+                    None,
+                    None,
+                )
+            else:
+                drift = mirror_drift(wh, system, name, full.frame, full.identity, _touched(since))
+                read, mark, mirrored = (
+                    replace(full, reason=_joined(verify, full.reason)),
+                    None,
+                    None,
+                )
+        if read.kind == "full":
+            self._read_in_full.add(entity)
         if mirrored is None:
             digest = _bad_digest(_no_bad_rows())
             mirrored = update_mirror(wh, system, name, read.frame, digest, run_id, now())
@@ -264,7 +292,10 @@ class EntityReads:
             verified=drift is not None,
             drift=drift if drift is not None else DeltaRead.no_drift(),
         )
-        self._pending.append(KeptLink(system, name, listed, how, run_id, now()))
+        self._seq += 1
+        self._pending.append(
+            KeptLink(system, name, listed, how, run_id, now(), self.reading_for, self._seq)
+        )
         return mirrored
 
     def _verify_why(
@@ -272,7 +303,7 @@ class EntityReads:
     ) -> str | None:
         """Why this read of a mirror kept through a link verifies it in full (None: no
         need, or no link to verify against)."""
-        if link is None:
+        if link is None or entity in self._read_in_full:
             return None
         if self.full:
             return "read in full to verify the mirror (p2c run --full)"
@@ -283,7 +314,7 @@ class EntityReads:
             return None
         return (
             f"read in full to verify the mirror: the last full read was on "
-            f"{last:%Y-%m-%d %H:%M} UTC, {span(at - last)} ago "
+            f"{last.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {span(at - last)} ago "
             f"([run] full_every = {span(self.full_every)!r})"
         )
 
@@ -401,6 +432,7 @@ def extract_flow(
     """Bring the mirrors of every entity set `flow` reads up to date for this run."""
     source = (flow.source.system, flow.source.entity)
     target = (flow.target.system, flow.target.entity)
+    reads.reading_for = flow.name
     src = reads.read(wh, run_id, source, flow.source_columns, now, missing_ok=False)
     tgt = reads.read(wh, run_id, target, target_columns(flow), now, missing_ok=True)
     if target != source:
@@ -428,11 +460,14 @@ def source_frames(
     reads: EntityReads,
     context: Context,
     ords: pl.Series | None = None,
+    keep_ord: bool = False,
 ) -> SourceFrames:
     """The source, references and inputs of `flow` as this run read them; with `ords`, only
-    the source records at those places (with their places as `__ord`)."""
+    the source records at those places (with their places as `__ord`); with `keep_ord`, all
+    of them with their places. (A mirror's places have gaps where a delta replaced records:
+    a row's number in the frame is its place only in a mirror read in full.)"""
     source = (flow.source.system, flow.source.entity)
-    src = reads.frame(wh, source, flow.source_columns, ords, keep_ord=ords is not None)
+    src = reads.frame(wh, source, flow.source_columns, ords, keep_ord=keep_ord or ords is not None)
     bad = reads.bad(source)
     # no row to compute: no reference or input is looked at (bad rows derive their keys)
     none = ords if ords is not None and ords.len() == 0 and bad.height == 0 else None

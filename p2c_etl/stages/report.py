@@ -155,8 +155,10 @@ def build_report_data(
         started_at=run["started_at"].astimezone(UTC).isoformat(),
         ended_at=ended_at,
         flows=tuple(
-            _flow_report(wh, run_id, flow, counts.get(flow.name, FlowCounts(flow.name)))
-            for flow in flows
+            _flow_report(
+                wh, run_id, flow, counts.get(flow.name, FlowCounts(flow.name)), flows[: i + 1]
+            )
+            for i, flow in enumerate(flows)
         ),
         chunks=_chunks(wh, run_id),
         verified=verified,
@@ -175,7 +177,10 @@ def _chunks(wh: Warehouse, run_id: str) -> tuple[ChunkTiming, ...]:
     return tuple(ChunkTiming(**row) for row in rows.iter_rows(named=True))
 
 
-def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> FlowReport:
+def _flow_report(
+    wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts, upto: Sequence[Flow]
+) -> FlowReport:
+    """`flow`'s part of the report (`upto`: the flows run before it, and itself)."""
     changes = wh.for_flow("changes", run_id, flow.name)
     rejects = wh.for_flow("rejects", run_id, flow.name).sort(
         "source_row", "source_line", "field", nulls_last=True
@@ -218,30 +223,37 @@ def _flow_report(wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts) -> 
             .sort("field", "value")
             .iter_rows(named=True)
         ),
-        reads=tuple(_read_how(wh, run_id, side) for side in (flow.source, flow.target)),
+        reads=tuple(
+            _read_how(wh, run_id, side, [f.name for f in upto])
+            for side in (flow.source, flow.target)
+        ),
     )
 
 
-def _read_how(wh: Warehouse, run_id: str, side: EntityRef) -> str:
-    """`crm.accounts: 3 changed, 1 deleted since the last delta link`, or `... in full`."""
+def _read_how(wh: Warehouse, run_id: str, side: EntityRef, flows: Sequence[str]) -> str:
+    """How the read a flow used was made (the latest made for it or a flow before it, of
+    `flows`): `crm.accounts: 3 changed, 1 deleted since the last delta link`, or `... in
+    full` and why."""
     rows = wh.con.execute(
-        "SELECT kind, records, deletes, mark, reason, verified, drifted FROM run_reads "
-        "WHERE run_id = ? AND system = ? AND entity = ? ORDER BY read_at DESC LIMIT 1",
-        [run_id, side.system, side.entity],
+        "SELECT kind, records, deletes, mark, reason, verified, drifted, link_kept "
+        "FROM run_reads WHERE run_id = ? AND system = ? AND entity = ? AND list_contains(?, flow) "
+        "ORDER BY seq DESC LIMIT 1",
+        [run_id, side.system, side.entity, list(flows)],
     ).fetchall()
     if not rows:
         return f"{side}: read in full"
-    kind, records, deletes, mark, reason, verified, drifted = rows[0]
+    kind, records, deletes, mark, reason, verified, drifted, link_kept = rows[0]
     if kind == "delta":
         return f"{side}: {records} changed, {deletes} deleted since the last delta link"
     if kind == "since":
-        return f"{side}: {records} written since its high-water mark {mark} (less the lag)"
+        return f"{side}: {records} read from its high-water mark {mark} (less the lag)"
     if verified:
         found = "none" if drifted == 0 else f"{drifted} (listed under Verification)"
         return f"{side}: {printable(reason)}; records that had drifted: {found}"
     kept = "a high-water mark" if side.system == "erp" else "a delta link"
-    why = f" ({printable(reason)})" if reason else f" ({kept} is kept for the next run)"
-    return f"{side}: read in full{why}"
+    if reason:
+        return f"{side}: read in full ({printable(reason)})"
+    return f"{side}: read in full" + (f" ({kept} is kept for the next run)" if link_kept else "")
 
 
 def _verification(wh: Warehouse, run_id: str) -> tuple[tuple[VerifiedRead, ...], tuple[Drift, ...]]:

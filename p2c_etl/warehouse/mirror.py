@@ -141,10 +141,10 @@ def apply_changes(
     changed = changed.join(held, on=[*names, HASH], how="anti")  # changed in columns not read
     gone_ids = pl.DataFrame({deleted.name: deleted}).cast(changed.select(deleted.name).schema)
     ids = pl.concat([changed.select(names), gone_ids], how="diagonal").unique()
-    on = " AND ".join(f'"{table}"."{k}" = i."{k}"' for k in names)
+    on = _same_keys(table, "i", names)
     with wh.transaction():
         with wh.registered("__ids", ids):
-            where = f'FROM "{table}" SEMI JOIN __ids USING ({_listed(names)})'
+            where = f'FROM "{table}" SEMI JOIN __ids i ON {on}'
             gone = int(wh.con.execute(f"SELECT count(*) {where}").fetchall()[0][0])
             wh.con.execute(f'DELETE FROM "{table}" USING __ids i WHERE {on}')
         if gone == 0 and changed.height == 0:
@@ -178,11 +178,17 @@ def mirror_hashes(
     if only is None:
         return wh.query(select)
     with wh.registered("__only", only.select(keys)):
-        return wh.query(f"{select} SEMI JOIN __only USING ({_listed(keys)})")
+        return wh.query(f"{select} SEMI JOIN __only o ON {_same_keys(table, 'o', keys)}")
 
 
 def _listed(names: Sequence[str]) -> str:
     return ", ".join(f'"{n}"' for n in names)
+
+
+def _same_keys(table: str, other: str, keys: Sequence[str]) -> str:
+    """The records of `table` and `other` have the same keys (a null part equal to a null:
+    `nulls_equal`, as the polars joins on them)."""
+    return " AND ".join(f'"{table}"."{k}" IS NOT DISTINCT FROM {other}."{k}"' for k in keys)
 
 
 def _pairs_digest(hashed: pl.DataFrame) -> str:
@@ -290,9 +296,13 @@ def mirror_drift(
     now = read.join(found.filter(kind="changed").select(names), on=names, how="semi")
     columns = [c for c in frame.columns if c not in names]
     both = now.join(was, on=names, how="left", suffix="__was", nulls_equal=True)
-    differ = pl.concat_list(
-        [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__was"))).then(pl.lit(c)) for c in columns]
-    ).list.drop_nulls()
+    differ = (
+        pl.concat_list(
+            [pl.when(pl.col(c).ne_missing(pl.col(f"{c}__was"))).then(pl.lit(c)) for c in columns]
+        ).list.drop_nulls()
+        if columns
+        else pl.lit([], dtype=pl.List(pl.String))  # only keys are read: nothing else differs
+    )
     fields = both.select(*names, differ.alias("fields"))
     label = (
         pl.concat_str(
@@ -318,8 +328,6 @@ def read_keyed(
 ) -> pl.DataFrame:
     """`columns` of the mirror's records whose keys (the columns of `only`) are in `only`."""
     table = mirror_table(system, entity)
-    using = _listed(only.columns)
+    on = _same_keys(table, "o", only.columns)
     with wh.registered("__only", only):
-        return wh.query(
-            f'SELECT {_listed(columns)} FROM "{table}" SEMI JOIN __only USING ({using})'
-        )
+        return wh.query(f'SELECT {_listed(columns)} FROM "{table}" SEMI JOIN __only o ON {on}')

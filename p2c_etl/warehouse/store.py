@@ -128,7 +128,7 @@ CREATE TABLE IF NOT EXISTS run_reads (
     run_id VARCHAR NOT NULL, system VARCHAR NOT NULL, entity VARCHAR NOT NULL,
     kind VARCHAR NOT NULL, records BIGINT NOT NULL, deletes BIGINT NOT NULL, mark VARCHAR,
     reason VARCHAR, verified BOOLEAN NOT NULL, drifted BIGINT NOT NULL,
-    read_at TIMESTAMPTZ NOT NULL);
+    read_at TIMESTAMPTZ NOT NULL, flow VARCHAR, seq BIGINT NOT NULL, link_kept BOOLEAN NOT NULL);
 CREATE TABLE IF NOT EXISTS drift (
     run_id VARCHAR NOT NULL, system VARCHAR NOT NULL, entity VARCHAR NOT NULL,
     record_key VARCHAR NOT NULL, kind VARCHAR NOT NULL, fields VARCHAR[]);
@@ -250,6 +250,14 @@ class KeptLink:
     read: DeltaRead
     run_id: str
     at: datetime
+    flow: str | None = None
+    """The flow whose extract made the read (None: a read back at the end of the run)."""
+    seq: int = 0
+    """Its place among the run's reads."""
+
+
+def _place(one: KeptLink, read: DeltaRead) -> tuple[str | None, int, bool]:
+    return one.flow, one.seq, read.link is not None
 
 
 def keep_delta_links(wh: Warehouse, kept: Sequence[KeptLink]) -> None:
@@ -277,8 +285,8 @@ def _keep_delta_link(wh: Warehouse, one: KeptLink) -> None:
     )
     found = (read.kind, read.changes, read.deletes, read.mark, read.reason, read.verified)
     wh.con.execute(
-        "INSERT INTO run_reads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [one.run_id, one.system, one.entity, *found, read.drift.height, at],
+        "INSERT INTO run_reads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [one.run_id, one.system, one.entity, *found, read.drift.height, at, *_place(one, read)],
     )
     if read.drift.height:
         drift = read.drift.select(
@@ -525,19 +533,22 @@ class Warehouse:
         return rows.row(0, named=True) if rows.height else None
 
     def recent_runs(self, limit: int) -> pl.DataFrame:
+        """The latest runs, with what they wrote, and how they read: the entity sets whose
+        first read was through their changes, those verified in full, and the drift found."""
         return self.query(
             "SELECT r.run_id, r.mode, r.dry_run, r.status, r.started_at, r.ended_at, "
             "coalesce(sum(f.inserted + f.updated), 0) AS written, "
             "coalesce(sum(f.rejected), 0) AS rejected, coalesce(sum(f.failed), 0) AS failed, "
-            "r.report_html, any_value(coalesce(d.delta, 0)) AS delta_reads, "
-            "any_value(coalesce(d.since, 0)) AS since_reads, "
+            "r.report_html, any_value(coalesce(d.changes, 0)) AS change_reads, "
             "any_value(coalesce(d.verified, 0)) AS verified_reads, "
             "any_value(coalesce(d.drifted, 0)) AS drifted "
             "FROM runs r LEFT JOIN run_flows f USING (run_id) LEFT JOIN ("
-            "SELECT run_id, count(DISTINCT (system, entity)) FILTER (kind = 'delta') AS delta, "
-            "count(DISTINCT (system, entity)) FILTER (kind = 'since') AS since, "
-            "count(DISTINCT (system, entity)) FILTER (verified) AS verified, "
-            "sum(drifted) AS drifted FROM run_reads GROUP BY run_id) d USING (run_id) "
+            "SELECT run_id, count(*) FILTER (first IN ('delta', 'since')) AS changes, "
+            "count(*) FILTER (verified) AS verified, sum(drifted) AS drifted FROM ("
+            "SELECT run_id, system, entity, arg_min(kind, seq) AS first, "
+            "bool_or(verified) AS verified, sum(drifted) AS drifted FROM run_reads "
+            "WHERE flow IS NOT NULL GROUP BY run_id, system, entity) GROUP BY run_id) d "
+            "USING (run_id) "
             "GROUP BY r.run_id, r.mode, r.dry_run, r.status, r.started_at, r.ended_at, "
             "r.report_html ORDER BY r.started_at DESC, r.run_id DESC LIMIT ?",
             [limit],

@@ -118,7 +118,10 @@ def test_run_full_reports_the_change_tracking_never_saw_and_carries_it(tmp_path:
         assert _customer_name(sandbox, planted["accountnumber"]) == "Planted behind tracking"
         assert _customer_name(sandbox, renamed["accountnumber"]) == "Renamed through the Web API"
         history = CliRunner().invoke(main, ["history", "--config", str(config)], env=_env())
-    reads = {(r[0], r[1]): r for r in _reads(config, full["run_id"])}
+    every = _reads(config, full["run_id"])
+    verified_sets = [(r[0], r[1]) for r in every if r[4]]
+    assert len(verified_sets) == len(set(verified_sets))  # each entity set verified once
+    reads = {(r[0], r[1]): r for r in every}
     accounts = reads[("crm", "accounts")]
     assert accounts[2:6] == ("full", len(sandbox.records("crm", "accounts")), True, 1)
     assert "p2c run --full" in accounts[6]
@@ -262,7 +265,7 @@ def test_fno_high_water_marks_read_only_the_records_written_since_the_last_mark(
     night = json.loads(Path(str(quiet.report_json)).read_text(encoding="utf-8"))
     quiet_flow = next(f for f in night["flows"] if f["flow"] == "products")
     assert quiet_flow["reads"][0] == (
-        f"erp.SellableReleasedProducts: 1 written since its high-water mark {mark} (less the lag)"
+        f"erp.SellableReleasedProducts: 1 read from its high-water mark {mark} (less the lag)"
     )
     assert flow["reads"][0].startswith("erp.SellableReleasedProducts: read in full to verify")
 
@@ -446,3 +449,63 @@ def test_an_expired_link_a_new_mapped_column_and_a_table_without_tracking_read_i
     assert "change tracking is off for the table account (accounts)" in _reads_line(
         night, "accounts"
     )
+
+
+def test_a_high_water_mark_never_passes_the_time_its_read_began(
+    tmp_path: Path, modified_products: Path
+) -> None:
+    """A paged read is not a snapshot: a record on page 1 written after page 1 was read,
+    and then one on the last page, must not leave a mark past the first write, or the next
+    read (mark less the lag) would skip it. The mark stops at the service's time (`Date`)
+    when the read began."""
+    import dataclasses
+
+    from p2c_etl.jobs.wiring import connector_for
+    from p2c_etl.model.contracts import ContractSet
+
+    now = [T0]
+    with _over_http(tmp_path, "", clock=lambda: now[0]) as (sandbox, settings, _):
+        erp = dataclasses.replace(settings.system("erp"), page_size=3)
+        connector = connector_for(erp, ContractSet.load(modified_products / "contracts"))
+        entity, columns = "SellableReleasedProducts", ["ProductNumber", "ProductName"]
+        first = connector.read_changes(entity, columns, None)
+        token = _token(sandbox, sandbox.erp_url)
+
+        def write(key: tuple[str, str], name: str, at: datetime) -> None:
+            now[0] = at
+            area, number = key
+            patched = httpx.patch(
+                f"{sandbox.erp_url}/data/{entity}(dataAreaId='{area}',ProductNumber='{number}')",
+                json={"ProductName": name},
+                headers={"Authorization": f"Bearer {token}"},
+                params={"cross-company": "true"},
+            )
+            assert patched.status_code == 204, patched.text
+
+        keys = list(zip(first.frame["dataAreaId"], first.frame["ProductNumber"], strict=True))
+        early, late = keys[0], keys[-1]
+        now[0] = T0 + timedelta(minutes=30)  # the second read begins
+        pages = connector.odata.pages
+
+        def racing(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            for i, page in enumerate(pages(*args, **kwargs)):
+                yield page
+                if i == 0:  # page 1 is read; then two writes, 20 minutes apart
+                    write(early, "Written after its page was read", T0 + timedelta(hours=1))
+                    write(late, "Written on the last page", T0 + timedelta(hours=1, minutes=20))
+
+        connector.odata.pages = racing  # type: ignore[method-assign]
+        second = connector.read_changes(entity, columns, first.link)
+        connector.odata.pages = pages  # type: ignore[method-assign]
+        assert datetime.fromisoformat(str(second.link)) <= T0 + timedelta(minutes=30)
+        now[0] = T0 + timedelta(hours=2)
+        third = connector.read_changes(entity, columns, second.link)
+        named = dict(
+            zip(
+                zip(third.frame["dataAreaId"], third.frame["ProductNumber"], strict=True),
+                third.frame["ProductName"],
+                strict=True,
+            )
+        )
+        assert named[early] == "Written after its page was read"
+        connector.close()
