@@ -19,7 +19,7 @@ from p2c_etl.model.keys import folded_record_key, record_key
 from p2c_etl.model.rejects import KEY, LINE, REJECT_SCHEMA, ROW, empty_rejects
 from p2c_etl.stages.diff import KIND
 from p2c_etl.stages.extract import SourceFrames
-from p2c_etl.stages.transform import Mappings, References, derive, transform
+from p2c_etl.stages.transform import Mappings, References, derive, derived_hash, transform
 from p2c_etl.stages.validate import validate
 from p2c_etl.warehouse.mirror import ORD
 from p2c_etl.warehouse.store import Warehouse, table_name
@@ -72,7 +72,8 @@ def compute_rows(
 ) -> tuple[Prepared, pl.DataFrame | None]:
     """`prepare_flow` without storing: the prepared rows, and per source row its outcome
     (`__ord`: its place in the source; `target_key`: the target key it claims, folded;
-    `staged`; `filtered`; `unmapped`: a value no value map knew). When `frames` holds only
+    `staged`; `filtered`; `unmapped`: a value no value map knew; `__derived`, with
+    derivations: the hash of what they add, `derived_hash`). When `frames` holds only
     some source rows (with their places, `__ord`), row numbers are their places. No
     outcomes when the flow's derivations add or drop rows (see `Prepared.aligned`)."""
     refs: References = frames.references
@@ -113,6 +114,7 @@ def _outcomes(flow: Flow, prepared: Prepared) -> pl.DataFrame:
         pl.col(ORD).is_in(staged).alias("staged"),
         (~pl.col(ORD).is_in(staged) & ~pl.col(ORD).is_in(rejected)).alias("filtered"),
         pl.col(ORD).is_in(prepared.unmapped_rows.implode()).alias("unmapped"),
+        *([] if prepared.derived is None else [pl.lit(prepared.derived)]),
     )
 
 
@@ -154,6 +156,10 @@ class Prepared:
     aligned: bool = True
     """Row `i` (`__row`) is source row `i`: the derivations kept the rows as they were (some
     add rows, such as a discount line beside its order line)."""
+    derived: pl.Series | None = None
+    """Per source row, the hash of what the flow's derivations add to it (`derived_hash`;
+    None without derivations, or when they add or drop rows): settle keeps it, so that a
+    first sync needs no derivation pass of its own."""
 
 
 def prepare_frame(
@@ -213,6 +219,7 @@ def prepare_frame(
         lines=lines,
         unmapped_rows=mapped.unmapped_rows,
         aligned=mapped.aligned,
+        derived=derived_hash(flow, mapped.source) if flow.derive and mapped.aligned else None,
     )
 
 

@@ -18,10 +18,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 import polars as pl
 
 import p2c_etl
+from p2c_etl.config import SystemName
 from p2c_etl.model.flow import Context, Flow, Lookup
 from p2c_etl.model.keys import folded_record_key
 from p2c_etl.model.rejects import ROW
@@ -30,7 +32,10 @@ from p2c_etl.resources import contracts_dir
 from p2c_etl.stages.extract import EntityReads, input_frames
 from p2c_etl.stages.prepare import staged_table
 from p2c_etl.stages.transform import (
+    DERIVED,
+    DERIVED_SEED,
     derived_columns,
+    derived_hash,
     filters_expr,
     lookup_key,
     reference_mapping,
@@ -166,10 +171,7 @@ def lookup_states(
         if kept.get(ident) == digest:
             states.append(LookupState(ident, digest, True))
             continue
-        mapping = reference_mapping(lookup, reads.frame(wh, entity, lookup.columns), context)
-        now = mapping.select(
-            pl.col("k").hash(_KEY_SEED).alias("k"), pl.struct("k", "v").hash(_KEY_SEED).alias("h")
-        )
+        now = _entries(wh, lookup, reads, context, digest)
         held = _NO_KEYS
         if ident in kept:
             held = wh.query(
@@ -183,6 +185,25 @@ def lookup_states(
 
 
 _KEY_SEED = 0x5032_4B45_5953
+_ENTRIES: WeakKeyDictionary[EntityReads, dict[tuple[str, str], pl.DataFrame]] = WeakKeyDictionary()
+"""Per run (its reads), the entries of each lookup by the digest they were made with."""
+
+
+def _entries(
+    wh: Warehouse, lookup: Lookup, reads: EntityReads, context: Context, digest: str
+) -> pl.DataFrame:
+    """The lookup's entries (`k`, `h`) as this run maps with them. Made once per run for a
+    reference as it is (its digest: the reference's columns and the values of its filters),
+    however many flows look it up (a million customers, by contacts, quotes and orders)."""
+    made = _ENTRIES.setdefault(reads, {})
+    key = (lookup_id(lookup), digest)
+    if key not in made:
+        entity = (lookup.system, lookup.entity)
+        mapping = reference_mapping(lookup, reads.frame(wh, entity, lookup.columns), context)
+        made[key] = mapping.select(
+            pl.col("k").hash(_KEY_SEED).alias("k"), pl.struct("k", "v").hash(_KEY_SEED).alias("h")
+        )
+    return made[key]
 
 
 def _entries_digest(lookup: Lookup, reference: str, context: Context) -> str:
@@ -290,6 +311,10 @@ class Plan:
     their target record."""
     lookups: tuple[LookupState, ...] = ()
     """The references of the flow's lookups, as this run maps with them."""
+    derived_from: str | None = None
+    """Every row is computed and the flow derives: `source`'s hashes do not cover what its
+    derivations add yet; the computed rows give that (`__derived`), and the hashes are kept
+    under this print of what they are made from (`_derived_print`)."""
 
     @property
     def unchanged(self) -> int:
@@ -352,12 +377,19 @@ def plan_rows(
     states = lookup_states(wh, flow, reads, context) if print_ is not None else ()
     derived = None
     whole = bool(stored) and stored[0][0] is None  # its rows could not be told apart last time
+    every = print_ is None or not stored or stored[0][0] != print_
+    every = every or not all(s.known for s in states)
     if flow.derive and print_ is not None and not whole:
+        if every:  # prepare derives every row anyway: no pass of settle's own (first sync)
+            made_from = _derived_print(flow, reads, context)
+            return Plan(
+                None, _NO_SETTLED, source, target, print_, lookups=states, derived_from=made_from
+            )
         hashed = _derived_hashes(wh, flow, reads, context)
         if hashed is None:  # derivations that add rows: every row, every time
             return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
         source, derived = hashed
-    if print_ is None or not stored or stored[0][0] != print_ or not all(s.known for s in states):
+    if every:
         return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
     state = wh.query(
         "SELECT source_hash, target_key, target_hash, filtered, values_hash "
@@ -384,17 +416,44 @@ def plan_rows(
     return plan.without(moved) if moved.len() else plan
 
 
+_PASSES: WeakKeyDictionary[EntityReads, tuple[object, pl.DataFrame | None]] = WeakKeyDictionary()
+"""Per run (its reads), its last derivation pass, with what it was made from."""
+
+
 def _derived(
     wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
 ) -> pl.DataFrame | None:
     """`__ord` and what `flow`'s derivations add to each source row (None: they add or drop
-    rows), from the whole source and its inputs, vectorised."""
+    rows), from the whole source and its inputs, vectorised. Flows with the same
+    derivations of the same source share the pass while its source and inputs are as they
+    were (contacts and contact_customers: a million contacts routed once, not twice); what a
+    derivation adds depends only on what it reads (`Derive`), which each such flow reads."""
     entity = (flow.source.system, flow.source.entity)
+    made_from = (
+        flow.derive,
+        entity,
+        tuple(reads.versions(_derive_entities(flow))),
+        frozenset(context.items()),
+    )
+    kept = _PASSES.get(reads)
+    if kept is not None and kept[0] == made_from:
+        return kept[1]
     source = reads.frame(wh, entity, flow.source_columns, keep_ord=True)
     places, source = source[ORD], source.drop(ORD)
     inputs = input_frames(wh, flow, reads, context, own=source)
     added = derived_columns(flow, source, inputs, context)
-    return None if added is None else added.with_columns(places)
+    added = None if added is None else added.with_columns(places)
+    _PASSES[reads] = (made_from, added)
+    return added
+
+
+def _derive_entities(flow: Flow) -> list[tuple[SystemName, str]]:
+    """The source and the inputs of `flow`'s derivations."""
+    entities = [
+        (flow.source.system, flow.source.entity),
+        *((i.system, i.entity) for i in flow.inputs),
+    ]
+    return list(dict.fromkeys(entities))
 
 
 def _looks_up_derived(flow: Flow, states: tuple[LookupState, ...]) -> bool:
@@ -415,11 +474,7 @@ def _derived_hashes(
     those hold, they are read back and the derivations are not run again (the derived
     columns are then not at hand: None; they are made when a changed lookup entry is looked
     up by one, `_looks_up_derived`)."""
-    entities = [
-        (flow.source.system, flow.source.entity),
-        *((i.system, i.entity) for i in flow.inputs),
-    ]
-    made_from = fingerprint(flow, "", context, reads.versions(dict.fromkeys(entities)))
+    made_from = _derived_print(flow, reads, context)
     kept = wh.con.execute(
         "SELECT made_from FROM derived_prints WHERE flow = ?", [flow.name]
     ).fetchall()
@@ -433,25 +488,35 @@ def _derived_hashes(
     if derived is None:
         return None
     entity = (flow.source.system, flow.source.entity)
-    source = _with_derived(reads.frame(wh, entity, [HASH], keep_ord=True), derived)
+    added = derived.select(ORD, derived_hash(flow, derived))
+    source = _with_derived(reads.frame(wh, entity, [HASH], keep_ord=True), added)
     with wh.transaction():
-        wh.con.execute("DELETE FROM derived_hashes WHERE flow = ?", [flow.name])
-        wh.con.execute("DELETE FROM derived_prints WHERE flow = ?", [flow.name])
-        wh.append("derived_hashes", source.select(pl.lit(flow.name).alias("flow"), ORD, HASH))
-        wh.con.execute("INSERT INTO derived_prints VALUES (?, ?)", [flow.name, made_from])
+        _keep_derived(wh, flow, source, made_from)
     return source, derived
 
 
-def _with_derived(source: pl.DataFrame, derived: pl.DataFrame) -> pl.DataFrame:
-    """`source` (`__ord`, `__hash`) with each row's hash covering what its derivations add:
-    a row whose derived values changed (an input changed) is no longer the row settled."""
-    added = derived.select(ORD, derived.drop(ORD).hash_rows(_DERIVED_SEED).alias("__d"))
+def _derived_print(flow: Flow, reads: EntityReads, context: Context) -> str:
+    """A print of what `flow`'s derived hashes are made from: the versions of its source and
+    inputs, code and context."""
+    return fingerprint(flow, "", context, reads.versions(_derive_entities(flow)))
+
+
+def _keep_derived(wh: Warehouse, flow: Flow, source: pl.DataFrame, made_from: str) -> None:
+    """Keep the derived hashes `source` (`__ord`, `__hash`) under `made_from` (in the
+    caller's transaction)."""
+    wh.con.execute("DELETE FROM derived_hashes WHERE flow = ?", [flow.name])
+    wh.con.execute("DELETE FROM derived_prints WHERE flow = ?", [flow.name])
+    wh.append("derived_hashes", source.select(pl.lit(flow.name).alias("flow"), ORD, HASH))
+    wh.con.execute("INSERT INTO derived_prints VALUES (?, ?)", [flow.name, made_from])
+
+
+def _with_derived(source: pl.DataFrame, added: pl.DataFrame) -> pl.DataFrame:
+    """`source` (`__ord`, `__hash`) with each row's hash covering what its derivations add
+    (`added`: `__ord`, `__derived`): a row whose derived values changed (an input changed) is
+    no longer the row settled."""
     return source.join(added, on=ORD, how="left").select(
-        ORD, pl.struct(HASH, "__d").hash(_DERIVED_SEED).alias(HASH)
+        ORD, pl.struct(HASH, DERIVED).hash(DERIVED_SEED).alias(HASH)
     )
-
-
-_DERIVED_SEED = 0x5032_4445_5256
 
 
 def _written_and_held(
@@ -527,6 +592,8 @@ def keep_settled(
             _keep_lookups(wh, flow, plan.lookups)
         return
     hashes = plan.source.select(ORD, HASH)
+    if plan.derived_from is not None:  # every row computed: prepare's rows give the hashes
+        hashes = _with_derived(hashes, outcomes.select(ORD, DERIVED))
     once = plan.target.filter(pl.col(FOLD).is_unique())
     kept = (
         outcomes.filter(pl.col("settled"))
@@ -558,21 +625,14 @@ def keep_settled(
             "values_hash",
         )
     )
-    refreshed = plan.refreshed.join(hashes, on=ORD).select(
-        pl.lit(flow.name).alias("flow"),
-        pl.col(HASH).alias("source_hash"),
-        "target_key",
-        pl.col(T_HASH).alias("target_hash"),
-        "filtered",
-        pl.lit(None, pl.UInt64).alias("values_hash"),
-    )
-    new = pl.concat([kept, written, refreshed])
+    new = pl.concat([kept, written])
     with wh.transaction():
         if plan.ords is None:
             wh.con.execute("DELETE FROM settled_rows WHERE flow = ?", [flow.name])
         else:
-            computed = pl.concat([outcomes.select(ORD), plan.refreshed.select(ORD)])
-            computed = computed.join(hashes, on=ORD).select(pl.col(HASH).alias("source_hash"))
+            _refresh(wh, flow, plan.refreshed.join(hashes, on=ORD))
+            computed = outcomes.select(ORD).join(hashes, on=ORD)
+            computed = computed.select(pl.col(HASH).alias("source_hash"))
             state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
             gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")
             drop = pl.concat([computed, gone]).unique()
@@ -584,10 +644,29 @@ def keep_settled(
                         [flow.name],
                     )
         wh.append("settled_rows", new)
+        if plan.derived_from is not None:
+            _keep_derived(wh, flow, hashes, plan.derived_from)
         _keep_lookups(wh, flow, plan.lookups)
         wh.con.execute(
             "INSERT INTO settled_flows (flow, fingerprint, run_id, context_print) "
             "VALUES (?, NULL, ?, ?) ON CONFLICT (flow) DO UPDATE SET "
             "context_print = excluded.context_print",
             [flow.name, run_id, plan.print_],
+        )
+
+
+def _refresh(wh: Warehouse, flow: Flow, refreshed: pl.DataFrame) -> None:
+    """Keep the rows written last and found held (`refreshed`, with the source row's hash) by
+    the hash of their target record from now on (in the caller's transaction). Updated in
+    place: two hashes per row, where deleting and inserting them again rewrites every column
+    of a million rows the night after a first sync."""
+    if refreshed.height == 0:
+        return
+    rows = refreshed.select(pl.col(HASH).alias("source_hash"), pl.col(T_HASH).alias("t_hash"))
+    with wh.registered("__refreshed", rows):
+        wh.con.execute(
+            "UPDATE settled_rows SET target_hash = r.t_hash, values_hash = NULL "
+            "FROM __refreshed r WHERE settled_rows.flow = ? "
+            "AND settled_rows.source_hash = r.source_hash",
+            [flow.name],
         )

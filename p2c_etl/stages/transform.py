@@ -84,7 +84,25 @@ def derived_columns(
     derived = derive(flow, marked, inputs, context)
     if _SOURCE_ROW not in derived.columns or not derived[_SOURCE_ROW].equals(marked[_SOURCE_ROW]):
         return None
-    return derived.select(list(dict.fromkeys(c for d in flow.derive for c in d.adds)))
+    return derived.select(_added(flow))
+
+
+def _added(flow: Flow) -> list[str]:
+    return list(dict.fromkeys(c for d in flow.derive for c in d.adds))
+
+
+DERIVED = "__derived"
+
+
+def derived_hash(flow: Flow, derived: pl.DataFrame) -> pl.Series:
+    """Per row of `derived` (a source with `flow`'s derivations applied, or the columns they
+    add), a hash of what they add (`__derived`): settle keys a source row by it, so that a row
+    whose derived values moved is not the row settled; the same from prepare's rows as from
+    settle's own pass."""
+    return derived.select(_added(flow)).hash_rows(DERIVED_SEED).alias(DERIVED)
+
+
+DERIVED_SEED = 0x5032_4445_5256
 
 
 def transform(

@@ -1,0 +1,189 @@
+"""Settle shares work between flows within a run: one derivation pass for flows with the same
+derivations of the same source (contacts and contact_customers), one set of lookup entries
+per reference as it is (accounts and contact_customers look up currencies the same way), and
+on a first sync the derived hashes come from prepare's rows. Each gives exactly what each
+flow computing alone gives, and a fresh warehouse."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+from pytest import MonkeyPatch
+
+from p2c_etl.config import load_settings
+from p2c_etl.flows.accounts import ISO_BY_CURRENCY_ID
+from p2c_etl.jobs.run import run_batch
+from p2c_etl.model.flow import Context, Flow, Inputs, Lookup
+from p2c_etl.model.summary import RunSummary
+from p2c_etl.stages import settle
+from tests.warehouse.test_mirror_runs import _fresh_copy, _rewrite, _same_result
+
+EURO = "d695ac0c-3ac1-5dd0-b00e-2a264e61841c"
+
+
+def _run(root: Path, clock: Callable[[], datetime], said: list[str] | None = None) -> RunSummary:
+    progress = said.append if said is not None else (lambda _: None)
+    return run_batch(load_settings(root / "p2c.toml"), clock=clock, progress=progress)
+
+
+def _computing(said: list[str], flow: str) -> list[str]:
+    return [m for m in said if m.startswith(f"{flow}: computing ")]
+
+
+class _Forgetful(dict[object, object]):
+    """A cache that keeps nothing: every flow makes its own pass."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        return None
+
+
+def _count_passes(monkeypatch: MonkeyPatch) -> Counter[str]:
+    """Per flow, the derivation passes settle makes from now on."""
+    passes: Counter[str] = Counter()
+    derive = settle.derived_columns
+
+    def counted(flow: Flow, source: pl.DataFrame, inputs: Inputs, context: Context) -> Any:
+        passes[flow.name] += 1
+        return derive(flow, source, inputs, context)
+
+    monkeypatch.setattr(settle, "derived_columns", counted)
+    return passes
+
+
+def _new_account(root: Path) -> None:
+    """A new account: an input of the contacts' routing (is the company an account?)."""
+
+    def add(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        new = {**rows[1], "accountid": "0d0a8c1e-5555-4e4e-9999-000000000005"}
+        return [*rows, {**new, "accountnumber": "ACC-09997-SHARECO", "name": "Shareco"}]
+
+    _rewrite(root / "crm" / "accounts.jsonl", add)
+
+
+def test_flows_sharing_a_derivation_pass_get_what_each_gets_alone(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    _run(demo_dir, clock)
+    _run(demo_dir, clock)
+    _new_account(demo_dir)
+    alone_dir = tmp_path / "alone"
+    shutil.copytree(demo_dir, alone_dir)
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    passes = _count_passes(monkeypatch)
+    said: list[str] = []
+    shared = _run(demo_dir, clock, said)
+    assert passes["contacts"] == 1 and passes["contact_customers"] == 0  # one pass, shared
+
+    passes.clear()
+    monkeypatch.setattr(settle, "_PASSES", _Forgetful())
+    said_alone: list[str] = []
+    alone = _run(alone_dir, clock, said_alone)
+    assert passes["contacts"] == 1 and passes["contact_customers"] == 1
+    _same_result(shared, alone, demo_dir, alone_dir)
+    for flow in ("contacts", "contact_customers"):
+        assert _computing(said, flow) == _computing(said_alone, flow)
+        before = next(c for c in shared.flows if c.flow == flow)
+        assert _computing(said, flow) == [
+            f"{flow}: computing {before.rejected} of {before.source_rows} source rows "
+            "(the others are as they were)"
+        ]
+    _same_result(shared, _run(fresh_dir, clock), demo_dir, fresh_dir)
+
+
+def test_a_changed_reference_recomputes_the_rows_that_look_it_up_in_each_flow_sharing_it(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """Accounts and contact_customers look up currencies by id the same way: the entries of
+    the changed reference are made once, and each flow maps again exactly its rows priced
+    in euros (and those rejected last time)."""
+
+    def one_contact_in_euros(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        at = next(i for i, r in enumerate(rows) if r.get("_transactioncurrencyid_value"))
+        euros = {**rows[at], "_transactioncurrencyid_value": EURO}
+        return [*rows[:at], euros, *rows[at + 1 :]]
+
+    _rewrite(demo_dir / "crm" / "contacts.jsonl", one_contact_in_euros)
+    _run(demo_dir, clock)
+    settled = _run(demo_dir, clock)
+
+    def new_euro_id(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        new = "0d0a8c1e-6666-4e4e-9999-000000000006"
+        euro = {"transactioncurrencyid": new}
+        return [{**r, **euro} if r["transactioncurrencyid"] == EURO else r for r in rows]
+
+    _rewrite(demo_dir / "crm" / "transactioncurrencies.jsonl", new_euro_id)
+    made: Counter[Lookup] = Counter()
+    mapping = settle.reference_mapping
+
+    def counted(lookup: Lookup, ref: pl.DataFrame, context: Context) -> pl.DataFrame:
+        made[lookup] += 1
+        return mapping(lookup, ref, context)
+
+    monkeypatch.setattr(settle, "reference_mapping", counted)
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    said: list[str] = []
+    mine = _run(demo_dir, clock, said)
+    assert made[ISO_BY_CURRENCY_ID] == 1  # for both flows
+    _same_result(mine, _run(fresh_dir, clock), demo_dir, fresh_dir)
+    for flow, euros in (("accounts", 2), ("contact_customers", 1)):
+        before = next(c for c in settled.flows if c.flow == flow)
+        assert _computing(said, flow) == [
+            f"{flow}: computing {euros + before.rejected} of {before.source_rows} source rows "
+            "(the others are as they were)"
+        ]
+
+
+def test_a_first_sync_keeps_the_derived_hashes_of_prepares_rows(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """A first sync makes no derivation pass of settle's own: the hashes it keeps, made from
+    prepare's rows, are those a pass makes, so the next night (its inputs as they were: no
+    flow that writes them runs) reads them back and computes only the rows rejected."""
+    flows = ["accounts", "contacts"]  # nothing writes what contacts reads after it
+    passes = _count_passes(monkeypatch)
+
+    def run(root: Path, said: list[str] | None = None) -> RunSummary:
+        progress = said.append if said is not None else (lambda _: None)
+        settings = load_settings(root / "p2c.toml")
+        return run_batch(settings, flows=flows, clock=clock, progress=progress)
+
+    run(demo_dir)
+    assert not passes
+    kept = _derived_hashes(demo_dir)
+    said: list[str] = []
+    quiet = run(demo_dir, said)
+    assert not passes  # read back, not made again
+    assert _derived_hashes(demo_dir) == kept
+    _new_account(demo_dir)
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    said = []
+    again = run(demo_dir, said)
+    assert passes["contacts"] == 1  # its inputs changed: a pass, with the same hashes
+    made = _derived_hashes(demo_dir)
+    assert made["contacts"] == kept["contacts"]
+    assert made["accounts"][: len(kept["accounts"])] == kept["accounts"]  # and one new
+    _same_result(again, run(fresh_dir), demo_dir, fresh_dir)
+    before = next(c for c in quiet.flows if c.flow == "contacts")
+    assert _computing(said, "contacts") == [
+        f"contacts: computing {before.rejected} of {before.source_rows} source rows "
+        "(the others are as they were)"
+    ]
+
+
+def _derived_hashes(root: Path) -> dict[str, list[tuple[int, int]]]:
+    con = duckdb.connect(str(root / "p2c.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT flow, __ord, __hash FROM derived_hashes ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+    found: dict[str, list[tuple[int, int]]] = {}
+    for flow, place, value in rows:
+        found.setdefault(str(flow), []).append((int(place), int(value)))
+    return found
