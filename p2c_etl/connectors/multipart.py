@@ -52,14 +52,17 @@ def _trim(chunk: bytes) -> bytes:
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
-    """Header lines and what follows the first empty line."""
-    ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
+    """Header lines and what follows the first empty line (CRLF or LF line ends)."""
     if data.startswith((b"\r\n", b"\n")):
         return b"", data.split(b"\n", 1)[1]
-    if not ends:
-        return data, b""
-    index, width = min(ends)
-    return data[:index], data[index + width :]
+    crlf = data.find(b"\r\n\r\n")
+    # An LF-only empty line ends the head only if it comes first: look before `crlf` alone.
+    lf = data.find(b"\n\n", 0, len(data) if crlf < 0 else crlf)
+    if lf >= 0:
+        return data[:lf], data[lf + 2 :]
+    if crlf >= 0:
+        return data[:crlf], data[crlf + 4 :]
+    return data, b""
 
 
 def header_map(head: bytes) -> dict[str, str]:

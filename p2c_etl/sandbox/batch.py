@@ -82,17 +82,19 @@ def run_batch(req: ApiRequest, rules: BatchRules, handle: Handler, atomic: Atomi
         message = f"The batch holds {total} requests; at most {rules.limit} are allowed."
         raise ODataError(400, message, BAD_QUERY)
     go_on = _continues(req)
+    batch_id = uuid.uuid4()
     parts: list[bytes] = []
-    for item in items:
+    for number, item in enumerate(items):
         if isinstance(item, list):
-            part, failed = _changeset(req, item, rules, handle, atomic)
+            changeset = f"changesetresponse_{batch_id}_{number}"
+            part, failed = _changeset(req, item, rules, handle, atomic, changeset)
         else:
             answer = _run(req, item, {}, handle)
             part, failed = _http_part(_Answer(answer, item.content_id)), answer.status >= 400
         parts.append(part)
         if failed and rules.stop_on_error and not go_on:
             break
-    boundary = f"batchresponse_{uuid.uuid4()}"
+    boundary = f"batchresponse_{batch_id}"
     headers = {"Content-Type": f"multipart/mixed; boundary={boundary}"}
     if go_on and rules.stop_on_error:
         headers["Preference-Applied"] = "odata.continue-on-error"
@@ -121,9 +123,14 @@ def _continues(req: ApiRequest) -> bool:
 
 
 def _changeset(
-    req: ApiRequest, operations: list[Operation], rules: BatchRules, handle: Handler, atomic: Atomic
+    req: ApiRequest,
+    operations: list[Operation],
+    rules: BatchRules,
+    handle: Handler,
+    atomic: Atomic,
+    boundary: str,
 ) -> tuple[bytes, bool]:
-    """The answer part of a change set, and whether it failed."""
+    """The answer part of a change set (delimited by `boundary`), and whether it failed."""
     answers: list[_Answer] = []
     ids: dict[str, str] = {}
     try:
@@ -141,12 +148,11 @@ def _changeset(
         answers = [
             _Answer(_rolled_back(i, failed), op.content_id) for i, op in enumerate(operations)
         ]
-        return _changeset_part(answers), True
-    return _changeset_part(answers), False
+        return _changeset_part(answers, boundary), True
+    return _changeset_part(answers, boundary), False
 
 
-def _changeset_part(answers: list[_Answer]) -> bytes:
-    boundary = f"changesetresponse_{uuid.uuid4()}"
+def _changeset_part(answers: list[_Answer], boundary: str) -> bytes:
     nested = _multipart([_http_part(a) for a in answers], boundary)
     head = f"Content-Type: multipart/mixed; boundary={boundary}".encode()
     return head + CRLF + CRLF + nested
@@ -184,7 +190,7 @@ def _request(outer: ApiRequest, operation: Operation, ids: dict[str, str]) -> Ap
     path, query = relative_path(url, outer.root)
     if path.split("?")[0] == "$batch":
         raise ODataError(400, "A $batch cannot contain another $batch", BAD_QUERY)
-    params = dict(parse_qsl(query, keep_blank_values=True))
+    params = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
     caller = {"authorization": outer.header("authorization") or ""}
     headers = caller | operation.headers
     return ApiRequest(operation.method, path, params, headers, operation.body, outer.root)
@@ -192,12 +198,16 @@ def _request(outer: ApiRequest, operation: Operation, ids: dict[str, str]) -> Ap
 
 def _http_part(answer: _Answer) -> bytes:
     response = answer.response
-    head = ["Content-Type: application/http", "Content-Transfer-Encoding: binary"]
-    if answer.content_id:
-        head.append(f"Content-ID: {answer.content_id}")
-    status = f"HTTP/1.1 {response.status} {HTTPStatus(response.status).phrase}"
-    lines = [*head, "", status, *(f"{k}: {v}" for k, v in response.headers.items()), "", ""]
-    return "\r\n".join(lines).encode() + response.body
+    content_id = f"Content-ID: {answer.content_id}\r\n" if answer.content_id else ""
+    fields = "".join(f"{k}: {v}\r\n" for k, v in response.headers.items())
+    head = (
+        f"Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n{content_id}"
+        f"\r\nHTTP/1.1 {response.status} {_PHRASES[response.status]}\r\n{fields}\r\n"
+    )
+    return head.encode() + response.body
+
+
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
 def _multipart(parts: list[bytes], boundary: str) -> bytes:

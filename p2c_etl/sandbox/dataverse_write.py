@@ -36,9 +36,12 @@ from p2c_etl.sandbox.protocol import (
 from p2c_etl.sandbox.query import SYSTEM_COLUMNS
 from p2c_etl.sandbox.resource import KeySpec, relative_path, split_resource
 from p2c_etl.sandbox.store import Key, Row, Store, Table
-from p2c_etl.sandbox.values import coerce, folded, literal_for, text
+from p2c_etl.sandbox.values import Reader, folded, literal_for, reader, text
 
 WriteMode = Literal["upsert", "update", "create"]
+Binds = dict[tuple[str, str], tuple[str, str]]
+"""Lookups already resolved in one request: (navigation property, bind URL) → (the `_x_value`
+column, the target's id)."""
 BASE_PATH = "/api/data/v9.2/"
 _GUID = re.compile(GUID_PATTERN)
 
@@ -49,6 +52,7 @@ class DataverseWriter:
     def __init__(self, store: Store, faults: Faults) -> None:
         self.store = store
         self.faults = faults
+        self._readers: dict[Table, dict[str, Reader]] = {}
 
     def locate(self, table: Table, key: KeySpec) -> Key | None:
         """The key of the record `key` addresses, or None when there is none."""
@@ -101,38 +105,55 @@ class DataverseWriter:
         if not isinstance(targets, list) or not targets:
             raise ODataError(400, "The request needs a non-empty Targets array", BAD_PAYLOAD)
         ids: list[str] = []
+        binds: Binds = {}
         with self.store.journal.atomic():
             for index, target in enumerate(targets, start=1):
                 try:
-                    row = self._target(table, target, mode)
+                    row = self._target(table, target, mode, binds)
                 except ODataError as error:
                     where = f"Target {index} ({_describe(table, target)})"
                     raise ODataError(400, f"{where}: {error.message}", error.code) from None
                 ids.append(str(row.values[table.primary or ""]))
         return ids
 
-    def payload(self, table: Table, body: object) -> dict[str, Any]:
-        """The typed column values a request body writes; 400 for anything Dataverse refuses."""
+    def payload(self, table: Table, body: object, binds: Binds | None = None) -> dict[str, Any]:
+        """The typed column values a request body writes; 400 for anything Dataverse refuses.
+        `binds` keeps the lookups resolved for earlier targets of the same request."""
         if not isinstance(body, dict):
             raise ODataError(400, "The request body must be a JSON object", BAD_PAYLOAD)
+        readers = self._readers_of(table)
         values: dict[str, Any] = {}
         for name, raw in body.items():
-            if name.endswith("@odata.bind"):
-                column, target = self._bind(table, name.removesuffix("@odata.bind"), raw)
+            read = readers.get(name)
+            if read is not None:
+                values[name] = _typed(table, name, read, raw)
+            elif name.endswith("@odata.bind"):
+                nav = name.removesuffix("@odata.bind")
+                column, target = self._bound(table, nav, raw, {} if binds is None else binds)
                 values[column] = target
             elif name in SYSTEM_COLUMNS and name not in table.contract.columns:
                 _check_server_kept(table, name, raw)
             elif "@" not in name:
-                values[name] = _typed(table, name, raw)
+                raise _not_writable(table, name)
         return values
 
-    def _target(self, table: Table, target: object, mode: WriteMode) -> Row:
+    def _readers_of(self, table: Table) -> dict[str, Reader]:
+        """The reader of each column a payload may name as it is (not a lookup), made once
+        per table rather than for every record of an `UpsertMultiple`."""
+        found = self._readers.get(table)
+        if found is None:
+            specs = table.contract.columns.values()
+            found = {s.name: reader(s) for s in specs if not _is_lookup(s.name, s.bind)}
+            self._readers[table] = found
+        return found
+
+    def _target(self, table: Table, target: object, mode: WriteMode, binds: Binds) -> Row:
         if not isinstance(target, dict):
             raise ODataError(400, "A target must be a JSON object", BAD_PAYLOAD)
         expected = f"Microsoft.Dynamics.CRM.{logical_name(table.name)}"
         if str(target.get("@odata.type", "")).lstrip("#") != expected:
             raise ODataError(400, f'A target needs "@odata.type": "{expected}"', BAD_PAYLOAD)
-        values = self.payload(table, target)
+        values = self.payload(table, target, binds)
         if mode == "create" and "@odata.id" not in target:
             return self._insert(table, values)
         address = self._target_address(table, target, values)
@@ -241,10 +262,26 @@ class DataverseWriter:
             raise ODataError(400, message, DUPLICATE_KEY)
         return found[0] if found else None
 
-    def _bind(self, table: Table, nav: str, raw: Any) -> tuple[str, str | None]:
+    def _bound(self, table: Table, nav: str, raw: Any, binds: Binds) -> tuple[str, str | None]:
+        """`_bind`, once per lookup of a request: a thousand products of an `UpsertMultiple`
+        bound to one unit are one look-up. A lookup into `table` itself is resolved every
+        time (an earlier target of the request may have written the record it points to)."""
+        if not isinstance(raw, str):
+            return self._bind(table, nav, raw)[:2]
+        known = binds.get((nav, raw))
+        if known is not None:
+            return known
+        column, target, pointed = self._bind(table, nav, raw)
+        if target is not None and pointed != table.name:
+            binds[nav, raw] = (column, target)
+        return column, target
+
+    def _bind(self, table: Table, nav: str, raw: Any) -> tuple[str, str | None, str | None]:
+        """The `_x_value` column a lookup writes, the id of the record it points to and the
+        entity set of that record (None when the lookup is emptied)."""
         column, logical = _lookup_column(table, nav)
         if raw is None:
-            return column, None
+            return column, None, None
         if not isinstance(raw, str):
             raise ODataError(400, f"{nav}@odata.bind must be a URL text", BAD_PAYLOAD)
         path, _ = relative_path(raw, BASE_PATH)
@@ -261,28 +298,36 @@ class DataverseWriter:
         if row is None:
             message = f"Entity '{logical_name(address.name)}' With Id = {raw} Does Not Exist"
             raise ODataError(400, message, NOT_FOUND)
-        return column, str(row.values[target.primary or ""])
+        return column, str(row.values[target.primary or ""]), address.name
 
 
-def _typed(table: Table, name: str, raw: Any) -> Any:
-    spec = table.contract.columns.get(name)
+def _is_lookup(name: str, bind: tuple[str, ...]) -> bool:
+    """A lookup column (`_x_value`): written only as `x@odata.bind`."""
+    return bool(bind) or (name.startswith("_") and name.endswith("_value"))
+
+
+def _typed(table: Table, name: str, read: Reader, raw: Any) -> Any:
+    try:
+        return read(raw)
+    except ValueError as exc:
+        logical = logical_name(table.name)
+        message = f"A validation error occurred for attribute '{name}' of entity '{logical}': {exc}"
+        raise ODataError(400, message, BAD_PAYLOAD) from None
+
+
+def _not_writable(table: Table, name: str) -> ODataError:
+    """Why a payload cannot name `name`: not a column, or a lookup written as its value."""
     logical = logical_name(table.name)
-    if spec is None:
+    if name not in table.contract.columns:
         message = (
             f"Invalid property '{name}' was found in entity 'Microsoft.Dynamics.CRM.{logical}'."
         )
-        raise ODataError(400, message, BAD_PAYLOAD)
-    if spec.bind or (name.startswith("_") and name.endswith("_value")):
-        message = (
-            f"Invalid property '{name}' was found in entity 'Microsoft.Dynamics.CRM.{logical}': "
-            f"write the lookup as '{name[1:-6]}@odata.bind'."
-        )
-        raise ODataError(400, message, BAD_PAYLOAD)
-    try:
-        return coerce(spec, raw)
-    except ValueError as exc:
-        message = f"A validation error occurred for attribute '{name}' of entity '{logical}': {exc}"
-        raise ODataError(400, message, BAD_PAYLOAD) from None
+        return ODataError(400, message, BAD_PAYLOAD)
+    message = (
+        f"Invalid property '{name}' was found in entity 'Microsoft.Dynamics.CRM.{logical}': "
+        f"write the lookup as '{name[1:-6]}@odata.bind'."
+    )
+    return ODataError(400, message, BAD_PAYLOAD)
 
 
 def _check_server_kept(table: Table, name: str, raw: Any) -> None:

@@ -11,7 +11,8 @@ A date written as 1900-01-01 (dateNull) is held as no date.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from p2c_etl.sandbox.conditional import check_if_match
@@ -28,9 +29,39 @@ from p2c_etl.sandbox.protocol import (
 from p2c_etl.sandbox.query import type_name
 from p2c_etl.sandbox.resource import KeySpec
 from p2c_etl.sandbox.store import Key, Row, Store, Table
-from p2c_etl.sandbox.values import coerce, finops_held, folded, literal_for, text
+from p2c_etl.sandbox.values import Reader, finops_held, folded, literal_for, reader, text
 
 COMPANY = "dataAreaId"
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """What writing needs of a table's contract, found once per table rather than for
+    every record of a `$batch`: each column's reader (a date on dateNull read as no date),
+    the columns that must be filled in (in contract order), and a record with every column
+    empty."""
+
+    readers: dict[str, Reader]
+    required: tuple[str, ...]
+    empty: dict[str, None]
+
+    def required_of(self, written: Mapping[str, Any]) -> list[str]:
+        """The columns among `written` that must be filled in, in its order."""
+        return [name for name in written if name in self.required]
+
+    @classmethod
+    def of(cls, table: Table) -> _Columns:
+        specs = table.contract.columns.values()
+        readers = {
+            s.name: _held(reader(s)) if s.type in ("date", "datetime") else reader(s) for s in specs
+        }
+        required = tuple(s.name for s in specs if not s.nullable)
+        return cls(readers, required, dict.fromkeys(table.contract.columns))
+
+
+def _held(read: Reader) -> Reader:
+    """`read`, then a date on F&O's dateNull held as no date."""
+    return lambda value: finops_held(read(value))
 
 
 class FinOpsWriter:
@@ -40,6 +71,7 @@ class FinOpsWriter:
         self.store = store
         self.faults = faults
         self.company = company
+        self._columns: dict[Table, _Columns] = {}
 
     def visible(self, table: Table, cross_company: bool) -> Predicate | None:
         """Which records a request sees: the default company's, or all with cross-company."""
@@ -57,10 +89,11 @@ class FinOpsWriter:
         return found
 
     def create(self, table: Table, body: object) -> Row:
+        columns = self._columns_of(table)
         values = self.payload(table, body)
-        if COMPANY in table.contract.columns and values.get(COMPANY) is None:
+        if COMPANY in columns.empty and values.get(COMPANY) is None:
             values[COMPANY] = self.company
-        record = dict.fromkeys(table.contract.columns) | values
+        record = columns.empty | values
         with self.store.journal.atomic():
             if table.get(table.key_of(record)) is not None:
                 shown = ", ".join(f"{c}: {text(record[c])}" for c in table.key_columns)
@@ -68,7 +101,7 @@ class FinOpsWriter:
                     f"Cannot create a record in {table.name} ({shown}). The record already exists."
                 )
                 raise ODataError(400, message, DUPLICATE)
-            _check_required(table, record, record)
+            _check_required(table, columns.required, record)
             self._check_refused(record)
             return table.put(record)
 
@@ -91,9 +124,11 @@ class FinOpsWriter:
                 raise _not_found(table, key)
             _check_keys(table, values, row.values)
             check_if_match(etag, row)
-            base = dict.fromkeys(table.contract.columns) if replace else dict(row.values)
+            columns = self._columns_of(table)
+            base = columns.empty if replace else row.values
             record = base | values | {c: row.values[c] for c in table.key_columns}
-            _check_required(table, record, values if not replace else record)
+            written = columns.required if replace else columns.required_of(values)
+            _check_required(table, written, record)
             self._check_refused(record)
             return table.put(record)
 
@@ -110,19 +145,27 @@ class FinOpsWriter:
     def payload(self, table: Table, body: object) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ODataError(400, "The request body must be a JSON object", BAD_PAYLOAD)
+        readers = self._columns_of(table).readers
         values: dict[str, Any] = {}
         for name, raw in body.items():
-            if "@" in name:
-                continue
-            spec = table.contract.columns.get(name)
-            if spec is None:
+            read = readers.get(name)
+            if read is None:
+                if "@" in name:
+                    continue
                 message = f"The property '{name}' does not exist on type '{type_name(table)}'."
                 raise ODataError(400, message, BAD_PAYLOAD)
             try:
-                values[name] = finops_held(coerce(spec, raw))
+                values[name] = read(raw)
             except ValueError as exc:
                 raise ODataError(400, f"Field {name} of {table.name}: {exc}", BAD_PAYLOAD) from None
         return values
+
+    def _columns_of(self, table: Table) -> _Columns:
+        """`table`'s `_Columns`, made on its first write."""
+        found = self._columns.get(table)
+        if found is None:
+            found = self._columns[table] = _Columns.of(table)
+        return found
 
     def _address(self, table: Table, key: KeySpec) -> dict[str, Any]:
         columns = table.key_columns
@@ -149,10 +192,10 @@ def _check_keys(table: Table, values: Mapping[str, Any], current: Mapping[str, A
             raise ODataError(400, f"The key field {column} cannot be changed", BAD_PAYLOAD)
 
 
-def _check_required(table: Table, record: Mapping[str, Any], written: Mapping[str, Any]) -> None:
-    for name in written:
-        spec = table.contract.columns.get(name)
-        if spec is not None and not spec.nullable and record.get(name) is None:
+def _check_required(table: Table, required: Collection[str], record: Mapping[str, Any]) -> None:
+    """Each of the `required` columns (those a request writes) must be filled in."""
+    for name in required:
+        if record.get(name) is None:
             raise ODataError(400, f"Field {name} of {table.name} must be filled in", BAD_PAYLOAD)
 
 

@@ -44,17 +44,7 @@ def parse_batch(
     return items
 
 
-def boundary_of(content_type: str) -> str:
-    try:
-        return multipart.boundary_of(content_type)
-    except multipart.MultipartError:
-        raise ODataError(
-            400, "A batch needs Content-Type multipart/mixed with a boundary", BAD_QUERY
-        ) from None
-
-
 def _parts(content_type: str, body: bytes) -> list[multipart.Part]:
-    boundary_of(content_type)
     try:
         return multipart.parts(content_type, body)
     except multipart.MultipartError as exc:
@@ -68,9 +58,9 @@ def _operation(part_headers: dict[str, str], content: bytes, *, nested: bool) ->
     if not kind.startswith("application/http"):
         raise ODataError(400, f"A batch part must be application/http, not {kind!r}", BAD_QUERY)
     head, body = split_head(content)
-    lines = head.decode("utf-8", "replace").splitlines()
-    method, url = _request_line(lines[0] if lines else "")
-    headers = header_map("\n".join(lines[1:]).encode())
+    line, _, fields = head.partition(b"\n")
+    method, url = _request_line(line.decode("utf-8", "replace"))
+    headers = header_map(fields)
     content_id = part_headers.get("content-id") or headers.get("content-id")
     if nested and content_id is None:
         raise ODataError(400, "A request in a change set needs a Content-ID", BAD_QUERY)

@@ -26,6 +26,10 @@ THROTTLED = "0x80072322"
 UNAVAILABLE = "0x80040216"
 REFUSED = "0x80040265"
 
+_DECODER = json.JSONDecoder(parse_float=Decimal)
+"""Numbers with a fraction or exponent read as exact decimals; made once, not per body (as
+`json.loads(..., parse_float=)` does)."""
+
 
 @dataclass(frozen=True)
 class ApiRequest:
@@ -45,8 +49,9 @@ class ApiRequest:
 
     def json(self) -> object:
         """The body as JSON with decimals kept exact; 400 when it is not JSON."""
+        body = self.body or b"null"
         try:
-            return json.loads(self.body or b"null", parse_float=Decimal)
+            return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise ODataError(
                 400, f"The request body is not valid JSON: {exc}", BAD_PAYLOAD

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import lru_cache
 
 from p2c_etl.sandbox.csdl import metadata_document
 from p2c_etl.sandbox.options import NONE, check_options
@@ -23,6 +24,9 @@ from p2c_etl.sandbox.store import Store
 
 _ANNOTATIONS = frozenset({"annotations"})
 
+# A `$batch` of creates names one path a thousand times: its key is found once.
+_endpoint_key = lru_cache(maxsize=1024)(endpoint_key)
+
 
 class ODataService(ABC):
     stats: Stats
@@ -36,7 +40,7 @@ class ODataService(ABC):
 
     def _inner(self, req: ApiRequest) -> ApiResponse:
         """One request of a `$batch`: counted under its own endpoint, then handled."""
-        self.stats.operation(endpoint_key(req.method, req.path))
+        self.stats.operation(_endpoint_key(req.method, req.path))
         return self.handle(req)
 
     def documents(

@@ -9,6 +9,7 @@ nothing is rounded, truncated or guessed.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Context, Decimal, InvalidOperation
@@ -76,16 +77,45 @@ def parse_datetime(raw: str) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def coerce(spec: ColumnSpec, value: Any) -> Any:
-    """A JSON value written to `spec`'s column, as the typed value it is stored as."""
-    if value is None:
-        return None
+Reader = Callable[[Any], Any]
+"""One column's reading of a JSON value: the typed value it is stored as (ValueError if the
+value does not fit)."""
+
+
+def reader(spec: ColumnSpec) -> Reader:
+    """How `spec`'s column reads a JSON value written to it. What depends on the column
+    alone (its kind, its length, its allowed values) is decided here, once per column, not
+    for every value of every record of a batch; text within its length, the commonest
+    value, is taken as it is."""
     kind = "decimal" if spec.type.startswith("decimal") else spec.type
-    typed = _JSON_IN[kind](spec, value)
-    if spec.allowed is not None and typed not in spec.allowed:
-        allowed = ", ".join(text(a) for a in spec.allowed)
-        raise ValueError(f"{text(typed)!r} is not one of the allowed values ({allowed})")
-    return typed
+    parse = _JSON_IN[kind]
+    allowed = spec.allowed
+    if allowed is not None:
+        shown = ", ".join(text(a) for a in allowed)
+
+        def read_allowed(value: Any) -> Any:
+            if value is None:
+                return None
+            typed = parse(spec, value)
+            if typed not in allowed:
+                raise ValueError(f"{text(typed)!r} is not one of the allowed values ({shown})")
+            return typed
+
+        return read_allowed
+    if kind == "string":
+        limit = spec.max_length if spec.max_length is not None else sys.maxsize
+
+        def read_text(value: Any) -> Any:
+            if value is None or (type(value) is str and len(value) <= limit):
+                return value
+            return _string(spec, value)
+
+        return read_text
+
+    def read(value: Any) -> Any:
+        return None if value is None else parse(spec, value)
+
+    return read
 
 
 def _string(spec: ColumnSpec, value: Any) -> str:
