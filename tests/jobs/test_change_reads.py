@@ -23,7 +23,7 @@ from p2c_etl.flows import flow_names
 from p2c_etl.jobs.demo import http_config_text
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.summary import RunSummary
-from p2c_etl.resources import contracts_dir, demo_fixtures_dir
+from p2c_etl.resources import contracts_dir, demo_fixtures_dir, templates_dir
 from p2c_etl.sandbox.seed import DEMO_ALTERNATE_KEYS
 from p2c_etl.sandbox.server import Sandbox
 
@@ -184,8 +184,11 @@ def test_full_every_makes_a_nightly_run_verify_its_mirrors_when_the_last_full_re
 def modified_products(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The contracts with `SellableReleasedProducts` extended by a modification-time column
     the system sets (`ModifiedDateTime`), in place of the shipped ones."""
-    installed = tmp_path / "installed"
+    installed = tmp_path / "installed"  # laid out as an installed wheel's data folder
     shutil.copytree(contracts_dir(), installed / "contracts")
+    (installed / "fixtures").mkdir()
+    (installed / "fixtures" / "demo").symlink_to(demo_fixtures_dir())
+    (installed / "templates").symlink_to(templates_dir())
     contract = installed / "contracts" / "erp" / "SellableReleasedProducts.toml"
     text = contract.read_text(encoding="utf-8")
     text = text.replace("\n[columns]\n", '\nmodified = "ModifiedDateTime"\n\n[columns]\n', 1)
