@@ -125,13 +125,13 @@ class EntityReads:
         self._unread: set[Entity] = set()
         """Entity sets a flow wrote that were not read since."""
         self._pending: list[KeptLink] = []
+        """Links read this run, kept only with the results of the flow that read them
+        (`commit_links`): a run killed before reads the same changes again."""
         self._seq = 0
         self._read_in_full: set[Entity] = set()
         """Entity sets this run read in full already: verified, or need not be."""
         self.reading_for: str | None = None
         """The flow whose extract reads now (None: a read back at the end of the run)."""
-        """Links read this run, kept only with the results of the flow that read them
-        (`commit_links`): a run killed before reads the same changes again."""
 
     def system(self, system: SystemName) -> str:
         """The mirror's system name (its namespace in front, for a reconciliation)."""
@@ -147,19 +147,19 @@ class EntityReads:
         keep_delta_links(wh, self._pending)
         self._pending = []
 
+    def _pending_of(self, entity: Entity, listed: str) -> list[KeptLink]:
+        """This run's reads of `listed` columns of `entity` not committed yet, latest first."""
+        key = (*entity, listed)
+        return [k for k in reversed(self._pending) if (k.system, k.entity, k.columns) == key]
+
     def _link(self, wh: Warehouse, entity: Entity, listed: str) -> str | None:
         """The link to read `entity`'s changes from: this run's latest, else the kept one."""
-        for kept in reversed(self._pending):
-            if (kept.system, kept.entity, kept.columns) == (*entity, listed):
-                return kept.read.link
-        return delta_link(wh, *entity, listed)
+        pending = self._pending_of(entity, listed)
+        return pending[0].read.link if pending else delta_link(wh, *entity, listed)
 
     def _full_read_at(self, wh: Warehouse, entity: Entity, listed: str) -> datetime | None:
-        for kept in reversed(self._pending):
-            same = (kept.system, kept.entity, kept.columns) == (*entity, listed)
-            if same and kept.read.kind == "full":
-                return kept.at
-        return full_read_at(wh, *entity, listed)
+        full = [k.at for k in self._pending_of(entity, listed) if k.read.kind == "full"]
+        return full[0] if full else full_read_at(wh, *entity, listed)
 
     def read_back(self, wh: Warehouse, run_id: str, now: Callable[[], datetime]) -> int:
         """Read again, through their links, the entity sets this run wrote and did not read
@@ -261,22 +261,13 @@ class EntityReads:
             full = connector.read_changes(name, columns, None)
             since = connector.read_changes(name, columns, read.link)  # changed meanwhile
             if since.kind == "full":  # the link just made was refused: no telling drift apart
-                unsure = (
+                verify = (
                     f"{verify}; the changes since could not be read ({since.reason}), so "
                     "drift cannot be told from them and is not reported"
                 )
-                read, mark, mirrored = (
-                    replace(full, reason=_joined(unsure, full.reason)),
-                    None,
-                    None,
-                )
             else:
                 drift = mirror_drift(wh, system, name, full.frame, full.identity, _touched(since))
-                read, mark, mirrored = (
-                    replace(full, reason=_joined(verify, full.reason)),
-                    None,
-                    None,
-                )
+            read, mark, mirrored = replace(full, reason=_joined(verify, full.reason)), None, None
         if read.kind == "full":
             self._read_in_full.add(entity)
         if mirrored is None:
@@ -290,7 +281,7 @@ class EntityReads:
             read.reason,
             mark=mark,
             verified=drift is not None,
-            drift=drift if drift is not None else DeltaRead.no_drift(),
+            drift=DeltaRead.no_drift() if drift is None else drift,
         )
         self._seq += 1
         self._pending.append(
