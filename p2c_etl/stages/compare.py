@@ -161,6 +161,7 @@ def compare_frames(
         claimed=claimed,
         fold_keys=True,
         empty_date=flow.target.empty_date,
+        insert_values=False,  # the staged rows hold them (`report`, `diff.after_values`)
     )
     respelt = result.respelt is not None and result.respelt.height > 0
     return Compared(

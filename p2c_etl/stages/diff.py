@@ -59,15 +59,20 @@ def diff(
     *,
     fold_keys: bool = False,
     empty_date: date | None = None,
+    insert_values: bool = True,
 ) -> DiffResult:
     """Compare `source` (wanted) with `target` (held), both keyed by `keys`.
+
+    Without `insert_values`, an insert's `after` is null, not the JSON of the record (a
+    first sync of a million records need not describe each one: the staged rows hold them,
+    `after_values`).
 
     `claimed` holds keys that source records claim but that were rejected: a target row with
     such a key is not reported as target-only, since its source record is accounted for.
     With `fold_keys`, each side must hold every folded key once (see `folded_twins`).
     """
     keys, compare = list(keys), list(compare)
-    exact = _exact(source, target, keys, compare, empty_date)
+    exact = _exact(source, target, keys, compare, empty_date, insert_values)
     if not fold_keys or not _text_keys(keys, source.schema):
         return _claims_settled(exact, claimed, keys, fold=False)
     respelt = _loose_pairs(exact.changes, keys, source.schema)
@@ -81,6 +86,7 @@ def diff(
         keys,
         compare,
         empty_date,
+        insert_values,
     )
     merged = DiffResult(
         changes=pl.concat([_without_pairs(exact.changes, respelt, keys), pairs.changes]),
@@ -96,6 +102,7 @@ def _exact(
     keys: list[str],
     compare: list[str],
     empty_date: date | None,
+    insert_values: bool = True,
 ) -> DiffResult:
     schema = source.schema
     joined = _hashed(source, keys, compare, schema, empty_date).join(
@@ -115,9 +122,29 @@ def _exact(
     )
     changes = differs.select(*keys, kind.alias(KIND))
     unchanged = joined.height - differs.height
-    left = _comparable_rows(source, changes, keys, compare, schema, empty_date)
-    right = _comparable_rows(target, changes, keys, compare, schema, empty_date)
-    return DiffResult(changes=_describe(changes, left, right, keys, compare), unchanged=unchanged)
+    described = changes if insert_values else changes.filter(pl.col(KIND) != "insert")
+    left = _comparable_rows(source, described, keys, compare, schema, empty_date)
+    right = _comparable_rows(target, described, keys, compare, schema, empty_date)
+    rows = _describe(described, left, right, keys, compare)
+    if not insert_values:  # inserts as keys only
+        inserts = changes.filter(pl.col(KIND) == "insert").with_columns(
+            pl.lit([], pl.List(pl.String)).alias(CHANGED),
+            pl.lit(None, pl.String).alias("before"),
+            pl.lit(None, pl.String).alias("after"),
+        )
+        rows = pl.concat([rows, inserts.select(rows.columns)])
+    return DiffResult(changes=rows, unchanged=unchanged)
+
+
+def after_values(
+    frame: pl.DataFrame, keys: Sequence[str], compare: Sequence[str], empty_date: date | None
+) -> pl.DataFrame:
+    """The keys of `frame` and, as `after`, the JSON of each row's compared values as a diff
+    describes an insert (what `insert_values=False` leaves out)."""
+    keys, compare, schema = list(keys), list(compare), frame.schema
+    rows = frame.select(*keys, *[_comparable(c, schema[c], empty_date) for c in compare])
+    after = rows.rename({c: f"{c}__a" for c in compare})
+    return after.select(*keys, _json(keys, compare, "__a").alias("after"))
 
 
 def folded_keys(keys: Sequence[str], schema: pl.Schema) -> list[pl.Expr]:

@@ -77,8 +77,8 @@ def load_flow(
     changes = all_changes.filter(pl.col(KIND).is_in(["insert", "update"]))
     # Of the staged rows, a write (and a retry) needs only those written (a first sync
     # writes every one: then no copy is made).
-    written = staged
-    if changes.height < staged.height:
+    written, whole = staged, changes.height >= staged.height
+    if not whole:
         written = staged.join(
             changes.select(pl.col("record_key").alias("__rk")),
             left_on=record_key(flow.keys),
@@ -88,7 +88,8 @@ def load_flow(
     del staged
     info = _write(wh, run_id, run_id, flow, connector, written, changes, in_step, now)
     with wh.transaction():
-        wh.write_table(staged_table(run_id, flow), written)
+        if not whole:  # the staged table already holds exactly these rows otherwise
+            wh.write_table(staged_table(run_id, flow), written)
         wh.con.execute(f'DROP TABLE IF EXISTS "{claimed_table(run_id, flow)}"')
     return info
 
@@ -184,15 +185,21 @@ def record_results(
         return
     ok = results.filter(pl.col("status") == "ok").select(pl.col("record_key").alias("__rk"))
     rows = staged.with_columns(record_key(flow.keys).alias("__rk"))
+    new = not wh.remembers(flow.name)  # the slices are of distinct records: none to replace
     for start in range(0, rows.height, _SLICE):
         written = rows.slice(start, _SLICE).join(ok, on="__rk", how="semi").drop("__rk")
-        _remember(wh, flow, _values(flow, written), run_id, written_at)
+        _remember(wh, flow, _values(flow, written), run_id, written_at, new)
     for start in range(0, in_step.height, _SLICE):
-        _remember(wh, flow, in_step.slice(start, _SLICE), run_id, written_at)
+        _remember(wh, flow, in_step.slice(start, _SLICE), run_id, written_at, new)
 
 
 def _remember(
-    wh: Warehouse, flow: Flow, values: pl.DataFrame, run_id: str, written_at: datetime
+    wh: Warehouse,
+    flow: Flow,
+    values: pl.DataFrame,
+    run_id: str,
+    written_at: datetime,
+    new: bool = False,
 ) -> None:
     wh.remember_written(
         values.select(
@@ -201,7 +208,8 @@ def _remember(
             "values_json",
             pl.lit(run_id).alias("run_id"),
             pl.lit(written_at).alias("written_at"),
-        )
+        ),
+        new,
     )
 
 

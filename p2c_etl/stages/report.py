@@ -17,9 +17,12 @@ import jinja2
 import polars as pl
 
 from p2c_etl.model.flow import EntityRef, Flow
+from p2c_etl.model.keys import record_key
 from p2c_etl.model.rejects import printable
 from p2c_etl.model.summary import FlowCounts
 from p2c_etl.resources import templates_dir
+from p2c_etl.stages.diff import after_values
+from p2c_etl.stages.prepare import staged_table
 from p2c_etl.warehouse.private import private_dir, write_private
 from p2c_etl.warehouse.store import Warehouse
 
@@ -181,18 +184,23 @@ def _flow_report(
     wh: Warehouse, run_id: str, flow: Flow, counts: FlowCounts, upto: Sequence[Flow]
 ) -> FlowReport:
     """`flow`'s part of the report (`upto`: the flows run before it, and itself)."""
-    changes = wh.for_flow("changes", run_id, flow.name)
     rejects = wh.for_flow("rejects", run_id, flow.name).sort(
         "source_row", "source_line", "field", nulls_last=True
     )
-    field_counts = (
-        changes.select(pl.col("changed_fields").explode().drop_nulls().alias("f"))
-        .group_by("f")
-        .len()
-        .sort(["len", "f"], descending=[True, False])
+    details = wh.details_run(run_id, flow.name)
+    # counted and sampled in the warehouse: a first sync has millions of changes
+    field_counts = wh.query(
+        "SELECT f, count(*) AS len FROM (SELECT unnest(changed_fields) AS f FROM changes "
+        "WHERE run_id = ? AND flow = ?) WHERE f IS NOT NULL GROUP BY f ORDER BY len DESC, f",
+        [details, flow.name],
     )
-    order = pl.col("kind").replace_strict(_KIND_ORDER, return_dtype=pl.Int8)
-    samples = changes.sort(order, "record_key")
+    order = " ".join(f"WHEN '{k}' THEN {v}" for k, v in _KIND_ORDER.items())
+    samples = wh.query(
+        "SELECT record_key, kind, changed_fields, before_json, after_json FROM changes "
+        f"WHERE run_id = ? AND flow = ? ORDER BY CASE kind {order} END, record_key LIMIT ?",
+        [details, flow.name, SAMPLE_CHANGES],
+    )
+    samples = _with_insert_values(wh, details, flow, samples)
     return FlowReport(
         flow=flow.name,
         description=flow.description,
@@ -200,7 +208,7 @@ def _flow_report(
         target=str(flow.target),
         counts=counts,
         changed_fields=tuple(field_counts.iter_rows()),
-        samples=tuple(_sample(row) for row in samples.head(SAMPLE_CHANGES).iter_rows(named=True)),
+        samples=tuple(_sample(row) for row in samples.iter_rows(named=True)),
         rejects=tuple(
             RejectRow(
                 printable(r["record_key"]),  # no control or bidi character reaches a report
@@ -283,6 +291,41 @@ def _verification(wh: Warehouse, run_id: str) -> tuple[tuple[VerifiedRead, ...],
             )
             for r in drift.iter_rows(named=True)
         ),
+    )
+
+
+def _with_insert_values(
+    wh: Warehouse, run_id: str, flow: Flow, samples: pl.DataFrame
+) -> pl.DataFrame:
+    """`samples` with the values of its inserts, which the changes do not keep (`diff`'s
+    `insert_values`), from the rows the run staged (kept until the run is pruned; a
+    migration's inserts have none: their export holds them)."""
+    wanted = samples.filter((pl.col("kind") == "insert") & pl.col("after_json").is_null())
+    stage = staged_table(run_id, flow)
+    if wanted.height == 0 or not wh.has_table(stage):
+        return samples
+    keys = ", ".join(f'"{k}"' for k in flow.keys)
+    columns = ", ".join(f'"{c}"' for c in dict.fromkeys([*flow.keys, *flow.compare_columns]))
+    places = (
+        wh.query(f'SELECT rowid AS __place, {keys} FROM "{stage}"')
+        .filter(record_key(flow.keys).is_in(wanted["record_key"].implode()))
+        .get_column("__place")
+    )
+    with wh.registered("__places", places.to_frame()):
+        staged = wh.query(
+            f'SELECT {columns} FROM "{stage}" WHERE rowid IN (SELECT __place FROM __places)'
+        )
+    values = after_values(staged, flow.keys, flow.compare_columns, flow.target.empty_date)
+    found = values.select(record_key(flow.keys).alias("record_key"), "after").join(
+        wanted.select("record_key"), on="record_key", how="semi"
+    )
+    return (
+        samples.join(found.unique("record_key"), on="record_key", how="left", maintain_order="left")
+        .select(
+            *[c for c in samples.columns if c != "after_json"],
+            pl.coalesce("after_json", "after").alias("after_json"),
+        )
+        .select(samples.columns)
     )
 
 

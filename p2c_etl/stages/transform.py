@@ -297,9 +297,11 @@ def _lookup(
     resolved: pl.Expr = pl.lit(None, dtype=pl.String)
     for lookup in field.lookups:
         mapping = mappings.get(lookup)
-        if mapping is None:
-            mapping = reference_mapping(lookup, refs[(lookup.system, lookup.entity)], context)
-        mapping = mapping.filter(pl.col("k").is_in(wanted))
+        if mapping is None:  # of the keys wanted only: a few rows need not map millions
+            ref = refs[(lookup.system, lookup.entity)]
+            mapping = reference_mapping(lookup, ref, context, wanted)
+        else:
+            mapping = mapping.filter(pl.col("k").is_in(wanted))
         found = key.replace_strict(mapping["k"], mapping["v"], default=None, return_dtype=pl.String)
         resolved = pl.coalesce(resolved, found)
     first = field.lookups[0]
@@ -316,17 +318,18 @@ def _lookup(
     )
 
 
-def reference_mapping(lookup: Lookup, ref: pl.DataFrame, context: Context) -> pl.DataFrame:
+def reference_mapping(
+    lookup: Lookup, ref: pl.DataFrame, context: Context, wanted: pl.Series | None = None
+) -> pl.DataFrame:
     """Normalized `match` (`k`) → `returns` (`v`) within the lookup's scope; a key that
     names two different records is left out (so it is reported as missing, never guessed).
-    A frame, not a dict: a reference of millions of records never becomes Python objects."""
-    pairs = (
-        ref.filter(filters_expr(lookup.filters, context))
-        .select(
-            _normalized(pl.col(lookup.match)).alias("k"),
-            pl.col(lookup.returns).cast(pl.String).alias("v"),
-        )
-        .drop_nulls()
-        .unique()
+    A frame, not a dict: a reference of millions of records never becomes Python objects.
+    With `wanted` (an imploded list of normalized keys), only those keys' entries."""
+    pairs = ref.filter(filters_expr(lookup.filters, context)).select(
+        _normalized(pl.col(lookup.match)).alias("k"),
+        pl.col(lookup.returns).cast(pl.String).alias("v"),
     )
+    if wanted is not None:
+        pairs = pairs.filter(pl.col("k").is_in(wanted))
+    pairs = pairs.drop_nulls().unique()
     return pairs.filter(pl.len().over("k") == 1)

@@ -81,13 +81,14 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS rejects (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR, source_row BIGINT,
     field VARCHAR, reason VARCHAR NOT NULL, value VARCHAR, message VARCHAR NOT NULL,
-    row_json VARCHAR);
+    row_json VARCHAR USING COMPRESSION zstd);
 CREATE TABLE IF NOT EXISTS unmapped_values (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, field VARCHAR NOT NULL, value VARCHAR,
     count BIGINT NOT NULL, policy VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS changes (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL, changed_fields VARCHAR[], before_json VARCHAR, after_json VARCHAR);
+    kind VARCHAR NOT NULL, changed_fields VARCHAR[],
+    before_json VARCHAR USING COMPRESSION zstd, after_json VARCHAR USING COMPRESSION zstd);
 CREATE TABLE IF NOT EXISTS load_results (
     run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
     op VARCHAR NOT NULL, status VARCHAR NOT NULL, message VARCHAR);
@@ -111,7 +112,8 @@ CREATE TABLE IF NOT EXISTS migrate_chunks (
     compare_seconds DOUBLE NOT NULL, load_seconds DOUBLE NOT NULL,
     committed_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (run_id, flow, chunk));
 CREATE TABLE IF NOT EXISTS last_written (
-    flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, values_json VARCHAR NOT NULL,
+    flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL,
+    values_json VARCHAR NOT NULL USING COMPRESSION zstd,
     run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL);
 CREATE TABLE IF NOT EXISTS mirrors (
     system VARCHAR NOT NULL, entity VARCHAR NOT NULL, table_name VARCHAR NOT NULL,
@@ -148,9 +150,14 @@ CREATE TABLE IF NOT EXISTS settled_lookup_keys (
 ALTER TABLE run_flows ADD COLUMN IF NOT EXISTS details_run VARCHAR;
 CREATE TABLE IF NOT EXISTS warehouse_format (version INTEGER NOT NULL);
 """
-FORMAT = 2
+FORMAT = 3
 """1: a copy of every entity set a flow read, per run and flow (`snap_<run>_<flow>_<role>`);
-2: mirrors. A warehouse of format 1 is migrated when first opened (`_migrate_format`)."""
+2: mirrors; 3: the JSON columns (`_JSON_TABLES`) compressed with zstd. An older warehouse is
+migrated when first opened (`_migrate_format`)."""
+_JSON_TABLES = ("last_written", "changes", "rejects")
+"""Tables with a JSON column of every record written or changed (millions on a first sync):
+zstd makes it several times smaller than DuckDB's string compression, and far cheaper to
+write."""
 # last_written once had PRIMARY KEY (flow, record_key): DuckDB keeps such an index in memory
 # whole, so an upsert of a large night ran out of memory; it is now kept unique by
 # `remember_written` (delete, then insert: joins that spill). Warehouses made before are
@@ -331,10 +338,31 @@ class Warehouse:
         """From format 1: drop the per-run copies of what the nightly runs read (the mirrors
         replace them; the next run reads everything once and builds them) and give their
         space back. The ledger, staged rows, rejects, changes, load results, last-written
-        values, migrations (whose target snapshots resume them) and reconciliations stay."""
+        values, migrations (whose target snapshots resume them) and reconciliations stay.
+        From format 2 (and 1): rebuild the tables of JSON columns in zstd, their rows kept."""
         found = self.con.execute("SELECT max(version) FROM warehouse_format").fetchall()
-        if found[0][0] is not None and int(found[0][0]) >= FORMAT:
+        version = 0 if found[0][0] is None else int(found[0][0])
+        if version >= FORMAT:
             return
+        if version < 2:
+            self._drop_copies()
+        with self.transaction():
+            self._recompress_json()
+            self.con.execute("DELETE FROM warehouse_format")
+            self.con.execute("INSERT INTO warehouse_format VALUES (?)", [FORMAT])
+
+    def _recompress_json(self) -> None:
+        """From format 2: each `_JSON_TABLES` table rebuilt as `_SCHEMA` declares it (its
+        JSON columns in zstd), its rows kept (inside the caller's transaction)."""
+        for table in _JSON_TABLES:
+            self.con.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_format2"')
+        self.con.execute(_SCHEMA)
+        for table in _JSON_TABLES:
+            self.con.execute(f'INSERT INTO "{table}" BY NAME SELECT * FROM "{table}_format2"')
+            self.con.execute(f'DROP TABLE "{table}_format2"')
+
+    def _drop_copies(self) -> None:
+        """From format 1 (see `_migrate_format`)."""
         copies = self.con.execute(
             "SELECT s.run_id, s.table_name FROM snapshots s JOIN runs r USING (run_id) "
             "WHERE r.mode <> 'migrate' AND NOT ends_with(s.name, '.bad')"
@@ -345,8 +373,6 @@ class Warehouse:
                 self.con.execute(
                     "DELETE FROM snapshots WHERE run_id = ? AND table_name = ?", [run_id, table]
                 )
-            self.con.execute("DELETE FROM warehouse_format")
-            self.con.execute("INSERT INTO warehouse_format VALUES (?)", [FORMAT])
         if copies:
             self.con.execute("CHECKPOINT")
             self.compact_if_mostly_free(least=0)
@@ -601,16 +627,26 @@ class Warehouse:
             raise KeyError(f"run {run_id} has no snapshot {name!r}")
         return self.read_table(str(rows[0][0]))
 
-    def remember_written(self, frame: pl.DataFrame) -> None:
+    def remembers(self, flow: str) -> bool:
+        """Whether any value written by `flow` is remembered (`last_written`)."""
+        rows = self.con.execute(
+            "SELECT EXISTS (SELECT 1 FROM last_written WHERE flow = ?)", [flow]
+        ).fetchall()
+        return bool(rows[0][0])
+
+    def remember_written(self, frame: pl.DataFrame, new: bool = False) -> None:
         """Upsert (flow, record_key) → values_json, run_id, written_at: the rows of those keys
-        are deleted, then the frame's inserted (hash joins, which spill; no in-memory index)."""
+        are deleted, then the frame's inserted (hash joins, which spill; no in-memory index).
+        `new`: none of those keys is remembered yet (a flow's first writes), so nothing is
+        deleted."""
         if frame.height == 0:
             return
         with self.registered("__frame", frame):
-            self.con.execute(
-                "DELETE FROM last_written USING __frame f "
-                "WHERE last_written.flow = f.flow AND last_written.record_key = f.record_key"
-            )
+            if not new:
+                self.con.execute(
+                    "DELETE FROM last_written USING __frame f "
+                    "WHERE last_written.flow = f.flow AND last_written.record_key = f.record_key"
+                )
             self.con.execute(
                 "INSERT INTO last_written "
                 "SELECT flow, record_key, values_json, run_id, written_at FROM __frame"
@@ -634,10 +670,26 @@ class Warehouse:
         the run it found unchanged: `details_run`); only `columns`, when given."""
         names = ", ".join(f'"{c}"' for c in columns) or "* EXCLUDE (run_id, flow)"
         return self.query(
-            f"SELECT {names} FROM {table} WHERE flow = ? AND run_id = "
-            "(SELECT coalesce(max(details_run), ?) FROM run_flows WHERE run_id = ? AND flow = ?)",
-            [flow, run_id, run_id, flow],
+            f"SELECT {names} FROM {table} WHERE flow = ? AND run_id = ?",
+            [flow, self.details_run(run_id, flow)],
         )
+
+    def details_run(self, run_id: str, flow: str) -> str:
+        """The run whose details (changes, load results, rejects) stand for `flow` in
+        `run_id`: itself, or, when the flow found nothing changed, the run it was found
+        unchanged since."""
+        rows = self.con.execute(
+            "SELECT coalesce(max(details_run), ?) FROM run_flows WHERE run_id = ? AND flow = ?",
+            [run_id, run_id, flow],
+        ).fetchall()
+        return str(rows[0][0])
+
+    def has_table(self, name: str) -> bool:
+        rows = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = ?",
+            [name],
+        ).fetchall()
+        return bool(rows[0][0])
 
     # --- housekeeping ------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ table keeps an index that must fit in memory whole."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from p2c_etl.jobs.run import run_batch
 from p2c_etl.warehouse.store import Warehouse
 
 ACCOUNTS = 60_000
+SEED = 20261201
 LIMIT = 32 * 1024**2
 
 
@@ -26,11 +28,15 @@ def _many_accounts(demo_dir: Path, n: int) -> int:
     demo = pl.read_ndjson(path, infer_schema_length=None)
     one = demo.filter(pl.col("accountnumber") == "ACC-01001-ADVENT")
     i = pl.int_range(n).cast(pl.String).str.zfill(8)
+    print(f"notes seed {SEED}")
+    notes = random.Random(SEED).randbytes(n * 500).hex()  # text that does not compress away
     copies = pl.concat([one] * n).with_columns(
         pl.format("00000001-0000-4000-8000-{}", i.str.zfill(12)).alias("accountid"),
         pl.format("ACC-{}", i).alias("accountnumber"),
         pl.format("Customer {} Ltd", i).alias("name"),
-        pl.format("{} notes: {}", i, pl.lit("x" * 1000)).alias("description"),
+        pl.format(
+            "{} notes: {}", i, pl.Series([notes[k : k + 1000] for k in range(0, n * 1000, 1000)])
+        ).alias("description"),
     )
     path.unlink()
     pl.concat([demo, copies], how="vertical_relaxed").write_parquet(

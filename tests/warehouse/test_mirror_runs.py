@@ -22,7 +22,7 @@ from p2c_etl.config import load_settings
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.summary import FlowCounts, RunSummary
 from p2c_etl.stages import compare
-from p2c_etl.warehouse.store import Warehouse
+from p2c_etl.warehouse.store import FORMAT, Warehouse
 
 
 def _files(root: Path) -> dict[str, str]:
@@ -253,7 +253,55 @@ def test_a_warehouse_of_the_copying_format_is_migrated_on_first_open(tmp_path: P
         assert "mirrors" in tables
         assert wh.counts("r1") == (FlowCounts("accounts", 3, 0, 1, 2, 0, 0, 0, 0),)
         assert wh.query("SELECT count(*) AS n FROM rejects")["n"][0] == 1
-        assert wh.query("SELECT version FROM warehouse_format")["version"].to_list() == [2]
+        assert wh.query("SELECT version FROM warehouse_format")["version"].to_list() == [FORMAT]
+    finally:
+        wh.close()
+
+
+def _compressions(con: duckdb.DuckDBPyConnection, table: str, column: str) -> set[str]:
+    con.execute("CHECKPOINT")
+    rows = con.execute(
+        f"SELECT DISTINCT compression FROM pragma_storage_info('{table}') "
+        "WHERE column_name = ? AND segment_type = 'VARCHAR'",
+        [column],
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def test_a_warehouse_of_format_2_keeps_its_json_rows_and_stores_them_in_zstd(
+    tmp_path: Path,
+) -> None:
+    """Format 2 stored the JSON of every record written or changed with DuckDB's string
+    compression; opened, its tables are rebuilt with those columns in zstd, every row kept."""
+    path = tmp_path / "p2c.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(
+        "CREATE TABLE last_written (flow VARCHAR NOT NULL, record_key VARCHAR NOT NULL, "
+        "values_json VARCHAR NOT NULL, run_id VARCHAR NOT NULL, written_at TIMESTAMPTZ NOT NULL);"
+        "CREATE TABLE changes (run_id VARCHAR NOT NULL, flow VARCHAR NOT NULL, "
+        "record_key VARCHAR NOT NULL, kind VARCHAR NOT NULL, changed_fields VARCHAR[], "
+        "before_json VARCHAR, after_json VARCHAR);"
+        "CREATE TABLE warehouse_format (version INTEGER NOT NULL); "
+        "INSERT INTO warehouse_format VALUES (2);"
+        "INSERT INTO last_written SELECT 'accounts', 'ACC-' || i, "
+        "'{\"name\": \"Account ' || i || '\"}', 'r1', TIMESTAMPTZ '2026-11-30 00:00:00+00' "
+        "FROM range(50000) t(i);"
+        "INSERT INTO changes SELECT 'r1', 'accounts', 'ACC-' || i, 'update', ['name'], "
+        "'{\"name\": \"Old ' || i || '\"}', '{\"name\": \"Account ' || i || '\"}' "
+        "FROM range(50000) t(i);"
+    )
+    assert "ZSTD" not in _compressions(con, "last_written", "values_json")
+    con.close()
+    wh = Warehouse.open(path)
+    try:
+        assert wh.query("SELECT version FROM warehouse_format")["version"].to_list() == [FORMAT]
+        kept = wh.query(
+            "SELECT values_json FROM last_written WHERE record_key = 'ACC-49999'"
+        ).to_series()
+        assert kept.to_list() == ['{"name": "Account 49999"}']
+        assert wh.query("SELECT count(*) AS n FROM changes")["n"][0] == 50_000
+        assert _compressions(wh.con, "last_written", "values_json") == {"ZSTD"}
+        assert _compressions(wh.con, "changes", "after_json") == {"ZSTD"}
     finally:
         wh.close()
 

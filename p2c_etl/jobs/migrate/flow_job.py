@@ -349,16 +349,9 @@ class FlowJob:
         line_of = chunk.frame[LINE]
         with wh.transaction():
             save_prepared(wh, replace(prepared, rejects=rejects))
-            # Inserts keep no copy of the record: the export and the target hold it.
-            wh.append(
-                "changes",
-                changes.with_columns(
-                    pl.when(pl.col(KIND) == "insert")
-                    .then(None)
-                    .otherwise("after_json")
-                    .alias("after_json")
-                ),
-            )
+            # Inserts keep no copy of the record (`compare_frames`): the export and the target
+            # hold it.
+            wh.append("changes", changes)
             if results is not None:
                 record_results(wh, run_id, flow, results, None, pl.DataFrame(), self.clock())
             keys = compared.staged.join(prepared.lines, on=ROW, how="left").select(
