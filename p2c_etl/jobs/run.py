@@ -340,7 +340,7 @@ def _run_flow(
                 done = None
                 if outcomes is not None:
                     done = settled_outcomes(outcomes, compared.written, compared.doubled)
-                keep_settled(wh, flow, plan, done, run_id)
+                keep_settled(wh, flow, plan, done, run_id, loaded.staged)
             remember(wh, flow, print_ if quiet else None, run_id)
     except P2CError as exc:
         raise StageError(stage, flow.name, run_id, exc) from exc

@@ -6,7 +6,7 @@ was written is remembered per record for drift detection.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import polars as pl
@@ -27,6 +27,9 @@ class LoadInfo:
     inserted: int
     updated: int
     failed: int
+    staged: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    """The staged rows as `load_flow` left them in the warehouse (those it sent), so that
+    the caller need not read them back."""
 
 
 def build_batch(
@@ -91,7 +94,7 @@ def load_flow(
         if not whole:  # the staged table already holds exactly these rows otherwise
             wh.write_table(staged_table(run_id, flow), written)
         wh.con.execute(f'DROP TABLE IF EXISTS "{claimed_table(run_id, flow)}"')
-    return info
+    return replace(info, staged=written)
 
 
 def retry_flow(

@@ -576,11 +576,13 @@ def keep_settled(
     plan: Plan,
     outcomes: pl.DataFrame | None,
     run_id: str,
+    staged: pl.DataFrame | None = None,
 ) -> None:
     """Keep the rows this run settled (`outcomes` of the computed rows: `__ord`, `target_key`
     folded, `settled` true for a row found unchanged or filtered out, `filtered`), with the
     plan's context print. Rows whose source row is gone, or was computed, are replaced; a run
-    that computed no row writes nothing."""
+    that computed no row writes nothing. `staged`: the run's staged rows after load (read
+    from the warehouse when not given)."""
     if plan.print_ is None:
         return
     if outcomes is None:  # its rows cannot be told apart (`Prepared.aligned`): none kept
@@ -609,7 +611,8 @@ def keep_settled(
             pl.lit(None, pl.UInt64).alias("values_hash"),
         )
     )
-    staged = wh.read_table(staged_table(run_id, flow))  # after load: the rows written
+    if staged is None:
+        staged = wh.read_table(staged_table(run_id, flow))  # after load: the rows written
     columns = list(flow.compare_columns)
     sent = staged.select(pl.col(ROW).alias(ORD), values_hash(staged, columns).alias("values_hash"))
     written = (
