@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -41,6 +42,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from p2c_etl import __version__ as p2c_version
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.badrows import SOURCE_FILE, BadSink, unreadable
 from p2c_etl.connectors.base import RESULT_SCHEMA, WriteBatch
@@ -126,6 +128,28 @@ class FilesConnector:
             yield pl.DataFrame(schema=contract.dtypes(columns))
         for file in files:
             yield from _read(file, contract, columns, on_bad)
+
+    def content_print(self, entity: str, columns: Sequence[str]) -> str | None:
+        """A digest of what a read of `columns` of `entity` would give: the bytes of its
+        file (or of each part, with its name), the columns and their contract types, and the
+        versions of the code that reads them. Equal prints read as the same records, so a
+        mirror made from one need not be read again. None when there is no file."""
+        path = self.path(entity)
+        if path is None:
+            return None
+        contract = self.contracts.get(self.system, entity)
+        digest = hashlib.sha256()
+        head = [p2c_version, pl.__version__, pa.__version__, repr(contract.dtypes(columns))]
+        digest.update(json.dumps(head).encode())
+        try:
+            for file in _parts(path) if path.is_dir() else [path]:
+                digest.update(f"\n{file.name}\n{file.stat().st_size}\n".encode())
+                with file.open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        digest.update(chunk)
+        except OSError as exc:
+            raise ConnectorError(f"{path}: cannot read: {exc}") from None
+        return digest.hexdigest()
 
     def live_columns(self, entity: str) -> set[str] | None:
         path = self.path(entity)

@@ -33,6 +33,7 @@ from p2c_etl.warehouse.mirror import (
     mirror_digest,
     mirror_drift,
     read_mirror,
+    unchanged_mirror,
     update_mirror,
 )
 from p2c_etl.warehouse.store import (
@@ -209,11 +210,23 @@ class EntityReads:
             done = Read(mirrored, _no_bad_rows(), tuple(columns), missing_ok and mirrored.rows == 0)
             self._reads[entity] = done
             return done
+        printed = None
+        if isinstance(connector, PrintsContent):
+            printed = connector.content_print(name, columns)
+        if printed is not None:  # the same bytes as the mirror was made from: not read again
+            clean = _bad_digest(_no_bad_rows())
+            held = unchanged_mirror(wh, self.system(system), name, printed, clean)
+            if held is not None:
+                done = Read(held, _no_bad_rows(), tuple(columns), missing_ok and held.rows == 0)
+                self._reads[entity] = done
+                return done
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
         frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
         bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
         digest = _bad_digest(bad_rows)
-        mirrored = update_mirror(wh, self.system(system), name, frame, digest, run_id, now())
+        mirrored = update_mirror(
+            wh, self.system(system), name, frame, digest, run_id, now(), printed
+        )
         done = Read(mirrored, bad_rows, tuple(columns), missing_ok and frame.height == 0)
         self._reads[entity] = done
         return done
@@ -345,6 +358,14 @@ class TracksChanges(Protocol):
     def read_changes(
         self, entity: str, columns: Sequence[str], link: str | None, *, missing_ok: bool = False
     ) -> ChangeRead: ...
+
+
+@runtime_checkable
+class PrintsContent(Protocol):
+    """A connector that can tell, without reading its records, that an entity set holds
+    what it held (the files connector: a digest of the files' bytes)."""
+
+    def content_print(self, entity: str, columns: Sequence[str]) -> str | None: ...
 
 
 def _touched(read: ChangeRead) -> pl.DataFrame:

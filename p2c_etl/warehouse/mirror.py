@@ -60,9 +60,11 @@ def update_mirror(
     bad_digest: str,
     run_id: str,
     at: datetime,
+    content_print: str | None = None,
 ) -> Mirrored:
     """Make the mirror of (`system`, `entity`) hold `frame` (a full read, in the system's
-    order), touching only the records that differ; one transaction."""
+    order), touching only the records that differ; one transaction. `content_print`: the
+    print of what was read, if the connector gives one (see `unchanged_mirror`)."""
     table = mirror_table(system, entity)
     hashed = frame.with_columns(
         frame.hash_rows(_SEED).alias(HASH),
@@ -70,7 +72,7 @@ def update_mirror(
     )
     schema, digest = _schema_text(frame), _pairs_digest(hashed)
     known = wh.con.execute(
-        "SELECT schema_text, version, bad_digest, pairs_digest FROM mirrors "
+        "SELECT schema_text, version, bad_digest, pairs_digest, content_print FROM mirrors "
         "WHERE system = ? AND entity = ?",
         [system, entity],
     ).fetchall()
@@ -78,6 +80,11 @@ def update_mirror(
     version = int(known[0][1]) if known else 0
     same = bool(known) and exists and known[0][0] == schema
     if same and known[0][3] == digest and known[0][2] == bad_digest:
+        if known[0][4] != content_print:  # the same records from other bytes
+            wh.con.execute(
+                "UPDATE mirrors SET content_print = ? WHERE system = ? AND entity = ?",
+                [content_print, system, entity],
+            )
         return Mirrored(table, version, hashed.height, 0, 0)  # not a record to compare
     with wh.transaction():
         if not same:
@@ -98,18 +105,40 @@ def update_mirror(
             inserted, deleted = new.height, gone.height
             if inserted == 0 and deleted == 0 and known[0][2] == bad_digest:
                 wh.con.execute(  # a mirror kept before its digest was: no version moves
-                    "UPDATE mirrors SET pairs_digest = ? WHERE system = ? AND entity = ?",
-                    [digest, system, entity],
+                    "UPDATE mirrors SET pairs_digest = ?, content_print = ? "
+                    "WHERE system = ? AND entity = ?",
+                    [digest, content_print, system, entity],
                 )
                 return Mirrored(table, version, hashed.height, 0, 0)
         version += 1
         wh.con.execute(
             "INSERT OR REPLACE INTO mirrors (system, entity, table_name, schema_text, version, "
-            "row_count, bad_digest, run_id, changed_at, pairs_digest) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [system, entity, table, schema, version, hashed.height, bad_digest, run_id, at, digest],
+            "row_count, bad_digest, run_id, changed_at, pairs_digest, content_print) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                *(system, entity, table, schema, version, hashed.height, bad_digest, run_id),
+                *(at, digest, content_print),
+            ],
         )
     return Mirrored(table, version, hashed.height, inserted, max(deleted, 0))
+
+
+def unchanged_mirror(
+    wh: Warehouse, system: str, entity: str, content_print: str, bad_digest: str
+) -> Mirrored | None:
+    """The mirror of (`system`, `entity`), untouched, when it was made from a read with this
+    `content_print` (the same bytes read by the same code: the same records) that found
+    the unreadable records of `bad_digest` (none, as the caller asks: those must be
+    reported again, so their file is read again); None otherwise."""
+    known = wh.con.execute(
+        "SELECT version, row_count FROM mirrors WHERE system = ? AND entity = ? "
+        "AND content_print = ? AND bad_digest = ?",
+        [system, entity, content_print, bad_digest],
+    ).fetchall()
+    if not known or not mirror_exists(wh, system, entity):
+        return None
+    version, rows = int(known[0][0]), int(known[0][1])
+    return Mirrored(mirror_table(system, entity), version, rows, 0, 0)
 
 
 def apply_changes(
@@ -163,7 +192,7 @@ def apply_changes(
         version += 1
         wh.con.execute(
             "UPDATE mirrors SET version = ?, row_count = ?, run_id = ?, changed_at = ?, "
-            "pairs_digest = NULL WHERE system = ? AND entity = ?",
+            "pairs_digest = NULL, content_print = NULL WHERE system = ? AND entity = ?",
             [version, rows, run_id, at, system, entity],
         )
     return Mirrored(table, version, rows, changed.height, gone)

@@ -19,6 +19,7 @@ import polars as pl
 from pytest import MonkeyPatch
 
 from p2c_etl.config import load_settings
+from p2c_etl.connectors.files import FilesConnector
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.summary import FlowCounts, RunSummary
 from p2c_etl.stages import compare
@@ -475,3 +476,51 @@ def test_a_lookup_scoped_by_company_keeps_its_entries_per_company(
     assert any(
         r[4] == "missing_reference" and r[5] == "ZZ1" for r in _rejects(demo_dir, mine.run_id)
     )
+
+
+def _reading(monkeypatch: MonkeyPatch) -> list[str]:
+    """The entity sets the files connector reads record by record from now on."""
+    read: list[str] = []
+    real = FilesConnector.snapshot
+
+    def snapshot(self: FilesConnector, entity: str, *args: object, **kwargs: object) -> object:
+        read.append(f"{self.system}.{entity}")
+        return real(self, entity, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FilesConnector, "snapshot", snapshot)
+    return read
+
+
+def test_files_whose_bytes_are_as_they_were_are_not_read_again(
+    demo_dir: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """A quiet night over files reads no record: each file's bytes are those its mirror was
+    made from. A file changed since is read (and its change carried); so is one holding an
+    unreadable record, every night, for its reject is reported every night."""
+    _run(demo_dir, clock)
+    settled = _run(demo_dir, clock)  # reads what the first run wrote
+    read = _reading(monkeypatch)
+    quiet = _run(demo_dir, clock)
+    assert read == []
+    assert quiet.flows == settled.flows
+    assert _rejects(demo_dir, quiet.run_id) == _rejects(demo_dir, settled.run_id)
+
+    def renamed(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{**rows[0], "name": "Adventure Works Cycles (renamed)"}, *rows[1:]]
+
+    _rewrite(demo_dir / "crm" / "accounts.jsonl", renamed)
+    changed = _run(demo_dir, clock)
+    assert read[0] == "crm.accounts" and "crm.contacts" not in read
+    accounts = next(c for c in changed.flows if c.flow == "accounts")
+    assert accounts.updated == 1
+
+    with (demo_dir / "crm" / "accounts.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"accountid": "0d0a8c1e-1111-4e4e-9999-00000000000f", "name": \n')
+    _run(demo_dir, clock)
+    read.clear()
+    again = _run(demo_dir, clock)
+    assert read == ["crm.accounts"]
+    accounts = next(c for c in again.flows if c.flow == "accounts")
+    kept = _rejects(demo_dir, again.run_id)
+    assert [r for r in kept if r[0] == "accounts" and r[4] == "not_json"]
+    assert accounts.rejected == next(c for c in changed.flows if c.flow == "accounts").rejected + 1
