@@ -117,6 +117,7 @@ def remember(wh: Warehouse, flow: Flow, print_: str | None, run_id: str) -> None
 
 FOLD = "__fold"
 T_HASH = "__t_hash"
+T_ORD = "__t_ord"
 
 
 def context_print(flow: Flow, settings: str, context: Context) -> str:
@@ -291,7 +292,8 @@ class Plan:
     ords: pl.Series | None
     """Places (`__ord`) of the source rows to compute; None: every row."""
     settled: pl.DataFrame
-    """The settled rows: `__ord`, `target_key` (folded), `filtered`."""
+    """The settled rows: `__ord`, `target_key` (folded), `filtered`, and `__t_ord`: the place
+    of the target record of that key, when the target holds it once."""
     source: pl.DataFrame
     """`__ord`, `__hash` of every source row."""
     target: pl.DataFrame
@@ -303,6 +305,7 @@ class Plan:
                 ORD: pl.Int64,
                 "target_key": pl.String,
                 "filtered": pl.Boolean,
+                T_ORD: pl.Int64,
                 T_HASH: pl.UInt64,
             }
         )
@@ -315,6 +318,14 @@ class Plan:
     """Every row is computed and the flow derives: `source`'s hashes do not cover what its
     derivations add yet; the computed rows give that (`__derived`), and the hashes are kept
     under this print of what they are made from (`_derived_print`)."""
+    once: pl.DataFrame | None = None
+    """The rows of `target` whose folded key it holds once (made from it when None)."""
+
+    def target_once(self) -> pl.DataFrame:
+        """`__ord`, `__fold`, `__hash` of the target records whose folded key is held once."""
+        if self.once is not None:
+            return self.once
+        return self.target.filter(pl.col(FOLD).is_unique())
 
     @property
     def unchanged(self) -> int:
@@ -350,12 +361,20 @@ class Plan:
         row)."""
         if self.ords is None:
             return None
-        claimed = self.settled["target_key"].drop_nulls().implode()
-        wanted = ~pl.col(FOLD).is_in(claimed) | pl.col(FOLD).is_in(keys.implode())
+        # by place, not by key: a record a settled row claims is the one at its `__t_ord`,
+        # unless the target holds its key more than once (twins: rare, found by key)
+        claimed = self.settled[T_ORD].drop_nulls()
+        twins = self.target.join(self.target_once().select(ORD), on=ORD, how="anti")
+        if twins.height:
+            keys_claimed = self.settled["target_key"].drop_nulls().implode()
+            claimed = pl.concat([claimed, twins.filter(pl.col(FOLD).is_in(keys_claimed))[ORD]])
+        wanted = ~pl.col(ORD).is_in(claimed.implode()) | pl.col(FOLD).is_in(keys.implode())
         return self.target.filter(wanted)[ORD]
 
 
-_NO_SETTLED = pl.DataFrame(schema={ORD: pl.Int64, "target_key": pl.String, "filtered": pl.Boolean})
+_NO_SETTLED = pl.DataFrame(
+    schema={ORD: pl.Int64, "target_key": pl.String, "filtered": pl.Boolean, T_ORD: pl.Int64}
+)
 
 
 def plan_rows(
@@ -396,20 +415,19 @@ def plan_rows(
         "FROM settled_rows WHERE flow = ?",
         [flow.name],
     )
-    once = target.filter(pl.col(FOLD).is_unique()).select(
-        FOLD, pl.col(HASH).alias(T_HASH), pl.col(ORD).alias("__t_ord")
-    )
+    unique = target.filter(pl.col(FOLD).is_unique())
+    once = unique.select(FOLD, pl.col(HASH).alias(T_HASH), pl.col(ORD).alias(T_ORD))
     rows = (
         source.filter(pl.col(HASH).is_unique())
         .join(state, left_on=HASH, right_on="source_hash")
         .join(once, left_on="target_key", right_on=FOLD, how="left")
     )
     holds = pl.col("filtered") | (pl.col(T_HASH) == pl.col("target_hash")).fill_null(False)
-    settled = rows.filter(holds).select(ORD, "target_key", "filtered")
+    settled = rows.filter(holds).select(ORD, "target_key", "filtered", T_ORD)
     refreshed = _written_and_held(wh, flow, reads, rows.filter(pl.col("values_hash").is_not_null()))
-    settled = pl.concat([settled, refreshed.select(ORD, "target_key", "filtered")])
+    settled = pl.concat([settled, refreshed.select(_NO_SETTLED.columns)])
     ords = source.join(settled, on=ORD, how="anti")[ORD]
-    plan = Plan(ords, settled, source, target, print_, refreshed, states)
+    plan = Plan(ords, settled, source, target, print_, refreshed, states, once=unique)
     if derived is None and _looks_up_derived(flow, states):
         derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, settled[ORD], states, derived)
@@ -526,17 +544,17 @@ def _written_and_held(
     is as it was and whose target record now holds exactly those values: unchanged, found
     without mapping them again. `__ord`, `target_key`, `filtered`, and the target record's
     hash (`__t_hash`) to keep them by from now on."""
-    written = written.filter(pl.col("__t_ord").is_not_null())
+    written = written.filter(pl.col(T_ORD).is_not_null())
     if written.height == 0:
-        return written.select(ORD, "target_key", "filtered", T_HASH)
+        return written.select(ORD, "target_key", "filtered", T_ORD, T_HASH)
     target = (flow.target.system, flow.target.entity)
     columns = list(flow.compare_columns)
-    held = reads.frame(wh, target, columns, written["__t_ord"], keep_ord=True)
-    values = held.select(pl.col(ORD).alias("__t_ord"), values_hash(held, columns).alias("__held"))
+    held = reads.frame(wh, target, columns, written[T_ORD], keep_ord=True)
+    values = held.select(pl.col(ORD).alias(T_ORD), values_hash(held, columns).alias("__held"))
     return (
-        written.join(values, on="__t_ord")
+        written.join(values, on=T_ORD)
         .filter(pl.col("__held") == pl.col("values_hash"))
-        .select(ORD, "target_key", "filtered", T_HASH)
+        .select(ORD, "target_key", "filtered", T_ORD, T_HASH)
     )
 
 
@@ -596,7 +614,7 @@ def keep_settled(
     hashes = plan.source.select(ORD, HASH)
     if plan.derived_from is not None:  # every row computed: prepare's rows give the hashes
         hashes = _with_derived(hashes, outcomes.select(ORD, DERIVED))
-    once = plan.target.filter(pl.col(FOLD).is_unique())
+    once = plan.target_once()
     kept = (
         outcomes.filter(pl.col("settled"))
         .join(hashes, on=ORD)
