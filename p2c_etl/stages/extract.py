@@ -210,9 +210,8 @@ class EntityReads:
             done = Read(mirrored, _no_bad_rows(), tuple(columns), missing_ok and mirrored.rows == 0)
             self._reads[entity] = done
             return done
-        printed = None
-        if isinstance(connector, PrintsContent):
-            printed = connector.content_print(name, columns)
+        prints = connector if isinstance(connector, PrintsContent) else None
+        printed = prints.content_print(name, columns) if prints else None
         if printed is not None:  # the same bytes as the mirror was made from: not read again
             clean = _bad_digest(_no_bad_rows())
             held = unchanged_mirror(wh, self.system(system), name, printed, clean)
@@ -222,6 +221,8 @@ class EntityReads:
                 return done
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
         frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
+        if prints and printed is not None and prints.content_print(name, columns) != printed:
+            printed = None  # the files changed while read: which bytes were read is not known
         bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
         digest = _bad_digest(bad_rows)
         mirrored = update_mirror(

@@ -524,3 +524,34 @@ def test_files_whose_bytes_are_as_they_were_are_not_read_again(
     kept = _rejects(demo_dir, again.run_id)
     assert [r for r in kept if r[0] == "accounts" and r[4] == "not_json"]
     assert accounts.rejected == next(c for c in changed.flows if c.flow == "accounts").rejected + 1
+
+
+def test_a_file_changed_while_it_is_read_is_read_again_next_night(
+    demo_dir: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """The bytes printed before a read may not be those read: a file replaced between its
+    print and its read keeps no print, so when it goes back to the printed bytes the next
+    night reads it, instead of keeping a mirror of the replacement."""
+    _run(demo_dir, clock)
+    _run(demo_dir, clock)
+    path = demo_dir / "crm" / "accounts.jsonl"
+    _rewrite(path, lambda rows: [{**rows[0], "telephone1": "+1 555 0123"}, *rows[1:]])
+    printed = path.read_bytes()  # changed since the last read: printed, then read
+
+    def renamed(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{**rows[0], "name": "Adventure Works Cycles (renamed)"}, *rows[1:]]
+
+    real = FilesConnector.snapshot
+    swaps = [path]  # once, on the first read of accounts
+
+    def snapshot(self: FilesConnector, entity: str, *args: object, **kwargs: object) -> object:
+        if entity == "accounts" and swaps:
+            _rewrite(swaps.pop(), renamed)  # after its print, before its read
+        return real(self, entity, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FilesConnector, "snapshot", snapshot)
+    swapped = _run(demo_dir, clock)
+    assert next(c for c in swapped.flows if c.flow == "accounts").updated == 1  # read renamed
+    path.write_bytes(printed)  # back to the bytes printed before that read
+    back = _run(demo_dir, clock)
+    assert next(c for c in back.flows if c.flow == "accounts").updated == 1  # undone
