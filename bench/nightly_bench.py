@@ -236,7 +236,11 @@ def one_run(root: Path) -> None:
         for name in names:
             setattr(job, name, timed(stage, getattr(job, name)))
     started = time.perf_counter()
-    summary = job.run_batch(load_settings(root / "p2c.toml"))
+
+    def progress(message: str) -> None:  # on stderr, timed: what `run` keeps of a failure
+        print(f"{time.perf_counter() - started:7.2f} s  {message}", file=sys.stderr, flush=True)
+
+    summary = job.run_batch(load_settings(root / "p2c.toml"), progress=progress)
     wall = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(

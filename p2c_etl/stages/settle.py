@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
+import duckdb
 import polars as pl
 
 import p2c_etl
@@ -41,14 +42,15 @@ from p2c_etl.stages.transform import (
     reference_mapping,
     resolve,
 )
-from p2c_etl.warehouse.mirror import HASH, ORD
+from p2c_etl.warehouse.mirror import HASH, ORD, VALUES, held_values, values_hashes
 from p2c_etl.warehouse.store import Warehouse
 
 
 @cache
 def code_digest() -> str:
     """A digest of p2c-etl's code and contracts as installed (a new release settles nothing)."""
-    digest = hashlib.sha256(f"p2c-etl {p2c_etl.__version__} polars {pl.__version__}".encode())
+    versions = f"p2c-etl {p2c_etl.__version__} polars {pl.__version__} duckdb {duckdb.__version__}"
+    digest = hashlib.sha256(versions.encode())
     for root in (Path(p2c_etl.__file__).resolve().parent, contracts_dir()):
         for path in sorted(root.rglob("*")):
             if path.is_file() and path.suffix != ".pyc":
@@ -543,27 +545,17 @@ def _written_and_held(
     """Of the rows last written (`values_hash`: of the values written), those whose source row
     is as it was and whose target record now holds exactly those values: unchanged, found
     without mapping them again. `__ord`, `target_key`, `filtered`, and the target record's
-    hash (`__t_hash`) to keep them by from now on."""
+    hash (`__t_hash`) to keep them by from now on. The values are compared by their hashes
+    in the warehouse: a million written records are confirmed without reading them."""
     written = written.filter(pl.col(T_ORD).is_not_null())
     if written.height == 0:
         return written.select(ORD, "target_key", "filtered", T_ORD, T_HASH)
-    target = (flow.target.system, flow.target.entity)
-    columns = list(flow.compare_columns)
-    held = reads.frame(wh, target, columns, written[T_ORD], keep_ord=True)
-    values = held.select(pl.col(ORD).alias(T_ORD), values_hash(held, columns).alias("__held"))
-    return (
-        written.join(values, on=T_ORD)
-        .filter(pl.col("__held") == pl.col("values_hash"))
-        .select(ORD, "target_key", "filtered", T_ORD, T_HASH)
+    system, entity = reads.system(flow.target.system), flow.target.entity
+    wanted = written.select(pl.col(T_ORD).alias(ORD), pl.col("values_hash").alias(VALUES))
+    held = held_values(wh, system, entity, flow.compare_columns, wanted)
+    return written.filter(pl.col(T_ORD).is_in(held.implode())).select(
+        ORD, "target_key", "filtered", T_ORD, T_HASH
     )
-
-
-def values_hash(frame: pl.DataFrame, columns: list[str]) -> pl.Series:
-    """The hash of a record's values in `columns`, as written (staged) or as held (target)."""
-    return frame.select(columns).hash_rows(_VALUES_SEED)
-
-
-_VALUES_SEED = 0x5032_5641_4C53
 
 
 def settled_outcomes(
@@ -631,8 +623,9 @@ def keep_settled(
     )
     if staged is None:
         staged = wh.read_table(staged_table(run_id, flow))  # after load: the rows written
-    columns = list(flow.compare_columns)
-    sent = staged.select(pl.col(ROW).alias(ORD), values_hash(staged, columns).alias("values_hash"))
+    sent = values_hashes(wh, staged, ROW, flow.compare_columns).select(
+        pl.col(ROW).alias(ORD), pl.col(VALUES).alias("values_hash")
+    )
     written = (
         outcomes.filter(pl.col("written"))
         .join(hashes, on=ORD)

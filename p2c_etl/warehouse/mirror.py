@@ -26,6 +26,7 @@ from p2c_etl.warehouse.store import DRIFT_SCHEMA, Warehouse, table_name
 
 HASH = "__hash"
 ORD = "__ord"
+VALUES = "__values"
 _SEED = 0x5032_4345_544C  # "P2CETL": hashes are compared only within one polars version
 
 
@@ -281,6 +282,37 @@ def mirror_digest(wh: Warehouse, system: str, entity: str, columns: list[str]) -
         f'SELECT count(*), sum(hash({names})::HUGEINT) FROM "{mirror_table(system, entity)}"'
     ).fetchall()
     return f"{rows[0][0]}:{rows[0][1]}"
+
+
+def _values_sql(columns: Sequence[str], alias: str = "") -> str:
+    """DuckDB's hash of a record's values in `columns` (the same for equal values of equal
+    types, whichever table holds them)."""
+    return "hash(" + ", ".join(f'{alias}"{c}"' for c in columns) + ")"
+
+
+def values_hashes(
+    wh: Warehouse, frame: pl.DataFrame, key: str, columns: Sequence[str]
+) -> pl.DataFrame:
+    """`key` and `__values`: the hash of each row of `frame` in `columns`, as `held_values`
+    computes it of a mirror's records."""
+    with wh.registered("__values", frame.select(key, *columns)):
+        hashed = wh.query(f'SELECT "{key}", {_values_sql(columns)} AS "{VALUES}" FROM __values')
+    return hashed.cast({VALUES: pl.UInt64})
+
+
+def held_values(
+    wh: Warehouse, system: str, entity: str, columns: Sequence[str], wanted: pl.DataFrame
+) -> pl.Series:
+    """Of `wanted` (`__ord`, `__values`: places in the mirror and the hash of values, from
+    `values_hashes`), the places whose record holds those values, found in the warehouse
+    (not a value crosses into Python)."""
+    table = mirror_table(system, entity)
+    with wh.registered("__wanted", wanted.select(ORD, VALUES)):
+        held = wh.query(
+            f'SELECT m."{ORD}" FROM "{table}" m JOIN __wanted w ON m."{ORD}" = w."{ORD}" '
+            f'AND {_values_sql(columns, "m.")} = w."{VALUES}"'
+        )
+    return held[ORD].cast(pl.Int64)
 
 
 def mirror_drift(
