@@ -84,9 +84,10 @@ def run_batch(req: ApiRequest, rules: BatchRules, handle: Handler, atomic: Atomi
     go_on = _continues(req)
     batch_id = uuid.uuid4()
     parts: list[bytes] = []
+    changesets = f"changesetresponse_{batch_id}_"
     for number, item in enumerate(items):
         if isinstance(item, list):
-            changeset = f"changesetresponse_{batch_id}_{number}"
+            changeset = f"{changesets}{number}"
             part, failed = _changeset(req, item, rules, handle, atomic, changeset)
         else:
             answer = _run(req, item, {}, handle)

@@ -110,7 +110,7 @@ class FinOpsService(ODataService):
             row = self.writer.create(table, req.json())
             url = _entity_url(req, table, row)
             headers = {"Location": url, "OData-EntityId": url, "ETag": etag(row)}
-            shown = _empty_dates_shown(_dated(table), project(table, row, None))
+            shown = _empty_dates_shown(table.temporal, project(table, row, None))
             return _record_response(req, table, shown, 201, headers)
         raise ODataError(405, f"{req.method} is not allowed on {table.name}", NOT_SUPPORTED)
 
@@ -154,11 +154,11 @@ class FinOpsService(ODataService):
         """A record as `req` shows it: selected, expanded, empty dates as F&O shows them."""
 
         def shown(target: Table, row: Row, columns: list[str] | None) -> dict[str, Any]:
-            return _empty_dates_shown(_dated(target), project(target, row, columns))
+            return _empty_dates_shown(target.temporal, project(target, row, columns))
 
         expansions = parse_expand(req.query.get("$expand"), table, self.store)
         plain = projector(table, select)
-        dated = _dated(table)  # found once per request, not per record
+        dated = table.temporal
         if not expansions and not dated:
             return plain
         expander = Expander(expansions, shown)
@@ -172,12 +172,7 @@ def _record_response(
     return json_response(status, dumps(body, finops_date), headers)
 
 
-def _dated(table: Table) -> list[ColumnSpec]:
-    """The table's date and date-time columns."""
-    return [s for s in table.contract.columns.values() if s.type in ("date", "datetime")]
-
-
-def _empty_dates_shown(dated: list[ColumnSpec], record: dict[str, Any]) -> dict[str, Any]:
+def _empty_dates_shown(dated: tuple[ColumnSpec, ...], record: dict[str, Any]) -> dict[str, Any]:
     """The record (changed in place) with each empty date shown as F&O shows it."""
     for spec in dated:
         if spec.name in record:

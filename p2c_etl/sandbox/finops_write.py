@@ -94,8 +94,9 @@ class FinOpsWriter:
         if COMPANY in columns.empty and values.get(COMPANY) is None:
             values[COMPANY] = self.company
         record = columns.empty | values
+        key = table.key_of(record)
         with self.store.journal.atomic():
-            if table.get(table.key_of(record)) is not None:
+            if table.get(key) is not None:
                 shown = ", ".join(f"{c}: {text(record[c])}" for c in table.key_columns)
                 message = (
                     f"Cannot create a record in {table.name} ({shown}). The record already exists."
@@ -103,7 +104,7 @@ class FinOpsWriter:
                 raise ODataError(400, message, DUPLICATE)
             _check_required(table, columns.required, record)
             self._check_refused(record)
-            return table.put(record)
+            return table.put(record, key)
 
     def update(
         self,
@@ -146,6 +147,11 @@ class FinOpsWriter:
         if not isinstance(body, dict):
             raise ODataError(400, "The request body must be a JSON object", BAD_PAYLOAD)
         readers = self._columns_of(table).readers
+        if readers.keys() >= body.keys():  # no annotations, no unknown names: the usual body
+            try:
+                return {k: None if v is None else readers[k](v) for k, v in body.items()}
+            except ValueError:
+                pass  # read again one field at a time, to name the first that does not fit
         values: dict[str, Any] = {}
         for name, raw in body.items():
             read = readers.get(name)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from p2c_etl.model.contracts import Contract
+from p2c_etl.model.contracts import ColumnSpec, Contract
 from p2c_etl.sandbox.values import folded
 
 Key = tuple[Any, ...]
@@ -34,7 +35,10 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    """The current UTC time, to the second (made from the whole seconds of `time.time()`:
+    the same as `datetime.now(UTC).replace(microsecond=0)`, in a third of its time, which
+    counts when every record of a `$batch` of thousands is stamped)."""
+    return datetime.fromtimestamp(time.time() // 1, UTC)
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,10 @@ class Table:
         self.key_columns: tuple[str, ...] = (primary,) if primary else contract.keys
         self.alternate: tuple[str, ...] = contract.keys if primary else ()
         self.extra_columns: list[str] = []
+        self.temporal: tuple[ColumnSpec, ...] = tuple(
+            s for s in contract.columns.values() if s.type in ("date", "datetime")
+        )
+        """The date and date-time columns of the contract (which a table keeps)."""
         self._journal = journal
         self._rows: dict[Key, Row] = {}
         self._alternates: dict[Key, list[Key]] = {}
@@ -142,9 +150,10 @@ class Table:
         """Add a seed record, outside the journal."""
         self._set(self.key_of(values), self._new_row(values, None, self._journal.started))
 
-    def put(self, values: dict[str, Any]) -> Row:
-        """Insert or replace the record with `values`' key."""
-        key = self.key_of(values)
+    def put(self, values: dict[str, Any], key: Key | None = None) -> Row:
+        """Insert or replace the record with `values`' key (`key`, when the caller has
+        already worked it out with `key_of`)."""
+        key = self.key_of(values) if key is None else key
         previous = self._rows.get(key)
         self._journal.wrote(self, key, previous)
         row = self._new_row(values, previous)

@@ -79,7 +79,8 @@ def parse_datetime(raw: str) -> datetime:
 
 Reader = Callable[[Any], Any]
 """One column's reading of a JSON value: the typed value it is stored as (ValueError if the
-value does not fit)."""
+value does not fit). Every reader reads null (None) as None, an empty field, so a caller may
+skip it for a null."""
 
 
 def reader(spec: ColumnSpec) -> Reader:
