@@ -409,6 +409,9 @@ class Warehouse:
         while True:
             try:
                 con = duckdb.connect(str(path), read_only=read_only, config=config)
+                # no bar drawn on the user's terminal by a long statement (the connect
+                # config refuses it: it is a setting of the session, not of the database)
+                con.execute("SET enable_progress_bar = false")
                 wh = cls(con, path, read_only)
                 wh._holds_umask = True
                 return wh

@@ -3,7 +3,10 @@ table keeps an index that must fit in memory whole."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,3 +107,37 @@ def test_a_warehouse_with_the_old_last_written_index_is_rebuilt_keeping_its_rows
         assert rows.rows() == [("usmf|A-1", '{"a": 1}'), ("usmf|A-2", '{"a": 2}')]
     finally:
         wh.close()
+
+
+_SETTINGS = """
+import sys
+from pathlib import Path
+from p2c_etl.warehouse.store import Warehouse
+path = Path(sys.argv[1])
+for opened in (Warehouse.open, Warehouse.open_read_only):
+    wh = opened(path)
+    print(wh.con.execute("SELECT current_setting('enable_progress_bar')").fetchall())
+    wh.close()
+"""
+
+
+def test_duckdb_draws_no_progress_bar_on_the_users_terminal(tmp_path: Path) -> None:
+    """DuckDB draws its progress bar when its process runs on a terminal, over p2c-etl's own
+    output, for any statement longer than two seconds (a migration, a first sync's insert):
+    every connection turns it off, the reading ones too. Run on a pseudo-terminal, where
+    DuckDB's own default is on."""
+    main, side = os.openpty()
+    try:
+        subprocess.run(
+            [sys.executable, "-c", _SETTINGS, str(tmp_path / "p2c.duckdb")],
+            stdin=side,
+            stdout=side,
+            stderr=side,
+            timeout=120,
+            check=True,
+        )
+    finally:
+        os.close(side)
+    said = os.read(main, 4096).decode()
+    os.close(main)
+    assert said.split() == ["[(False,)]", "[(False,)]"], said
