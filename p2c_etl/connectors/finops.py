@@ -22,7 +22,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 from xml.etree import ElementTree
 
 import httpx
@@ -47,6 +48,7 @@ from p2c_etl.connectors.session import http_client
 from p2c_etl.model.contracts import ContractSet
 
 BATCH_SIZE = 1000
+T = TypeVar("T")
 HEADERS = {"OData-MaxVersion": "4.0", "OData-Version": "4.0", "Accept": "application/json"}
 
 
@@ -158,8 +160,17 @@ class FinOpsConnector:
         return ChangeRead("full" if mark is None else "since", frame, empty, new, reason, keys=keys)
 
     def upsert(self, entity: str, batch: WriteBatch) -> pl.DataFrame:
+        chunks = _chunks(self._requests(entity, batch), BATCH_SIZE)
+        # `map` submits each chunk as it is made: the first `$batch` is on the wire while the
+        # rest are built, instead of the service waiting for every request to be made first
+        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
+            results = list(pool.map(self._batch, chunks))
+        return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
+
+    def _requests(self, entity: str, batch: WriteBatch) -> Iterator[tuple[str, str, BatchRequest]]:
+        """(record key, op, request) of each record: a POST per insert, a PATCH of the
+        changed columns per update."""
         keys = list(batch.keys)
-        requests: list[tuple[str, str, BatchRequest]] = []
         for row in keyed_rows([batch.inserts], keys):
             body = {k: _fno(v) for k, v in row.items() if k != "__rk"}
             post = BatchRequest(
@@ -168,17 +179,13 @@ class FinOpsConnector:
                 json_object(body),
                 key_url=self.root + entity + entity_key(keys, row),
             )
-            requests.append((row["__rk"], "insert", post))
+            yield row["__rk"], "insert", post
         for row in keyed_rows(batch.updates, keys):
             changed = {k: _fno(v) for k, v in row.items() if k not in keys and k != "__rk"}
             patch = BatchRequest(
                 "PATCH", self.root + entity + entity_key(keys, row), json_object(changed)
             )
-            requests.append((row["__rk"], "update", patch))
-        chunks = [requests[i : i + BATCH_SIZE] for i in range(0, len(requests), BATCH_SIZE)]
-        with ThreadPoolExecutor(max_workers=self.settings.concurrency) as pool:
-            results = list(pool.map(self._batch, chunks))
-        return pl.concat([pl.DataFrame(schema=RESULT_SCHEMA), *results], how="vertical")
+            yield row["__rk"], "update", patch
 
     def _batch(self, requests: list[tuple[str, str, BatchRequest]]) -> pl.DataFrame:
         content_type, body = batch_body([r for _, _, r in requests])
@@ -219,6 +226,12 @@ class FinOpsConnector:
             )
             if found.status_code == 200:
                 statuses[i], messages[i] = "ok", None
+
+
+def _chunks(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter), each made as it is asked for."""
+    while chunk := list(islice(items, size)):
+        yield chunk
 
 
 def _service_time(response: httpx.Response) -> datetime:
