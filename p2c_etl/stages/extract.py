@@ -334,11 +334,13 @@ class EntityReads:
         columns: Iterable[str],
         ords: pl.Series | None = None,
         keep_ord: bool = False,
+        ordered: bool = True,
     ) -> pl.DataFrame:
         """`columns` of the entity set as this run read it (only the records at the places
-        `ords`, when given; with `keep_ord`, their places as `__ord`)."""
+        `ords`, when given; with `keep_ord`, their places as `__ord`; in the read's order
+        unless not `ordered`)."""
         system, name = entity
-        return read_mirror(wh, self.system(system), name, list(columns), ords, keep_ord)
+        return read_mirror(wh, self.system(system), name, list(columns), ords, keep_ord, ordered)
 
     def digest(self, wh: Warehouse, entity: Entity, columns: Iterable[str]) -> str:
         system, name = entity

@@ -106,20 +106,28 @@ def remember(wh: Warehouse, flow: Flow, print_: str | None, run_id: str) -> None
 
 # --- settled rows -------------------------------------------------------------------------
 #
-# A flow whose source or target changed is computed again, but only for the rows that may
-# come out differently. Of the rows its last computation found unchanged or filtered out
-# (`settled_rows`: the source row's hash, the target key it claims, folded as the target
-# compares keys, and the hash of that target record), those whose source row and target record
-# still have those hashes come out the same again: unchanged, or filtered out, claiming the same
-# key. A source row's hash covers what the flow's derivations add to it (computed for every
-# row, vectorised, from the inputs as they are now), so a changed input recomputes only the
-# rows whose derived values moved; a changed reference recomputes only the rows that look up a
-# key whose entry changed (`LookupState`). That holds while code, settings and run context are
-# as they were (`context_print`); when they are not, every row is computed.
+# A flow whose source or target changed is computed again, but only for the rows that may come out
+# differently. Of the rows its last computation found unchanged or filtered out (`settled_rows`: the
+# source row's hash, a hash of the target key it claims, folded as the target compares keys, and the
+# hash of that target record), those whose source row and target record still have those hashes come
+# out the same again: unchanged, or filtered out, claiming the same key. A source row's hash covers
+# what the flow's derivations add to it (computed for every row, vectorised, from the inputs as they
+# are now), so a changed input recomputes only the rows whose derived values moved; a changed
+# reference recomputes only the rows that look up a key whose entry changed (`LookupState`). That
+# holds while code, settings and run context are as they were (`context_print`); when they are not,
+# every row is computed.
 
 FOLD = "__fold"
 T_HASH = "__t_hash"
 T_ORD = "__t_ord"
+T_FOLD = "target_fold"
+
+
+def fold_hash(key: pl.Expr) -> pl.Expr:
+    """A folded record key as settle finds records by: its hash (null for no key). Settled
+    rows are joined on it, a million a flow, at the cost of integers, not strings; two keys
+    of one hash only ever make a row be computed (`held_once`), never settle one wrongly."""
+    return pl.when(key.is_not_null()).then(key.hash(_KEY_SEED))
 
 
 def context_print(flow: Flow, settings: str, context: Context) -> str:
@@ -294,18 +302,19 @@ class Plan:
     ords: pl.Series | None
     """Places (`__ord`) of the source rows to compute; None: every row."""
     settled: pl.DataFrame
-    """The settled rows: `__ord`, `target_key` (folded), `filtered`, and `__t_ord`: the place
+    """The settled rows: `__ord`, `target_fold` (`fold_hash`), `filtered`, and `__t_ord`: the place
     of the target record of that key, when the target holds it once."""
     source: pl.DataFrame
     """`__ord`, `__hash` of every source row."""
     target: pl.DataFrame
-    """`__ord`, `__fold` (folded key), `__hash` of every target record in the flow's scope."""
+    """`__ord`, `__fold` (`fold_hash` of its folded key), `__hash` of every target record in
+    the flow's scope (in no particular order)."""
     print_: str | None
     refreshed: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(
             schema={
                 ORD: pl.Int64,
-                "target_key": pl.String,
+                T_FOLD: pl.UInt64,
                 "filtered": pl.Boolean,
                 T_ORD: pl.Int64,
                 T_HASH: pl.UInt64,
@@ -322,6 +331,9 @@ class Plan:
     under this print of what they are made from (`_derived_print`)."""
     once: pl.DataFrame | None = None
     """The rows of `target` whose folded key it holds once (made from it when None)."""
+    gone: pl.Series | None = None
+    """The source hashes of `settled_rows` no row of `source` has any more (None: not
+    looked for)."""
 
     def target_once(self) -> pl.DataFrame:
         """`__ord`, `__fold`, `__hash` of the target records whose folded key is held once."""
@@ -353,8 +365,8 @@ class Plan:
     def twins(self, outcomes: pl.DataFrame) -> pl.Series:
         """Places of the settled unchanged rows whose target key a computed row stages too
         (two source rows for one record: both must be computed to be found)."""
-        staged = outcomes.filter(pl.col("staged"))["target_key"].implode()
-        unfiltered = ~pl.col("filtered") & pl.col("target_key").is_in(staged)
+        staged = outcomes.filter(pl.col("staged")).select(fold_hash(pl.col("target_key")))
+        unfiltered = ~pl.col("filtered") & pl.col(T_FOLD).is_in(staged.to_series().implode())
         return self.settled.filter(unfiltered)[ORD]
 
     def target_ords(self, keys: pl.Series) -> pl.Series | None:
@@ -368,9 +380,10 @@ class Plan:
         claimed = self.settled[T_ORD].drop_nulls()
         twins = self.target.join(self.target_once().select(ORD), on=ORD, how="anti")
         if twins.height:
-            keys_claimed = self.settled["target_key"].drop_nulls().implode()
+            keys_claimed = self.settled[T_FOLD].drop_nulls().implode()
             claimed = pl.concat([claimed, twins.filter(pl.col(FOLD).is_in(keys_claimed))[ORD]])
-        wanted = ~pl.col(ORD).is_in(claimed.implode()) | pl.col(FOLD).is_in(keys.implode())
+        folds = pl.select(fold_hash(pl.lit(keys))).to_series()
+        wanted = ~pl.col(ORD).is_in(claimed.implode()) | pl.col(FOLD).is_in(folds.implode())
         return self.target.filter(wanted)[ORD]
 
 
@@ -388,7 +401,7 @@ def held_once(frame: pl.DataFrame, column: str) -> pl.DataFrame:
 
 
 _NO_SETTLED = pl.DataFrame(
-    schema={ORD: pl.Int64, "target_key": pl.String, "filtered": pl.Boolean, T_ORD: pl.Int64}
+    schema={ORD: pl.Int64, T_FOLD: pl.UInt64, "filtered": pl.Boolean, T_ORD: pl.Int64}
 )
 
 
@@ -401,9 +414,9 @@ def plan_rows(
     target_entity = (flow.target.system, flow.target.entity)
     filters = [f.column for f in flow.target_filters]
     target = (
-        reads.frame(wh, target_entity, [*flow.keys, *filters, HASH], keep_ord=True)
+        reads.frame(wh, target_entity, [*flow.keys, *filters, HASH], keep_ord=True, ordered=False)
         .filter(filters_expr(flow.target_filters, context))
-        .select(ORD, folded_record_key(flow.keys).alias(FOLD), HASH)
+        .select(ORD, fold_hash(folded_record_key(flow.keys)).alias(FOLD), HASH)
     )
     stored = wh.con.execute(
         "SELECT context_print FROM settled_flows WHERE flow = ?", [flow.name]
@@ -426,7 +439,7 @@ def plan_rows(
     if every:
         return Plan(None, _NO_SETTLED, source, target, print_, lookups=states)
     state = wh.query(
-        "SELECT source_hash, target_key, target_hash, filtered, values_hash "
+        "SELECT source_hash, target_fold, target_hash, filtered, values_hash "
         "FROM settled_rows WHERE flow = ?",
         [flow.name],
     )
@@ -435,14 +448,15 @@ def plan_rows(
     rows = (
         held_once(source, HASH)
         .join(state, left_on=HASH, right_on="source_hash")
-        .join(once, left_on="target_key", right_on=FOLD, how="left")
+        .join(once, left_on=T_FOLD, right_on=FOLD, how="left")
     )
     holds = pl.col("filtered") | (pl.col(T_HASH) == pl.col("target_hash")).fill_null(False)
-    settled = rows.filter(holds).select(ORD, "target_key", "filtered", T_ORD)
+    settled = rows.filter(holds).select(ORD, T_FOLD, "filtered", T_ORD)
     refreshed = _written_and_held(wh, flow, reads, rows.filter(pl.col("values_hash").is_not_null()))
     settled = pl.concat([settled, refreshed.select(_NO_SETTLED.columns)])
     ords = source.join(settled, on=ORD, how="anti")[ORD]
-    plan = Plan(ords, settled, source, target, print_, refreshed, states, once=unique)
+    gone = state.join(source, left_on="source_hash", right_on=HASH, how="anti")["source_hash"]
+    plan = Plan(ords, settled, source, target, print_, refreshed, states, once=unique, gone=gone)
     if derived is None and _looks_up_derived(flow, states):
         derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, settled[ORD], states, derived)
@@ -557,17 +571,17 @@ def _written_and_held(
 ) -> pl.DataFrame:
     """Of the rows last written (`values_hash`: of the values written), those whose source row
     is as it was and whose target record now holds exactly those values: unchanged, found
-    without mapping them again. `__ord`, `target_key`, `filtered`, and the target record's
+    without mapping them again. `__ord`, `target_fold`, `filtered`, and the target record's
     hash (`__t_hash`) to keep them by from now on. The values are compared by their hashes
     in the warehouse: a million written records are confirmed without reading them."""
     written = written.filter(pl.col(T_ORD).is_not_null())
     if written.height == 0:
-        return written.select(ORD, "target_key", "filtered", T_ORD, T_HASH)
+        return written.select(ORD, T_FOLD, "filtered", T_ORD, T_HASH)
     system, entity = reads.system(flow.target.system), flow.target.entity
     wanted = written.select(pl.col(T_ORD).alias(ORD), pl.col("values_hash").alias(VALUES))
     held = held_values(wh, system, entity, flow.compare_columns, wanted)
     return written.filter(pl.col(T_ORD).is_in(held.implode())).select(
-        ORD, "target_key", "filtered", T_ORD, T_HASH
+        ORD, T_FOLD, "filtered", T_ORD, T_HASH
     )
 
 
@@ -620,15 +634,16 @@ def keep_settled(
     if plan.derived_from is not None:  # every row computed: prepare's rows give the hashes
         hashes = _with_derived(hashes, outcomes.select(ORD, DERIVED))
     once = plan.target_once()
+    outcomes = outcomes.with_columns(fold_hash(pl.col("target_key")).alias(T_FOLD))
     kept = (
         outcomes.filter(pl.col("settled"))
         .join(hashes, on=ORD)
-        .join(once, left_on="target_key", right_on=FOLD, how="left", suffix="_t")
+        .join(once, left_on=T_FOLD, right_on=FOLD, how="left", suffix="_t")
         .filter(pl.col("filtered") | pl.col(f"{HASH}_t").is_not_null())
         .select(
             pl.lit(flow.name).alias("flow"),
             pl.col(HASH).alias("source_hash"),
-            "target_key",
+            T_FOLD,
             pl.when(~pl.col("filtered")).then(pl.col(f"{HASH}_t")).alias("target_hash"),
             "filtered",
             pl.lit(None, pl.UInt64).alias("values_hash"),
@@ -646,7 +661,7 @@ def keep_settled(
         .select(
             pl.lit(flow.name).alias("flow"),
             pl.col(HASH).alias("source_hash"),
-            "target_key",
+            T_FOLD,
             pl.lit(None, pl.UInt64).alias("target_hash"),
             pl.lit(False).alias("filtered"),
             "values_hash",
@@ -660,9 +675,13 @@ def keep_settled(
             _refresh(wh, flow, plan.refreshed.join(hashes, on=ORD))
             computed = outcomes.select(ORD).join(hashes, on=ORD)
             computed = computed.select(pl.col(HASH).alias("source_hash"))
-            state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
-            gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")
-            drop = pl.concat([computed, gone]).unique()
+            gone = plan.gone
+            if gone is None:
+                state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
+                gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")[
+                    "source_hash"
+                ]
+            drop = pl.concat([computed, gone.cast(pl.UInt64).to_frame("source_hash")]).unique()
             if drop.height:
                 with wh.registered("__drop", drop):
                     wh.con.execute(

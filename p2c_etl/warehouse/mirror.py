@@ -260,9 +260,12 @@ def read_mirror(
     columns: list[str],
     ords: pl.Series | None = None,
     keep_ord: bool = False,
+    ordered: bool = True,
 ) -> pl.DataFrame:
     """`columns` of every record of the mirror (or of those at the places `ords`), in the
-    order of the read that made it; with `keep_ord`, `__ord` too."""
+    order of the read that made it (in no order, when not `ordered`: for a caller that
+    finds records by key or place, spared sorting a million of them); with `keep_ord`,
+    `__ord` too."""
     names = ", ".join(f'"{c}"' for c in dict.fromkeys([*columns, ORD]))
     table = mirror_table(system, entity)
     if ords is None:
@@ -270,16 +273,16 @@ def read_mirror(
     else:
         with wh.registered("__ords", pl.DataFrame({ORD: ords.cast(pl.Int64)})):
             frame = wh.query(f'SELECT {names} FROM "{table}" SEMI JOIN __ords USING ("{ORD}")')
-    # sorted by polars: DuckDB's sort must hold the rows in its (small) memory
-    frame = frame.sort(ORD)
+    if ordered:  # sorted by polars: DuckDB's sort must hold the rows in its (small) memory
+        frame = frame.sort(ORD)
     return frame if keep_ord else frame.drop(ORD)
 
 
 def mirror_digest(wh: Warehouse, system: str, entity: str, columns: list[str]) -> str:
     """A digest of `columns` of every record of the mirror (whatever their order)."""
-    names = ", ".join(f'"{c}"' for c in columns)
     rows = wh.con.execute(
-        f'SELECT count(*), sum(hash({names})::HUGEINT) FROM "{mirror_table(system, entity)}"'
+        f"SELECT count(*), sum({_values_sql(columns)}::HUGEINT) "
+        f'FROM "{mirror_table(system, entity)}"'
     ).fetchall()
     return f"{rows[0][0]}:{rows[0][1]}"
 

@@ -18,7 +18,8 @@
     settled_flows   per flow, the fingerprint of its inputs when it last found nothing to
                     do, and that run; the context print its settled rows hold under
     settled_rows    per flow, the source rows its last computation found unchanged or
-                    filtered out, by hash, with the target key and record hash (`stages.settle`)
+                    filtered out, by hash, with hashes of the target key and record
+                    (`stages.settle`)
     settled_lookups per flow and lookup, the digest of the reference it last mapped with, and
     (…_keys)        per key a hash of what it resolved to: a changed reference recomputes
                     only the settled rows that look up a key whose entry changed
@@ -139,7 +140,7 @@ CREATE TABLE IF NOT EXISTS settled_flows (
     flow VARCHAR PRIMARY KEY, fingerprint VARCHAR, run_id VARCHAR NOT NULL,
     context_print VARCHAR);
 CREATE TABLE IF NOT EXISTS settled_rows (
-    flow VARCHAR NOT NULL, source_hash UBIGINT NOT NULL, target_key VARCHAR,
+    flow VARCHAR NOT NULL, source_hash UBIGINT NOT NULL, target_fold UBIGINT,
     target_hash UBIGINT, filtered BOOLEAN NOT NULL, values_hash UBIGINT);
 CREATE TABLE IF NOT EXISTS derived_prints (flow VARCHAR NOT NULL, made_from VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS derived_hashes (
@@ -325,6 +326,23 @@ class Warehouse:
             self.con.execute(_SCHEMA)
             self._unindex_last_written()
             self._migrate_format()
+            self._unsettle_text_keys()
+
+    def _unsettle_text_keys(self) -> None:
+        """Settled rows kept by their target key as text (before they were kept by its hash)
+        are dropped with what their flows settled on, and each flow computes every row on its
+        next night (as after any new release): they are a cache of what a computation found
+        (`stages.settle`), rebuilt by that night."""
+        old = self.con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'settled_rows' "
+            "AND column_name = 'target_key'"
+        ).fetchall()
+        if old[0][0]:
+            with self.transaction():
+                self.con.execute("DELETE FROM settled_rows")
+                self.con.execute("DELETE FROM settled_flows")
+                self.con.execute("ALTER TABLE settled_rows DROP COLUMN target_key")
+                self.con.execute("ALTER TABLE settled_rows ADD COLUMN target_fold UBIGINT")
 
     def _unindex_last_written(self) -> None:
         indexed = self.con.execute(

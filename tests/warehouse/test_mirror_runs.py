@@ -269,6 +269,37 @@ def _compressions(con: duckdb.DuckDBPyConnection, table: str, column: str) -> se
     return {str(r[0]) for r in rows}
 
 
+def test_settled_rows_kept_by_their_target_key_text_are_migrated_and_computed_again(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime]
+) -> None:
+    """A warehouse whose settled rows name their target key as text (before the key's hash)
+    opens, and its next night, after changes, equals a fresh warehouse's: those rows are
+    computed again, none is settled on a key it no longer holds."""
+    _run(demo_dir, clock)
+    _run(demo_dir, clock)
+    con = duckdb.connect(str(demo_dir / "p2c.duckdb"))
+    try:
+        held = con.execute("SELECT count(*) FROM settled_rows").fetchall()[0][0]
+        con.execute("ALTER TABLE settled_rows DROP COLUMN target_fold")
+        con.execute("ALTER TABLE settled_rows ADD COLUMN target_key VARCHAR")
+        con.execute("UPDATE settled_rows SET target_key = 'usmf|us-001'")
+    finally:
+        con.close()
+    assert held > 0
+    _edit_both_systems(demo_dir)
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    mine = _run(demo_dir, clock)
+    _same_result(mine, _run(fresh_dir, clock), demo_dir, fresh_dir)
+    con = duckdb.connect(str(demo_dir / "p2c.duckdb"), read_only=True)
+    try:
+        columns = {r[0] for r in con.execute("DESCRIBE settled_rows").fetchall()}
+    finally:
+        con.close()
+    assert "target_fold" in columns and "target_key" not in columns
+    quiet = _run(demo_dir, clock)
+    assert sum(c.inserted + c.updated for c in quiet.flows) == 0
+
+
 def test_a_warehouse_of_format_2_keeps_its_json_rows_and_stores_them_in_zstd(
     tmp_path: Path,
 ) -> None:
