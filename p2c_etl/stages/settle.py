@@ -332,8 +332,8 @@ class Plan:
     once: pl.DataFrame | None = None
     """The rows of `target` whose folded key it holds once (made from it when None)."""
     gone: pl.Series | None = None
-    """The source hashes of `settled_rows` no row of `source` has any more (None: not
-    looked for)."""
+    """The source hashes of `settled_rows` no row of `source` has any more (None when every
+    row is computed: all of them are replaced)."""
 
     def target_once(self) -> pl.DataFrame:
         """`__ord`, `__fold`, `__hash` of the target records whose folded key is held once."""
@@ -675,13 +675,9 @@ def keep_settled(
             _refresh(wh, flow, plan.refreshed.join(hashes, on=ORD))
             computed = outcomes.select(ORD).join(hashes, on=ORD)
             computed = computed.select(pl.col(HASH).alias("source_hash"))
-            gone = plan.gone
-            if gone is None:
-                state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
-                gone = state.join(hashes, left_on="source_hash", right_on=HASH, how="anti")[
-                    "source_hash"
-                ]
-            drop = pl.concat([computed, gone.cast(pl.UInt64).to_frame("source_hash")]).unique()
+            assert plan.gone is not None  # a plan of some rows is made by `plan_rows`
+            gone = plan.gone.cast(pl.UInt64).to_frame("source_hash")
+            drop = pl.concat([computed, gone]).unique()
             if drop.height:
                 with wh.registered("__drop", drop):
                     wh.con.execute(
