@@ -93,9 +93,7 @@ def update_mirror(
             inserted, deleted = hashed.height, -1
         else:
             held = wh.query(f'SELECT "{ORD}", "{HASH}" FROM "{table}"')
-            pairs = [ORD, HASH]
-            gone = held.join(hashed.select(pairs), on=pairs, how="anti")
-            new = hashed.join(held, on=pairs, how="anti")
+            gone, new = _moved(held, hashed)
             if gone.height:
                 with wh.registered("__gone", gone):
                     wh.con.execute(
@@ -219,6 +217,22 @@ def _same_keys(table: str, other: str, keys: Sequence[str]) -> str:
     """The records of `table` and `other` have the same keys (a null part equal to a null:
     `nulls_equal`, as the polars joins on them)."""
     return " AND ".join(f'"{table}"."{k}" IS NOT DISTINCT FROM {other}."{k}"' for k in keys)
+
+
+def _moved(held: pl.DataFrame, hashed: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Of the mirror's (place, hash) pairs `held` and a full read `hashed` (placed 0, 1, …
+    in the order read), the pairs held that the read does not have at their place, and the
+    records read that are not held at their place with their hash. Found by place, not by
+    a join on both columns: each held pair looks up the read's hash at its place (a million
+    records in milliseconds, where an anti-join on the pair costs a second)."""
+    n = hashed.height
+    if n == 0:
+        return held, hashed
+    places = held[ORD].cast(pl.Int64)
+    read = hashed[HASH].gather(places.clip(0, n - 1))  # hashed's places are its row numbers
+    same = (places >= 0) & (places < n) & (read == held[HASH])
+    kept = pl.repeat(False, n, eager=True).scatter(places.filter(same), True)
+    return held.filter(~same), hashed.filter(~kept)
 
 
 def _pairs_digest(hashed: pl.DataFrame) -> str:

@@ -59,3 +59,32 @@ def test_drift_of_an_entity_set_read_by_its_keys_alone_lists_added_and_deleted(
         ]
     finally:
         wh.close()
+
+
+def test_a_full_read_touches_only_the_records_that_moved_and_leaves_the_mirror_equal_to_it(
+    tmp_path: Path,
+) -> None:
+    """A full read after another (and after changes by key, which leave places unused) deletes
+    exactly the held records it no longer has at their place and inserts exactly the records
+    it has that are not held: the mirror then holds the read, in its order."""
+    first = pl.DataFrame({"k": ["a", "b", "c", "d"], "v": [1, 2, 3, 4]})
+    wh = _mirror(tmp_path, first)
+    try:
+        changed = pl.DataFrame({"k": ["b"], "v": [20]})
+        applied = apply_changes(wh, "erp", "X", changed, pl.Series("k", [], pl.String), "r2", AT, ("k",))
+        assert applied is not None
+        # b moved, d dropped, e new, a and c where they were: 2 deleted, 2 inserted
+        read = pl.DataFrame({"k": ["a", "b", "c", "e"], "v": [1, 2, 3, 5]})
+        mirrored = update_mirror(wh, "erp", "X", read, "none", "r3", AT)
+        assert (mirrored.inserted, mirrored.deleted) == (2, 2)
+        assert read_mirror(wh, "erp", "X", ["k", "v"]).equals(read)
+        shorter = read.head(2)
+        mirrored = update_mirror(wh, "erp", "X", shorter, "none", "r4", AT)
+        assert (mirrored.inserted, mirrored.deleted) == (0, 2)
+        assert read_mirror(wh, "erp", "X", ["k", "v"]).equals(shorter)
+        empty = shorter.clear()
+        mirrored = update_mirror(wh, "erp", "X", empty, "none", "r5", AT)
+        assert (mirrored.inserted, mirrored.deleted) == (0, 2)
+        assert read_mirror(wh, "erp", "X", ["k", "v"]).height == 0
+    finally:
+        wh.close()
