@@ -25,6 +25,9 @@
                     only the settled rows that look up a key whose entry changed
     derived_hashes  per flow, each source row's hash with what its derivations add, and
     (…_prints)      the versions of the source and inputs it was made from
+    target_folds    per flow, each target record (place and hash) with the hash of its
+                    folded key and whether it is in the flow's scope, and the print of the
+                    keys, filters and code they were made with
     snapshots       catalog of snapshot tables (source, target and reference data per run)
     staged          catalog of validated, mapped rows per run and flow
     rejects         flow, record key, reason code, value, message, the source row as JSON
@@ -145,6 +148,9 @@ CREATE TABLE IF NOT EXISTS settled_rows (
 CREATE TABLE IF NOT EXISTS derived_prints (flow VARCHAR NOT NULL, made_from VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS derived_hashes (
     flow VARCHAR NOT NULL, __ord BIGINT NOT NULL, __hash UBIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS target_folds (
+    flow VARCHAR NOT NULL, made_with VARCHAR NOT NULL, __ord BIGINT NOT NULL,
+    __hash UBIGINT NOT NULL, __fold UBIGINT, in_scope BOOLEAN NOT NULL);
 CREATE TABLE IF NOT EXISTS settled_lookups (
     flow VARCHAR NOT NULL, lookup VARCHAR NOT NULL, digest VARCHAR NOT NULL);
 CREATE TABLE IF NOT EXISTS settled_lookup_keys (
