@@ -414,6 +414,11 @@ def at_places(places: pl.Series, wanted: pl.Series) -> pl.Series:
     return mask.gather(places)
 
 
+def _by_place(size: int, places: pl.Series, values: pl.Series) -> pl.Series:
+    """`values` at their `places` in a series of `size` (null elsewhere), to gather from."""
+    return pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(places, values)
+
+
 def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Context) -> pl.DataFrame:
     """`__ord`, `__fold` (`fold_hash` of the folded key), `__hash` of the target records in
     `flow`'s scope (its target filters), in no particular order. Each record's fold, and
@@ -432,20 +437,17 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
     ).cast({ORD: pl.Int64, HASH: pl.UInt64, FOLD: pl.UInt64})
     places = held[ORD]
     size = max(int(places.max() or 0), int(kept[ORD].max() or 0)) + 1  # type: ignore[arg-type]
-    none = pl.repeat(None, size, dtype=pl.UInt64, eager=True)
-    hash_at = none.scatter(kept[ORD], kept[HASH])
+    hash_at = _by_place(size, kept[ORD], kept[HASH])
     known = (hash_at.gather(places) == held[HASH]).fill_null(False)
-    fresh = held.filter(~known)
-    if fresh.height:
-        filters = [f.column for f in flow.target_filters]
-        columns = [*flow.keys, *filters]
-        rows = reads.frame(wh, entity, columns, fresh[ORD], keep_ord=True, ordered=False)
-        rows = rows.select(
-            ORD,
-            fold_hash(folded_record_key(flow.keys)).alias(FOLD),
-            filters_expr(flow.target_filters, context).alias("in_scope"),
-        )
-        fresh = fresh.join(rows, on=ORD)
+    fresh = held.filter(~known)  # moved since they were folded: read (none: nothing read)
+    columns = [*flow.keys, *(f.column for f in flow.target_filters)]
+    rows = reads.frame(wh, entity, columns, fresh[ORD], keep_ord=True, ordered=False)
+    rows = rows.select(
+        ORD,
+        fold_hash(folded_record_key(flow.keys)).alias(FOLD),
+        filters_expr(flow.target_filters, context).alias("in_scope"),
+    )
+    fresh = fresh.join(rows, on=ORD)
     stale = kept.filter(~at_places(kept[ORD], places.filter(known)))
     if fresh.height or stale.height:
         with wh.transaction():
@@ -470,11 +472,11 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
                     "in_scope",
                 ),
             )
-    fold_at = none.scatter(kept[ORD], kept[FOLD])
-    scope_at = pl.repeat(False, size, eager=True).scatter(kept[ORD], kept["in_scope"])
+    fold_at = _by_place(size, kept[ORD], kept[FOLD])
+    scope_at = _by_place(size, kept[ORD], kept["in_scope"])
     found = held.filter(known).with_columns(
         fold_at.gather(places.filter(known)).alias(FOLD),
-        scope_at.gather(places.filter(known)).alias("in_scope"),
+        scope_at.gather(places.filter(known)).fill_null(False).alias("in_scope"),
     )
     both = pl.concat(
         [found.select(ORD, FOLD, HASH, "in_scope"), fresh.select(ORD, FOLD, HASH, "in_scope")]
