@@ -71,7 +71,9 @@ def test_a_full_read_touches_only_the_records_that_moved_and_leaves_the_mirror_e
     wh = _mirror(tmp_path, first)
     try:
         changed = pl.DataFrame({"k": ["b"], "v": [20]})
-        applied = apply_changes(wh, "erp", "X", changed, pl.Series("k", [], pl.String), "r2", AT, ("k",))
+        applied = apply_changes(
+            wh, "erp", "X", changed, pl.Series("k", [], pl.String), "r2", AT, ("k",)
+        )
         assert applied is not None
         # b moved, d dropped, e new, a and c where they were: 2 deleted, 2 inserted
         read = pl.DataFrame({"k": ["a", "b", "c", "e"], "v": [1, 2, 3, 5]})
