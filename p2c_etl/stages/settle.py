@@ -42,7 +42,7 @@ from p2c_etl.stages.transform import (
     reference_mapping,
     resolve,
 )
-from p2c_etl.warehouse.mirror import HASH, ORD, VALUES, held_values, values_hashes
+from p2c_etl.warehouse.mirror import HASH, ORD, VALUES, held_values, pairs_in, values_hashes
 from p2c_etl.warehouse.store import Warehouse
 
 
@@ -414,11 +414,6 @@ def at_places(places: pl.Series, wanted: pl.Series) -> pl.Series:
     return mask.gather(places)
 
 
-def _by_place(size: int, places: pl.Series, values: pl.Series) -> pl.Series:
-    """`values` at their `places` in a series of `size` (null elsewhere), to gather from."""
-    return pl.repeat(None, size, dtype=values.dtype, eager=True).scatter(places, values)
-
-
 def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Context) -> pl.DataFrame:
     """`__ord`, `__fold` (`fold_hash` of the folded key), `__hash` of the target records in
     `flow`'s scope (its target filters), in no particular order. Each record's fold, and
@@ -435,10 +430,7 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
         "WHERE flow = ? AND made_with = ?",
         [flow.name, made_with],
     ).cast({ORD: pl.Int64, HASH: pl.UInt64, FOLD: pl.UInt64})
-    places = held[ORD]
-    size = max(int(places.max() or 0), int(kept[ORD].max() or 0)) + 1  # type: ignore[arg-type]
-    hash_at = _by_place(size, kept[ORD], kept[HASH])
-    known = (hash_at.gather(places) == held[HASH]).fill_null(False)
+    known = pairs_in(held, kept)
     fresh = held.filter(~known)  # moved since they were folded: read (none: nothing read)
     columns = [*flow.keys, *(f.column for f in flow.target_filters)]
     rows = reads.frame(wh, entity, columns, fresh[ORD], keep_ord=True, ordered=False)
@@ -448,7 +440,8 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
         filters_expr(flow.target_filters, context).alias("in_scope"),
     )
     fresh = fresh.join(rows, on=ORD)
-    stale = kept.filter(~at_places(kept[ORD], places.filter(known)))
+    live = pairs_in(kept, held)  # the kept records still at their place with their hash
+    stale = kept.filter(~live)
     if fresh.height or stale.height:
         with wh.transaction():
             wh.con.execute(
@@ -472,12 +465,7 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
                     "in_scope",
                 ),
             )
-    fold_at = _by_place(size, kept[ORD], kept[FOLD])
-    scope_at = _by_place(size, kept[ORD], kept["in_scope"])
-    found = held.filter(known).with_columns(
-        fold_at.gather(places.filter(known)).alias(FOLD),
-        scope_at.gather(places.filter(known)).fill_null(False).alias("in_scope"),
-    )
+    found = kept.filter(live)
     both = pl.concat(
         [found.select(ORD, FOLD, HASH, "in_scope"), fresh.select(ORD, FOLD, HASH, "in_scope")]
     )

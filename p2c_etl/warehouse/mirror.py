@@ -93,7 +93,8 @@ def update_mirror(
             inserted, deleted = hashed.height, -1
         else:
             held = wh.query(f'SELECT "{ORD}", "{HASH}" FROM "{table}"')
-            gone, new = _moved(held, hashed)
+            gone = held.filter(~pairs_in(held, hashed))
+            new = hashed.filter(~pairs_in(hashed, held))
             if gone.height:
                 with wh.registered("__gone", gone):
                     wh.con.execute(
@@ -219,20 +220,15 @@ def _same_keys(table: str, other: str, keys: Sequence[str]) -> str:
     return " AND ".join(f'"{table}"."{k}" IS NOT DISTINCT FROM {other}."{k}"' for k in keys)
 
 
-def _moved(held: pl.DataFrame, hashed: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Of the mirror's (place, hash) pairs `held` and a full read `hashed` (placed 0, 1, …
-    in the order read), the pairs held that the read does not have at their place, and the
-    records read that are not held at their place with their hash. Found by place, not by
-    a join on both columns: each held pair looks up the read's hash at its place (a million
-    records in milliseconds, where an anti-join on the pair costs a second)."""
-    n = hashed.height
-    if n == 0:
-        return held, hashed
-    places = held[ORD].cast(pl.Int64)
-    read = hashed[HASH].gather(places.clip(0, n - 1))  # hashed's places are its row numbers
-    same = (places >= 0) & (places < n) & (read == held[HASH])
-    kept = pl.repeat(False, n, eager=True).scatter(places.filter(same), True)
-    return held.filter(~same), hashed.filter(~kept)
+def pairs_in(frame: pl.DataFrame, other: pl.DataFrame) -> pl.Series:
+    """Per row of `frame` (`__ord`, `__hash`): whether `other` holds that place with that
+    hash (each frame holds a place once, as a mirror does). Found by place, not by a join
+    on both columns: `other`'s hashes laid out by place, and each row's looked up (a
+    million records in milliseconds, where an anti-join on the pair costs a second)."""
+    places, theirs = frame[ORD].cast(pl.Int64), other[ORD].cast(pl.Int64)
+    size = max(int(places.max() or 0), int(theirs.max() or 0)) + 1  # type: ignore[arg-type]
+    at = pl.repeat(None, size, dtype=pl.UInt64, eager=True).scatter(theirs, other[HASH])
+    return (at.gather(places) == frame[HASH]).fill_null(False)
 
 
 def _pairs_digest(hashed: pl.DataFrame) -> str:
