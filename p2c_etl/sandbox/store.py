@@ -20,7 +20,6 @@ import bisect
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -35,10 +34,20 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    """The current UTC time, to the second (made from the whole seconds of `time.time()`:
-    the same as `datetime.now(UTC).replace(microsecond=0)`, in a third of its time, which
-    counts when every record of a `$batch` of thousands is stamped)."""
-    return datetime.fromtimestamp(time.time() // 1, UTC)
+    """The current UTC time, to the second: the same as
+    `datetime.now(UTC).replace(microsecond=0)`, made once a second (every record of a
+    `$batch` of thousands is stamped, most of them within the same second)."""
+    global _last_now
+    second = time.time() // 1
+    last = _last_now
+    if last[0] == second:
+        return last[1]
+    now = datetime.fromtimestamp(second, UTC)
+    _last_now = (second, now)
+    return now
+
+
+_last_now: tuple[float, datetime] = (-1.0, datetime.fromtimestamp(0, UTC))
 
 
 @dataclass(frozen=True)
@@ -81,27 +90,44 @@ class Journal:
         else:
             self._undo.append((table, key, previous))
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> _Atomic:
         """All writes inside happen, or (on an exception) none; blocks nest."""
-        with self.lock:
-            outer = self._undo is None
-            if self._undo is None:
-                self._undo = []
-            undo = self._undo
-            mark = len(undo)
-            try:
-                yield
-            except BaseException:
-                while len(undo) > mark:
+        return _Atomic(self)
+
+
+class _Atomic:
+    """One `Journal.atomic()` block (a class, not a generator: a `$batch` opens two a record)."""
+
+    __slots__ = ("_journal", "_mark", "_outer")
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._outer = False
+        self._mark = 0
+
+    def __enter__(self) -> None:
+        journal = self._journal
+        journal.lock.acquire()
+        self._outer = journal._undo is None
+        if journal._undo is None:
+            journal._undo = []
+        self._mark = len(journal._undo)
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        journal = self._journal
+        undo = journal._undo
+        assert undo is not None
+        try:
+            if kind is not None:
+                while len(undo) > self._mark:
                     table, key, previous = undo.pop()
                     table.restore(key, previous)
-                if outer:
-                    self._undo = None
-                raise
-            if outer:
-                self._undo = None
-                self._on_commit(len(undo))
+            if self._outer:
+                journal._undo = None
+                if kind is None:
+                    journal._on_commit(len(undo))
+        finally:
+            journal.lock.release()
 
 
 class Table:
