@@ -433,7 +433,8 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
     known = pairs_in(held, kept)
     fresh = held.filter(~known)  # moved since they were folded: read (none: nothing read)
     columns = [*flow.keys, *(f.column for f in flow.target_filters)]
-    rows = reads.frame(wh, entity, columns, fresh[ORD], keep_ord=True, ordered=False)
+    wanted = None if fresh.height == held.height else fresh[ORD]  # all moved: read them all
+    rows = reads.frame(wh, entity, columns, wanted, keep_ord=True, ordered=False)
     rows = rows.select(
         ORD,
         fold_hash(folded_record_key(flow.keys)).alias(FOLD),
@@ -454,17 +455,14 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
                         f'target_folds."{ORD}" = s."{ORD}" AND target_folds."{HASH}" = s."{HASH}"',
                         [flow.name],
                     )
-            wh.append(
-                "target_folds",
-                fresh.select(
-                    pl.lit(flow.name).alias("flow"),
-                    pl.lit(made_with).alias("made_with"),
-                    ORD,
-                    HASH,
-                    FOLD,
-                    "in_scope",
-                ),
-            )
+            if fresh.height:  # the flow and print as parameters: not a million copies made
+                with wh.registered("__fresh", fresh.select(ORD, HASH, FOLD, "in_scope")):
+                    wh.con.execute(
+                        "INSERT INTO target_folds (flow, made_with, "
+                        f'"{ORD}", "{HASH}", "{FOLD}", in_scope) SELECT ?, ?, '
+                        f'"{ORD}", "{HASH}", "{FOLD}", in_scope FROM __fresh',
+                        [flow.name, made_with],
+                    )
     found = kept.filter(live)
     both = pl.concat(
         [found.select(ORD, FOLD, HASH, "in_scope"), fresh.select(ORD, FOLD, HASH, "in_scope")]
