@@ -21,6 +21,7 @@ date field; an empty one as F&O's dateNull, `1900-01-01T12:00:00Z` (an empty dat
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -186,4 +187,10 @@ def _cross_company(req: ApiRequest) -> bool:
 
 def _entity_url(req: ApiRequest, table: Table, row: Row) -> str:
     key = ",".join(f"{c}={literal_url_text(row.values[c])}" for c in table.key_columns)
-    return f"{req.root}{table.name}({quote(key, safe=chr(39) + '=,:')})"
+    if not _URL_PLAIN.fullmatch(key):  # most keys need no quoting: `dataAreaId='usmf',...`
+        key = quote(key, safe=chr(39) + "=,:")
+    return f"{req.root}{table.name}({key})"
+
+
+_URL_PLAIN = re.compile(r"[A-Za-z0-9_.~'=,:-]*")
+"""What `quote(..., safe="'=,:")` leaves as it is, seen in one match."""

@@ -34,7 +34,8 @@ class Resource:
 
 def split_resource(path: str) -> Resource:
     """`name`, the key in parentheses (if any) and what follows the next `/`."""
-    cut = min((i for i in (path.find("("), path.find("/")) if i >= 0), default=len(path))
+    paren, slash = path.find("("), path.find("/")
+    cut = min(paren if paren >= 0 else len(path), slash if slash >= 0 else len(path))
     name = path[:cut]
     if cut == len(path) or path[cut] == "/":
         return Resource(name, None, path[cut + 1 :])

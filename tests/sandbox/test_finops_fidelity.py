@@ -168,3 +168,24 @@ def test_top_is_served_in_pages_of_at_most_10000(
         assert len(first["value"]) == 10_000
         rest = httpx.get(first["@odata.nextLink"], headers=headers).json()
         assert len(rest["value"]) == 3 and "@odata.nextLink" not in rest
+
+
+@pytest.mark.parametrize(
+    ("account", "shown"),
+    [
+        ("LOC-1", "CustomerAccount='LOC-1'"),
+        ("O'Brien & Co/2", "CustomerAccount='O''Brien%20%26%20Co%2F2'"),
+    ],
+)
+def test_a_created_record_is_located_by_its_quoted_key(
+    erp: httpx.Client, account: str, shown: str
+) -> None:
+    """`Location` and `OData-EntityId` name the new record with every key field; a key with
+    characters a URL cannot carry is percent-encoded, a plain one is left as it is. Either
+    address reads the record back."""
+    created = erp.post("CustomersV2", json={"CustomerAccount": account, "CustomerGroupId": "10"})
+    assert created.status_code == 201
+    location = created.headers["Location"]
+    assert location == created.headers["OData-EntityId"]
+    assert location == f"{erp.base_url}CustomersV2(dataAreaId='usmf',{shown})"
+    assert erp.get(location).json()["CustomerAccount"] == account
