@@ -512,3 +512,28 @@ def test_a_high_water_mark_never_passes_the_time_its_read_began(
         )
         assert named[early] == "Written after its page was read"
         connector.close()
+
+
+def test_a_run_whose_read_back_fails_is_failed_and_the_next_run_reads_those_changes_again(
+    tmp_path: Path,
+) -> None:
+    """The read back at the end of a run (the entity sets it wrote, read again through their
+    links) failing makes the run failed, naming the service and the entity set, though
+    every flow wrote; the next run, reading those writes in its delta, has nothing left to
+    write."""
+    with _over_http(tmp_path) as (sandbox, settings, _config):
+        last = flow_names()[-1]
+
+        def progress(message: str) -> None:  # the service breaks once the last flow is done
+            if message.startswith(f"{last}: ") and "source rows" in message:
+                sandbox.faults.update({"retry_after": 0, "fail_next": 1000})
+
+        failed = run_batch(settings, progress=progress)
+        assert failed.status == "failed"
+        assert failed.error is not None
+        assert failed.error.startswith("crm: GET ") and "HTTP 503" in failed.error, failed.error
+        assert sum(c.inserted + c.updated for c in failed.flows) > 0  # the flows did write
+        sandbox.faults.update({"fail_next": 0})
+        again = run_batch(settings)
+        assert again.status != "failed", again.error
+        assert again.written == 0
