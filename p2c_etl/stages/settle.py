@@ -455,14 +455,11 @@ def scoped_target(wh: Warehouse, flow: Flow, reads: EntityReads, context: Contex
                         f'target_folds."{ORD}" = s."{ORD}" AND target_folds."{HASH}" = s."{HASH}"',
                         [flow.name],
                     )
-            if fresh.height:  # the flow and print as parameters: not a million copies made
-                with wh.registered("__fresh", fresh.select(ORD, HASH, FOLD, "in_scope")):
-                    wh.con.execute(
-                        "INSERT INTO target_folds (flow, made_with, "
-                        f'"{ORD}", "{HASH}", "{FOLD}", in_scope) SELECT ?, ?, '
-                        f'"{ORD}", "{HASH}", "{FOLD}", in_scope FROM __fresh',
-                        [flow.name, made_with],
-                    )
+            wh.append(
+                "target_folds",
+                fresh.select(ORD, HASH, FOLD, "in_scope"),
+                {"flow": flow.name, "made_with": made_with},
+            )
     found = kept.filter(live)
     both = pl.concat(
         [found.select(ORD, FOLD, HASH, "in_scope"), fresh.select(ORD, FOLD, HASH, "in_scope")]
@@ -617,7 +614,7 @@ def _keep_derived(wh: Warehouse, flow: Flow, source: pl.DataFrame, made_from: st
     caller's transaction)."""
     wh.con.execute("DELETE FROM derived_hashes WHERE flow = ?", [flow.name])
     wh.con.execute("DELETE FROM derived_prints WHERE flow = ?", [flow.name])
-    wh.append("derived_hashes", source.select(pl.lit(flow.name).alias("flow"), ORD, HASH))
+    wh.append("derived_hashes", source.select(ORD, HASH), {"flow": flow.name})
     wh.con.execute("INSERT INTO derived_prints VALUES (?, ?)", [flow.name, made_from])
 
 

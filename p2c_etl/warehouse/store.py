@@ -54,7 +54,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -527,12 +527,19 @@ class Warehouse:
         with self.registered("__frame", frame):
             self.con.execute(f'CREATE OR REPLACE TABLE "{name}" AS SELECT * FROM __frame')
 
-    def append(self, table: str, frame: pl.DataFrame) -> None:
+    def append(
+        self, table: str, frame: pl.DataFrame, constants: Mapping[str, Any] | None = None
+    ) -> None:
+        """Insert `frame`'s rows into `table`, with `constants` (column → value) the same in
+        every row: passed once as parameters, not repeated a million times in the frame."""
         if frame.height == 0:
             return
+        fixed = dict(constants or {})
         with self.registered("__frame", frame):
-            columns = ", ".join(f'"{c}"' for c in frame.columns)
-            self.con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM __frame")
+            columns = ", ".join(f'"{c}"' for c in [*fixed, *frame.columns])
+            values = ", ".join(["?"] * len(fixed) + [f'"{c}"' for c in frame.columns])
+            sql = f"INSERT INTO {table} ({columns}) SELECT {values} FROM __frame"
+            self.con.execute(sql, list(fixed.values()))
 
     def read_table(self, name: str) -> pl.DataFrame:
         return self.query(f'SELECT * FROM "{name}"')
