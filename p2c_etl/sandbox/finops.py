@@ -6,7 +6,9 @@
                                             10,000 paged too; cross-company=true to see every
                                             company
     GET    CustomersV2/$count               the number of records (with $filter), plain text
-    POST   CustomersV2                      create (201 with the record; 400 if the key exists)
+    POST   CustomersV2                      create (201 with the record; 204 with its address
+                                            alone under Prefer: return=minimal; 400 if the
+                                            key exists)
     GET / PATCH / PUT / DELETE CustomersV2(dataAreaId='usmf',CustomerAccount='C-1')
                                             If-None-Match (304) and If-Match (412)
     POST   $batch                           up to 5000 requests; every request of a failed
@@ -111,6 +113,8 @@ class FinOpsService(ODataService):
             row = self.writer.create(table, req.json())
             url = _entity_url(req, table, row)
             headers = {"Location": url, "OData-EntityId": url, "ETag": etag(row)}
+            if req.prefers("return") == "minimal":  # OData 4.0 part 1, 8.2.8.7 and 11.4.2
+                return ApiResponse(204, headers | {"Preference-Applied": "return=minimal"})
             shown = _empty_dates_shown(table.temporal, project(table, row, None))
             return _record_response(req, table, shown, 201, headers)
         raise ODataError(405, f"{req.method} is not allowed on {table.name}", NOT_SUPPORTED)

@@ -227,6 +227,11 @@ def test_finops_batch_quotes_keys_and_keeps_other_records(contracts: ContractSet
         "PATCH https://org.example/data/CustomersV2(dataAreaId='usmf',CustomerAccount='O''Brien')"
         in seen[0]
     )
+    post = seen[0].split("POST https://org.example/data/CustomersV2 HTTP/1.1\r\n")[1]
+    assert post.split("\r\n\r\n")[0].splitlines() == [
+        "Content-Type: application/json",
+        "Prefer: return=minimal",  # the created record is not sent back
+    ]
     assert results.rows() == [
         ("usmf|NEW-1", "insert", "ok", None),
         ("usmf|O'Brien", "update", "failed", "HTTP 404: not found"),

@@ -189,3 +189,24 @@ def test_a_created_record_is_located_by_its_quoted_key(
     assert location == created.headers["OData-EntityId"]
     assert location == f"{erp.base_url}CustomersV2(dataAreaId='usmf',{shown})"
     assert erp.get(location).json()["CustomerAccount"] == account
+
+
+def test_a_create_that_prefers_return_minimal_is_answered_with_its_address_alone(
+    erp: httpx.Client,
+) -> None:
+    """`Prefer: return=minimal` (OData 4.0 part 1, 8.2.8.7): 204 with `OData-EntityId`,
+    `Location`, `ETag` and `Preference-Applied`, no body; the record is created all the
+    same. Without the preference the record is sent back (201)."""
+    record = {"CustomerAccount": "MIN-1", "CustomerGroupId": "10", "OrganizationName": "Min"}
+    created = erp.post("CustomersV2", json=record, headers={"Prefer": "return=minimal"})
+    assert created.status_code == 204 and created.content == b""
+    assert created.headers["Preference-Applied"] == "return=minimal"
+    address = created.headers["OData-EntityId"]
+    assert address == created.headers["Location"]
+    assert address == f"{erp.base_url}CustomersV2(dataAreaId='usmf',CustomerAccount='MIN-1')"
+    read = erp.get(address)
+    assert read.json()["OrganizationName"] == "Min"
+    assert read.headers["ETag"] == created.headers["ETag"]
+    again = erp.post("CustomersV2", json={**record, "CustomerAccount": "MIN-2"})
+    assert again.status_code == 201 and again.json()["CustomerAccount"] == "MIN-2"
+    assert "Preference-Applied" not in again.headers
