@@ -135,15 +135,14 @@ def contact_routing(source: pl.DataFrame, inputs: Inputs, context: Context) -> p
     """`p2c_isactivecustomer`: the contact is the customer of a quote, order or invoice;
     `p2c_iscompanyanaccount`: its company (`_parentcustomerid_value`) is an account;
     `p2c_parentaccountnumber`: that account's number."""
-    contacts = source["contactid"].drop_nulls().implode()
+    # every document's customer, not only the contacts among them: a set of documents is
+    # smaller than a million contacts to look each one up in
     customers = pl.concat(
         [
-            inputs[i.name]
-            .select("_customerid_value")
-            .filter(pl.col("_customerid_value").is_in(contacts))
+            inputs[i.name]["_customerid_value"]
             for i in (QUOTE_CUSTOMERS, ORDER_CUSTOMERS, INVOICE_CUSTOMERS)
         ]
-    )["_customerid_value"].unique()
+    ).unique()
     routed = source.with_columns(
         pl.col("contactid").is_in(customers.implode()).alias("p2c_isactivecustomer")
     )
