@@ -41,8 +41,8 @@ ERP_TARGETS = (
 )
 STAGES = ("extract", "settle", "prepare", "compare", "load")
 TIMED = {  # the functions of `p2c_etl.jobs.run` each stage's time is spent in
-    "extract": ("extract_flow",),
-    "settle": ("context_print", "plan_rows", "keep_settled"),
+    "extract": ("extract_flow", "EntityReads.read_back"),
+    "settle": ("context_print", "plan_rows", "keep_settled", "confirm_writes"),
     "prepare": ("source_frames", "compute_rows", "save_rows"),
     "compare": ("target_frame", "compare_flow"),
     "load": ("load_flow",),
@@ -234,7 +234,9 @@ def one_run(root: Path) -> None:
 
     for stage, names in TIMED.items():
         for name in names:
-            setattr(job, name, timed(stage, getattr(job, name)))
+            *owner, attribute = name.split(".")  # a module function, or a class's method
+            holder = getattr(job, owner[0]) if owner else job
+            setattr(holder, attribute, timed(stage, getattr(holder, attribute)))
     started = time.perf_counter()
 
     def progress(message: str) -> None:  # on stderr, timed: what `run` keeps of a failure

@@ -45,6 +45,7 @@ from p2c_etl.stages.prepare import PrepareInfo, compute_rows, save_rows
 from p2c_etl.stages.report import build_report_data, write_report
 from p2c_etl.stages.settle import (
     Plan,
+    confirm_written,
     context_print,
     fingerprint,
     keep_settled,
@@ -140,8 +141,10 @@ def _run(
             with open_warehouse(settings) as wh:
                 back = reads.read_back(wh, run_id, clock)
                 reads.commit_links(wh)
-            if back:
-                progress(f"read back {back} written entity sets through their delta links")
+                if back:
+                    progress(f"read back {back} written entity sets")
+                if not dry_run:
+                    confirm_writes(wh, selected, counts, reads, context, progress)
         except P2CError as exc:
             error = str(exc)
             crash = (
@@ -154,6 +157,27 @@ def _run(
             fail_run(settings, run_id, interruption(exc), clock)
             raise
         return closed_run(settings, selected, run_id, mode, dry_run, error, crash, counts, clock)
+
+
+def confirm_writes(
+    wh: Warehouse,
+    selected: Sequence[Flow],
+    counts: Sequence[FlowCounts],
+    reads: EntityReads,
+    context: Context,
+    progress: Progress,
+) -> None:
+    """Of each flow that wrote, whose target was read after it (back, or by a later flow),
+    the records written that hold what was sent: kept as settled now (`confirm_written`),
+    not by the next night."""
+    for flow, done in zip(selected, counts, strict=True):
+        if done.inserted + done.updated == 0:
+            continue
+        if not reads.is_current((flow.target.system, flow.target.entity)):
+            continue
+        held, written = confirm_written(wh, flow, reads, context)
+        if written:
+            progress(f"{flow.name}: {held} of {written} records written read back as sent")
 
 
 def closed_run(

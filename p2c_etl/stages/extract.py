@@ -163,18 +163,25 @@ class EntityReads:
         return full[0] if full else full_read_at(wh, *entity, listed)
 
     def read_back(self, wh: Warehouse, run_id: str, now: Callable[[], datetime]) -> int:
-        """Read again, through their links, the entity sets this run wrote and did not read
-        since, so that the next run's delta does not hold this run's own writes. Returns
-        how many were read."""
-        back = [
-            entity
-            for entity in sorted(self._unread)
-            if self._tracked(self.connectors[entity[0]], entity[1])
-        ]
+        """Read again the entity sets this run wrote and did not read since, where that
+        spares the next run the read: through their links (the next run's delta does not
+        hold this run's own writes), or files (the next run finds the bytes it read back
+        and reads nothing). An entity set read in full every night is not read twice.
+        Returns how many were read."""
+        back = [entity for entity in sorted(self._unread) if self._read_back(entity)]
         self.reading_for = None
         for entity in back:
             self.read(wh, run_id, entity, self.columns.get(entity, []), now, missing_ok=True)
         return len(back)
+
+    def _read_back(self, entity: Entity) -> bool:
+        connector = self.connectors[entity[0]]
+        prints = isinstance(connector, PrintsContent) and not self.namespace
+        return prints or self._tracked(connector, entity[1])
+
+    def is_current(self, entity: Entity) -> bool:
+        """Whether this run's read of `entity` was made after its last write in the run."""
+        return entity in self._reads and entity not in self._unread
 
     def _tracked(self, connector: Connector, entity: str) -> bool:
         """Whether `entity` is read through its changes (never in an audit, which reads all

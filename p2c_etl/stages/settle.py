@@ -505,7 +505,7 @@ def plan_rows(
         [flow.name],
     )
     unique = held_once(target, FOLD)
-    once = unique.select(FOLD, pl.col(HASH).alias(T_HASH), pl.col(ORD).alias(T_ORD))
+    once = _by_fold(unique)
     rows = (
         held_once(source, HASH)
         .join(state, left_on=HASH, right_on="source_hash")
@@ -522,6 +522,12 @@ def plan_rows(
         derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, settled[ORD], states, derived)
     return plan.without(moved) if moved.len() else plan
+
+
+def _by_fold(once: pl.DataFrame) -> pl.DataFrame:
+    """Target records held once by their folded key (`held_once`): `__fold`, and the hash
+    (`__t_hash`) and place (`__t_ord`) a settled row claiming that key is joined with."""
+    return once.select(FOLD, pl.col(HASH).alias(T_HASH), pl.col(ORD).alias(T_ORD))
 
 
 _PASSES: WeakKeyDictionary[EntityReads, tuple[object, pl.DataFrame | None]] = WeakKeyDictionary()
@@ -644,6 +650,34 @@ def _written_and_held(
     return written.filter(pl.col(T_ORD).is_in(held.implode())).select(
         ORD, T_FOLD, "filtered", T_ORD, T_HASH
     )
+
+
+def confirm_written(
+    wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
+) -> tuple[int, int]:
+    """After a run that wrote to `flow`'s target has read it back: of the rows written (kept
+    by the values sent), those whose target record now holds exactly those values are kept
+    by that record's hash, and the target's records folded by their place (`scoped_target`),
+    as the next run's plan would find and keep them. That work moves from the next night
+    (a first sync's: four million records folded and confirmed) into the run that wrote,
+    which has just read them. (rows confirmed, rows written)."""
+    target = scoped_target(wh, flow, reads, context)
+    written = wh.query(
+        "SELECT source_hash, target_fold, values_hash FROM settled_rows "
+        "WHERE flow = ? AND values_hash IS NOT NULL",
+        [flow.name],
+    )
+    if written.height == 0:  # its rows are not kept (`Prepared.aligned`): folded all the same
+        return 0, 0
+    once = _by_fold(held_once(target, FOLD))
+    rows = written.cast({T_FOLD: pl.UInt64}).join(once, left_on=T_FOLD, right_on=FOLD)
+    system, entity = reads.system(flow.target.system), flow.target.entity
+    wanted = rows.select(pl.col(T_ORD).alias(ORD), pl.col("values_hash").alias(VALUES))
+    held = held_values(wh, system, entity, flow.compare_columns, wanted)
+    confirmed = rows.filter(pl.col(T_ORD).is_in(held.implode()))
+    with wh.transaction():
+        _refresh(wh, flow, confirmed.select(pl.col("source_hash").alias(HASH), T_HASH))
+    return confirmed.height, written.height
 
 
 def settled_outcomes(
