@@ -19,6 +19,7 @@ block of lines at a time (a line of any length), Parquet a row group batch at a 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -254,12 +255,16 @@ def _line_blocks(path: Path) -> Iterator[tuple[memoryview, int, int, bool]]:
     (no copy of a block); a line longer than that is a block of its own."""
     number, carry = 1, b""
     with path.open("rb") as handle:
+        left = os.fstat(handle.fileno()).st_size
         while True:
-            buffer = bytearray(len(carry) + _JSON_BLOCK)
+            # the size of what is left, not 16 MB of zeros for a small file; past the size
+            # the file had (it grows while read), 64 KB at a time
+            buffer = bytearray(len(carry) + (min(_JSON_BLOCK, left) if left else 1 << 16))
             buffer[: len(carry)] = carry
             got = handle.readinto(memoryview(buffer)[len(carry) :])
             if not got:
                 break
+            left = max(left - got, 0)
             size = len(carry) + got
             start = len(_BOM) if number == 1 and not carry and buffer.startswith(_BOM) else 0
             end = buffer.rfind(b"\n", 0, size) + 1
