@@ -19,10 +19,12 @@ from pytest import MonkeyPatch
 
 from p2c_etl.config import load_settings
 from p2c_etl.flows.accounts import ISO_BY_CURRENCY_ID
+from p2c_etl.flows.derived import ACCOUNTS_INPUT
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.flow import Context, Flow, Inputs, Lookup
 from p2c_etl.model.summary import RunSummary
 from p2c_etl.stages import settle
+from p2c_etl.stages.extract import EntityReads
 from tests.warehouse.test_mirror_runs import _fresh_copy, _rewrite, _same_result
 
 EURO = "d695ac0c-3ac1-5dd0-b00e-2a264e61841c"
@@ -231,3 +233,33 @@ def test_a_run_confirms_what_it_wrote_so_the_next_night_confirms_and_folds_nothi
     assert checked == []  # no written record left to confirm
     assert _folds(demo_dir) == folds  # every target record still folded as the first run left it
     assert not [m for m in said if "read back" in m]
+
+
+def test_a_flows_inputs_are_read_once_for_its_derivation_pass_and_its_rows(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """A new account (an input of the contacts' routing) makes settle derive every contact
+    again and prepare compute the contacts whose routing moved: both use one read of the
+    accounts' numbers, and the result is a fresh warehouse's."""
+    _run(demo_dir, clock)
+    _run(demo_dir, clock)
+    _new_account(demo_dir)
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    whole: Counter[str | None] = Counter()
+    frame = EntityReads.frame
+
+    def counted(
+        reads: EntityReads, wh: Any, entity: Any, columns: Any, *args: Any, **kw: Any
+    ) -> Any:
+        ords = args[0] if args else kw.get("ords")
+        accounts = (ACCOUNTS_INPUT.system, ACCOUNTS_INPUT.entity)
+        if entity == accounts and list(columns) == list(ACCOUNTS_INPUT.columns):
+            whole[reads.reading_for] += ords is None
+        return frame(reads, wh, entity, columns, *args, **kw)
+
+    monkeypatch.setattr(EntityReads, "frame", counted)
+    said: list[str] = []
+    mine = _run(demo_dir, clock, said)
+    assert _computing(said, "contacts")  # some contacts computed, not all settled
+    assert whole["contacts"] == 1
+    _same_result(mine, _run(fresh_dir, clock), demo_dir, fresh_dir)
