@@ -641,15 +641,21 @@ def _written_and_held(
     without mapping them again. `__ord`, `target_fold`, `filtered`, and the target record's
     hash (`__t_hash`) to keep them by from now on. The values are compared by their hashes
     in the warehouse: a million written records are confirmed without reading them."""
+    return _held_as_sent(wh, flow, reads, written).select(ORD, T_FOLD, "filtered", T_ORD, T_HASH)
+
+
+def _held_as_sent(
+    wh: Warehouse, flow: Flow, reads: EntityReads, written: pl.DataFrame
+) -> pl.DataFrame:
+    """The rows of `written` (with `__t_ord`, the place of the target record of their key,
+    and `values_hash`, of the values sent) whose target record holds exactly those values."""
     written = written.filter(pl.col(T_ORD).is_not_null())
     if written.height == 0:
-        return written.select(ORD, T_FOLD, "filtered", T_ORD, T_HASH)
+        return written
     system, entity = reads.system(flow.target.system), flow.target.entity
     wanted = written.select(pl.col(T_ORD).alias(ORD), pl.col("values_hash").alias(VALUES))
     held = held_values(wh, system, entity, flow.compare_columns, wanted)
-    return written.filter(pl.col(T_ORD).is_in(held.implode())).select(
-        ORD, T_FOLD, "filtered", T_ORD, T_HASH
-    )
+    return written.filter(pl.col(T_ORD).is_in(held.implode()))
 
 
 def confirm_written(
@@ -671,10 +677,7 @@ def confirm_written(
         return 0, 0
     once = _by_fold(held_once(target, FOLD))
     rows = written.cast({T_FOLD: pl.UInt64}).join(once, left_on=T_FOLD, right_on=FOLD)
-    system, entity = reads.system(flow.target.system), flow.target.entity
-    wanted = rows.select(pl.col(T_ORD).alias(ORD), pl.col("values_hash").alias(VALUES))
-    held = held_values(wh, system, entity, flow.compare_columns, wanted)
-    confirmed = rows.filter(pl.col(T_ORD).is_in(held.implode()))
+    confirmed = _held_as_sent(wh, flow, reads, rows)
     with wh.transaction():
         _refresh(wh, flow, confirmed.select(pl.col("source_hash").alias(HASH), T_HASH))
     return confirmed.height, written.height
