@@ -6,7 +6,9 @@ only records of the default company can be seen, changed or deleted. A created r
 without `dataAreaId` belongs to the default company. Key fields cannot be changed; text keys
 compare as SQL Server compares them (case-insensitively, trailing spaces ignored), so
 `CustomersV2(dataAreaId='USMF',CustomerAccount='acc-1 ')` is the record `usmf`, `ACC-1`.
-A date written as 1900-01-01 (dateNull) is held as no date.
+A date written as 1900-01-01 (dateNull) is held as no date. An entity's declared modification
+time (`modified` in its contract) is the system's: a value for it is refused, an empty one left
+as the system keeps it.
 """
 
 from __future__ import annotations
@@ -146,6 +148,15 @@ class FinOpsWriter:
     def payload(self, table: Table, body: object) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ODataError(400, "The request body must be a JSON object", BAD_PAYLOAD)
+        modified = table.contract.modified
+        if modified is not None and modified in body:  # the system sets it at every write
+            if body[modified] is not None:
+                message = (
+                    f"Field {modified} of {table.name} is set by the system at every write; "
+                    "it cannot be written."
+                )
+                raise ODataError(400, message, BAD_PAYLOAD)
+            body = {k: v for k, v in body.items() if k != modified}  # sent empty: left as kept
         readers = self._columns_of(table).readers
         if readers.keys() >= body.keys():  # no annotations, no unknown names: the usual body
             try:

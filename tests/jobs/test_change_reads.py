@@ -537,3 +537,34 @@ def test_a_run_whose_read_back_fails_is_failed_and_the_next_run_reads_those_chan
         again = run_batch(settings)
         assert again.status != "failed", again.error
         assert again.written == 0
+
+
+def test_the_sandbox_refuses_a_value_for_the_modification_time_the_system_sets(
+    tmp_path: Path, modified_products: Path
+) -> None:
+    """An F&O entity's declared modification time is the system's: a PATCH that writes it is
+    refused with an OData error and changes nothing; sent empty (as clients that send every
+    field do) it is left as the system keeps it, and moves with the write."""
+    now = [T0]
+    with _over_http(tmp_path, "", clock=lambda: now[0]) as (sandbox, _settings, _config):
+        product = sandbox.records("erp", "SellableReleasedProducts")[0]
+        url = (
+            f"{sandbox.erp_url}/data/SellableReleasedProducts(dataAreaId='usmf',"
+            f"ProductNumber='{product['ProductNumber']}')"
+        )
+        auth = {"Authorization": f"Bearer {_token(sandbox, sandbox.erp_url)}"}
+        params = {"cross-company": "true"}
+        body = {"ProductName": "Renamed", "ModifiedDateTime": "2020-01-01T00:00:00Z"}
+        now[0] = T0 + timedelta(hours=1)
+        refused = httpx.patch(url, json=body, headers=auth, params=params)
+        assert refused.status_code == 400
+        error = refused.json()["error"]["message"]
+        assert "ModifiedDateTime" in error and "set by the system" in error
+        unchanged = httpx.get(url, headers=auth, params=params).json()
+        assert unchanged["ProductName"] == product["ProductName"]
+        now[0] = T0 + timedelta(hours=2)
+        body["ModifiedDateTime"] = None
+        assert httpx.patch(url, json=body, headers=auth, params=params).status_code == 204
+        written = httpx.get(url, headers=auth, params=params).json()
+        assert written["ProductName"] == "Renamed"
+        assert written["ModifiedDateTime"] == f"{now[0]:%Y-%m-%dT%H:%M:%SZ}"
