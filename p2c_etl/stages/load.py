@@ -180,10 +180,7 @@ def record_results(
     Remembered a slice at a time: JSON of a million records is not held at once."""
     if staged is None:
         results = results.filter(pl.col("status") == "failed")
-    wh.append(
-        "load_results",
-        results.with_columns(pl.lit(run_id).alias("run_id"), pl.lit(flow.name).alias("flow")),
-    )
+    wh.append("load_results", results, constants={"run_id": run_id, "flow": flow.name})
     if staged is None:
         return
     ok = results.filter(pl.col("status") == "ok").select(pl.col("record_key").alias("__rk"))
@@ -204,16 +201,7 @@ def _remember(
     written_at: datetime,
     new: bool = False,
 ) -> None:
-    wh.remember_written(
-        values.select(
-            pl.lit(flow.name).alias("flow"),
-            "record_key",
-            "values_json",
-            pl.lit(run_id).alias("run_id"),
-            pl.lit(written_at).alias("written_at"),
-        ),
-        new,
-    )
+    wh.remember_written(flow.name, values, run_id, written_at, new)
 
 
 def outcome(results: pl.DataFrame) -> LoadInfo:

@@ -283,9 +283,8 @@ def _keep_lookups(wh: Warehouse, flow: Flow, states: tuple[LookupState, ...]) ->
                 )
         wh.append(
             "settled_lookup_keys",
-            state.added.select(
-                pl.lit(flow.name).alias("flow"), pl.lit(state.id).alias("lookup"), "k", "h"
-            ),
+            state.added.select("k", "h"),
+            constants={"flow": flow.name, "lookup": state.id},
         )
         wh.con.execute(
             "DELETE FROM settled_lookups WHERE flow = ? AND lookup = ?", [flow.name, state.id]
@@ -739,7 +738,6 @@ def keep_settled(
         .join(once, left_on=T_FOLD, right_on=FOLD, how="left", suffix="_t")
         .filter(pl.col("filtered") | pl.col(f"{HASH}_t").is_not_null())
         .select(
-            pl.lit(flow.name).alias("flow"),
             pl.col(HASH).alias("source_hash"),
             T_FOLD,
             pl.when(~pl.col("filtered")).then(pl.col(f"{HASH}_t")).alias("target_hash"),
@@ -757,7 +755,6 @@ def keep_settled(
         .join(hashes, on=ORD)
         .join(sent, on=ORD)
         .select(
-            pl.lit(flow.name).alias("flow"),
             pl.col(HASH).alias("source_hash"),
             T_FOLD,
             pl.lit(None, pl.UInt64).alias("target_hash"),
@@ -783,7 +780,7 @@ def keep_settled(
                         "AND settled_rows.source_hash = d.source_hash",
                         [flow.name],
                     )
-        wh.append("settled_rows", new)
+        wh.append("settled_rows", new, constants={"flow": flow.name})
         if plan.derived_from is not None:
             _keep_derived(wh, flow, hashes, plan.derived_from)
         _keep_lookups(wh, flow, plan.lookups)

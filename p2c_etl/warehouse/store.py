@@ -669,23 +669,31 @@ class Warehouse:
         ).fetchall()
         return bool(rows[0][0])
 
-    def remember_written(self, frame: pl.DataFrame, new: bool = False) -> None:
-        """Upsert (flow, record_key) → values_json, run_id, written_at: the rows of those keys
-        are deleted, then the frame's inserted (hash joins, which spill; no in-memory index).
-        `new`: none of those keys is remembered yet (a flow's first writes), so nothing is
-        deleted."""
+    def remember_written(
+        self,
+        flow: str,
+        frame: pl.DataFrame,
+        run_id: str,
+        written_at: datetime,
+        new: bool = False,
+    ) -> None:
+        """Upsert `flow`'s (record_key → values_json) of `frame`, written by `run_id` at
+        `written_at`: the rows of those keys are deleted, then the frame's inserted (hash
+        joins, which spill; no in-memory index). `new`: none of those keys is remembered yet
+        (a flow's first writes), so nothing is deleted."""
         if frame.height == 0:
             return
-        with self.registered("__frame", frame):
-            if not new:
+        frame = frame.select("record_key", "values_json")
+        if not new:
+            with self.registered("__frame", frame):
                 self.con.execute(
                     "DELETE FROM last_written USING __frame f "
-                    "WHERE last_written.flow = f.flow AND last_written.record_key = f.record_key"
+                    "WHERE last_written.flow = ? AND last_written.record_key = f.record_key",
+                    [flow],
                 )
-            self.con.execute(
-                "INSERT INTO last_written "
-                "SELECT flow, record_key, values_json, run_id, written_at FROM __frame"
-            )
+        self.append(
+            "last_written", frame, {"flow": flow, "run_id": run_id, "written_at": written_at}
+        )
 
     def not_remembered(self, flow: str, values: pl.DataFrame) -> pl.DataFrame:
         """The rows of `values` (record_key, values_json) whose values are not those

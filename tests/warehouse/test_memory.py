@@ -94,15 +94,9 @@ def test_a_warehouse_with_the_old_last_written_index_is_rebuilt_keeping_its_rows
         )
         assert keys.height == 0
         written = pl.DataFrame(
-            {
-                "flow": ["accounts", "accounts"],
-                "record_key": ["usmf|A-1", "usmf|A-2"],
-                "values_json": ['{"a": 1}', '{"a": 2}'],
-                "run_id": ["r2", "r2"],
-                "written_at": [datetime(2026, 1, 2, tzinfo=UTC)] * 2,
-            }
+            {"record_key": ["usmf|A-1", "usmf|A-2"], "values_json": ['{"a": 1}', '{"a": 2}']}
         )
-        wh.remember_written(written)
+        wh.remember_written("accounts", written, "r2", datetime(2026, 1, 2, tzinfo=UTC))
         rows = wh.query("SELECT record_key, values_json FROM last_written ORDER BY record_key")
         assert rows.rows() == [("usmf|A-1", '{"a": 1}'), ("usmf|A-2", '{"a": 2}')]
     finally:
