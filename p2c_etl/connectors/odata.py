@@ -24,10 +24,11 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import orjson
@@ -144,14 +145,13 @@ class ODataClient:
     ) -> Iterator[pl.DataFrame]:
         """Every page of a collection, following `@odata.nextLink`, each parsed straight into
         a typed polars frame (no per-record Python objects)."""
-        next_url: str | None = url
-        first = True
-        while next_url is not None:
-            response = self.send("GET", next_url, params=params if first else None, headers=headers)
+        where = f"{self.system} {_path(url)}"
+
+        def read(response: httpx.Response) -> tuple[pl.DataFrame, str | None]:
             self.expect_ok(response, f"GET {_path(url)}")
-            frame, next_url = parse_page(response.content, dtypes, f"{self.system} {_path(url)}")
-            first = False
-            yield frame
+            return parse_page(response.content, dtypes, where)
+
+        return self._paged(url, params, headers, read)
 
     def tracked_pages(
         self,
@@ -162,19 +162,65 @@ class ODataClient:
     ) -> Iterator[TrackedPage]:
         """Every page of a tracked read or a delta, following `@odata.nextLink`; a 4xx (an
         expired or refused token, a refused query) is a LinkRefused."""
-        next_url: str | None = url
-        first = True
-        while next_url is not None:
-            response = self.send("GET", next_url, params=params if first else None, headers=headers)
+        where = f"{self.system} {_path(url)}"
+
+        def read(response: httpx.Response) -> tuple[TrackedPage, str | None]:
             if response.is_error and classify(response.status_code) == "skip":
                 raise LinkRefused(error_message(response))
             self.expect_ok(response, f"GET {_path(url)}")
-            where = f"{self.system} {_path(url)}"
             page = parse_tracked_page(response.content, dtypes, where)
             applied = response.headers.get("Preference-Applied", "")
             page = replace(page, applied=TRACK_CHANGES in applied.lower())
-            next_url, first = page.next_link, False
-            yield page
+            return page, page.next_link
+
+        return self._paged(url, params, headers, read)
+
+    def _paged(
+        self,
+        url: str,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        read: Callable[[httpx.Response], tuple[_Page, str | None]],
+    ) -> Iterator[_Page]:
+        """`read` of each page of a paged GET, in order; the next page is on its way while
+        this one is parsed (and the caller works on it).
+
+        The next link is cut from the end of a page's bytes (`_tail_link`: OData writes it
+        after `value`) and fetched at once; it is used only when it is the link `read`
+        parsed from the page, else the parsed link is fetched instead. A GET changes
+        nothing, so a guess not used costs only its request."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2c-next-page") as ahead:
+            response = self.send("GET", url, params=params, headers=headers)
+            while True:
+                guess = _tail_link(response.content) if response.is_success else None
+                early = ahead.submit(self.send, "GET", guess, headers=headers) if guess else None
+                page, next_url = read(response)
+                yield page
+                if next_url is None:
+                    return
+                if early is not None and guess == next_url:
+                    response = early.result()
+                else:
+                    response = self.send("GET", next_url, headers=headers)
+
+
+_Page = TypeVar("_Page")
+
+_TAIL = 16_384
+"""How much of a page's end is searched for its next link (a link is a URL: short)."""
+_NEXT_LINK_AT_END = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")\s*}\s*$')
+
+
+def _tail_link(content: bytes) -> str | None:
+    """The `@odata.nextLink` that ends a page's JSON object, if it is written last."""
+    found = _NEXT_LINK_AT_END.search(content, max(0, len(content) - _TAIL))
+    if found is None:
+        return None
+    try:
+        link = json.loads(found.group(1))
+    except ValueError:
+        return None
+    return link if isinstance(link, str) else None
 
 
 class LinkRefused(ConnectorError):

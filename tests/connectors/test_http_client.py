@@ -1,6 +1,7 @@
 """The HTTP connectors against `httpx.MockTransport`: auth, retries, paging, bulk writes."""
 
 import json
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -99,6 +100,44 @@ def test_pages_follow_next_links_with_select_and_maxpagesize(contracts: Contract
     assert first.headers["Prefer"] == "odata.maxpagesize=2"
     assert "$skip" not in str(rec.requests[1].url).replace("$skiptoken", "")
     assert rec.tokens == 1  # cached across pages
+
+
+def test_the_next_page_is_requested_while_the_caller_works_on_this_one(
+    contracts: ContractSet,
+) -> None:
+    asked = {n: threading.Event() for n in (2, 3)}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = int(request.url.params.get("$skiptoken", "1"))
+        if n in asked:
+            asked[n].set()
+        link = f"https://org.example/api/data/v9.2/products?$skiptoken={n + 1}" if n < 3 else None
+        return page([{"productnumber": f"P{n}", "price": n}], link)
+
+    conn, rec = dataverse(handler, contracts)
+    pages = conn.pages("products", ["productnumber", "price"])
+    seen = []
+    for n, frame in enumerate(pages, start=1):
+        seen.extend(frame["productnumber"])
+        if n in (1, 2):  # the link after this page is already on its way, not yet asked for
+            assert asked[n + 1].wait(30), f"page {n + 1} was not requested ahead"
+    assert seen == ["P1", "P2", "P3"]
+    tokens = [r.url.params.get("$skiptoken") for r in rec.requests]
+    assert tokens == [None, "2", "3"]  # each page once, in order
+
+
+def test_a_next_link_written_before_the_records_is_followed_too(contracts: ContractSet) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if "skiptoken" in str(request.url):
+            return page([{"productnumber": "P2", "price": 2}])
+        link = "https://org.example/api/data/v9.2/products?$skiptoken=x"
+        body = {"@odata.nextLink": link, "value": [{"productnumber": "P1", "price": 1}]}
+        return httpx.Response(200, content=json.dumps(body).encode())
+
+    conn, rec = dataverse(handler, contracts)
+    frame = conn.snapshot("products", ["productnumber", "price"])
+    assert frame["productnumber"].to_list() == ["P1", "P2"]
+    assert len(rec.requests) == 2
 
 
 def test_a_401_fetches_a_new_token_once(contracts: ContractSet) -> None:
