@@ -41,7 +41,7 @@ from p2c_etl.stages.extract import (
     target_frame,
 )
 from p2c_etl.stages.load import load_flow
-from p2c_etl.stages.prepare import PrepareInfo, compute_rows, save_rows
+from p2c_etl.stages.prepare import Handoff, PrepareInfo, compute_rows, save_rows
 from p2c_etl.stages.report import build_report_data, write_report
 from p2c_etl.stages.settle import (
     Plan,
@@ -272,9 +272,10 @@ def _prepare(
     shared: FlowRun,
     planned: Sequence[Flow],
     plan: Plan | None,
-) -> tuple[PrepareInfo, pl.DataFrame | None, Plan | None]:
+) -> tuple[PrepareInfo, Handoff, pl.DataFrame | None, Plan | None]:
     """Prepare the rows `plan` says to compute (all without one); a settled row whose target
-    key a computed row stages too is computed with it. Stores the prepared rows."""
+    key a computed row stages too is computed with it. Stores the prepared rows, and hands
+    them to compare."""
     reads, context, contracts = shared.reads, shared.context, shared.contracts
     ords = plan.ords if plan else None
     frames = source_frames(wh, flow, reads, context, ords, keep_ord=True)  # outcomes by place
@@ -289,8 +290,8 @@ def _prepare(
             frames = source_frames(wh, flow, reads, context, plan.ords, keep_ord=True)
             prepared, outcomes = compute_rows(wh, run_id, flow, frames, contracts, context)
     del frames
-    save_rows(wh, run_id, flow, prepared)
-    return prepared.info, outcomes, plan
+    rows = save_rows(wh, run_id, flow, prepared)
+    return prepared.info, rows, outcomes, plan
 
 
 def _run_flow(
@@ -330,11 +331,13 @@ def _run_flow(
                     f"{flow.name}: computing {plan.ords.len()} of {plan.source.height} source "
                     "rows (the others are as they were)"
                 )
-        prepared, outcomes, plan = _prepare(wh, run_id, flow, shared, planned, plan)
+        prepared, rows, outcomes, plan = _prepare(wh, run_id, flow, shared, planned, plan)
         stage = "compare"
         keys = outcomes["target_key"] if outcomes is not None else None
         ords = plan.target_ords(keys) if plan and keys is not None else None
-        compared = compare_flow(wh, run_id, flow, target_frame(wh, flow, reads, context, ords))
+        compared = compare_flow(  # the target passed as made: the diff's parts release it
+            wh, run_id, flow, target_frame(wh, flow, reads, context, ords), rows
+        )
         settled = (plan.unchanged, plan.filtered) if plan else (0, 0)
         counts = FlowCounts(
             flow=flow.name,

@@ -21,7 +21,7 @@ from p2c_etl.stages.diff import (
     folded_twins,
     respell_keys,
 )
-from p2c_etl.stages.prepare import claimed_table, staged_table
+from p2c_etl.stages.prepare import Handoff, staged_table
 from p2c_etl.warehouse.store import Warehouse
 
 
@@ -44,15 +44,16 @@ every record of one key (both sides, each spelling, and its claims) is in one pa
 the parts are diffed one at a time in bounded memory."""
 
 
-def compare_flow(wh: Warehouse, run_id: str, flow: Flow, target: pl.DataFrame) -> CompareInfo:
-    """Diff the staged rows against the target (in the flow's scope, as this run read it:
-    `extract.target_frame`); store every change."""
-    staged = wh.read_table(staged_table(run_id, flow))
-    claimed = wh.read_table(claimed_table(run_id, flow))
+def compare_flow(
+    wh: Warehouse, run_id: str, flow: Flow, target: pl.DataFrame, rows: Handoff
+) -> CompareInfo:
+    """Diff the staged rows (`rows`, from prepare) against the target (in the flow's scope,
+    as this run read it: `extract.target_frame`); store every change."""
+    staged, claimed = rows.take()
     parts = key_parts(
         flow, -(-max(staged.height, target.height, 1) // PART), staged, target, claimed
     )
-    del staged, target, claimed  # the caller keeps no reference to `target`: parts replace it
+    del staged, target, claimed  # the caller keeps no reference to them: parts replace them
     infos: list[CompareInfo] = []
     kept: list[pl.DataFrame] = []
     restaged = False

@@ -17,7 +17,7 @@ from p2c_etl.model.ids import stable_id
 from p2c_etl.model.keys import record_key
 from p2c_etl.model.rejects import KEY, ROW
 from p2c_etl.stages.diff import CHANGED, KIND
-from p2c_etl.stages.prepare import claimed_table, staged_table
+from p2c_etl.stages.prepare import staged_table
 from p2c_etl.warehouse.mirror import mirror_exists, read_mirror
 from p2c_etl.warehouse.store import Warehouse
 
@@ -90,10 +90,8 @@ def load_flow(
         )
     del staged
     info = _write(wh, run_id, run_id, flow, connector, written, changes, in_step, now)
-    with wh.transaction():
-        if not whole:  # the staged table already holds exactly these rows otherwise
-            wh.write_table(staged_table(run_id, flow), written)
-        wh.con.execute(f'DROP TABLE IF EXISTS "{claimed_table(run_id, flow)}"')
+    if not whole:  # the staged table already holds exactly these rows otherwise
+        wh.write_table(staged_table(run_id, flow), written)
     return replace(info, staged=written)
 
 

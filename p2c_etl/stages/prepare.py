@@ -37,8 +37,21 @@ def staged_table(run_id: str, flow: Flow) -> str:
     return table_name("stage", run_id, flow.name)
 
 
-def claimed_table(run_id: str, flow: Flow) -> str:
-    return table_name("claimed", run_id, flow.name)
+class Handoff:
+    """The rows prepare staged and the keys they claim, handed to compare in the process
+    that prepared them (the staged rows are stored too: a retry, a report and a later
+    stage read them). `take` gives them once and keeps no reference, so the diff can
+    release them part by part."""
+
+    def __init__(self, staged: pl.DataFrame, claimed: pl.DataFrame) -> None:
+        self._frames: tuple[pl.DataFrame, pl.DataFrame] | None = (staged, claimed)
+
+    def take(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(staged rows, claimed keys)."""
+        if self._frames is None:
+            raise RuntimeError("the prepared rows were handed to compare already")
+        frames, self._frames = self._frames, None
+        return frames
 
 
 def prepare_flow(
@@ -49,16 +62,15 @@ def prepare_flow(
     contracts: ContractSet,
     context: Context,
     planned: Sequence[Flow] = (),
-) -> PrepareInfo:
+) -> tuple[PrepareInfo, Handoff]:
     """Map and validate the source (`frames`, read from the mirrors by `source_frames`);
-    store good rows, rejects and claimed keys.
+    store good rows and rejects; the rows for compare.
 
     `planned` are the flows of a dry run that ran before this one: the records they would
     have inserted count as existing, so references resolve as they would in a real run.
     """
     prepared, _ = compute_rows(wh, run_id, flow, frames, contracts, context, planned)
-    save_rows(wh, run_id, flow, prepared)
-    return prepared.info
+    return prepared.info, save_rows(wh, run_id, flow, prepared)
 
 
 def compute_rows(
@@ -96,11 +108,12 @@ def compute_rows(
     return prepared, outcomes
 
 
-def save_rows(wh: Warehouse, run_id: str, flow: Flow, prepared: Prepared) -> None:
+def save_rows(wh: Warehouse, run_id: str, flow: Flow, prepared: Prepared) -> Handoff:
+    """Store the staged rows, the rejects and the unmapped values; the rows for compare."""
     with wh.transaction():
         wh.write_table(staged_table(run_id, flow), prepared.valid)
-        wh.write_table(claimed_table(run_id, flow), prepared.claimed)
         save_prepared(wh, prepared)
+    return Handoff(prepared.valid, prepared.claimed)
 
 
 def _outcomes(flow: Flow, prepared: Prepared) -> pl.DataFrame:

@@ -298,10 +298,10 @@ def test_a_crash_in_a_stage_exits_2_with_its_traceback_a_failed_ledger_entry_and
 
     real = p2c_etl.jobs.run.compare_flow
 
-    def compare(wh: Warehouse, run_id: str, flow: Any, target: Any) -> Any:
+    def compare(wh: Warehouse, run_id: str, flow: Any, target: Any, rows: Any) -> Any:
         if flow.name == "contacts":
             raise RuntimeError("boom")
-        return real(wh, run_id, flow, target)
+        return real(wh, run_id, flow, target, rows)
 
     monkeypatch.setattr(p2c_etl.jobs.run, "compare_flow", compare)
     receiver = _Receiver()

@@ -33,7 +33,7 @@ from p2c_etl.model.keys import record_key
 from p2c_etl.stages.compare import compare_flow
 from p2c_etl.stages.diff import CHANGED, KIND
 from p2c_etl.stages.extract import EntityReads, extract_flow, source_frames, target_frame
-from p2c_etl.stages.prepare import claimed_table, prepare_flow, staged_table
+from p2c_etl.stages.prepare import prepare_flow, staged_table
 from p2c_etl.warehouse.store import Warehouse, audit_namespace
 
 Classification = Literal[
@@ -150,9 +150,9 @@ def _reconcile_flow(
     """Extract, prepare and compare `flow` as a run does; its discrepancies and agreement."""
     extract_flow(wh, run_id, flow, reads, context, clock)
     frames = source_frames(wh, flow, reads, context)
-    prepared = prepare_flow(wh, run_id, flow, frames, contracts, context)
+    prepared, rows = prepare_flow(wh, run_id, flow, frames, contracts, context)
     del frames
-    compared = compare_flow(wh, run_id, flow, target_frame(wh, flow, reads, context))
+    compared = compare_flow(wh, run_id, flow, target_frame(wh, flow, reads, context), rows)
     mine = _flow_discrepancies(wh, run_id, flow, tolerances)
     compared_records = prepared.staged + compared.target_only + prepared.rejected
     if wanted is not None:
@@ -170,8 +170,7 @@ def _reconcile_flow(
         by_class=tuple(sorted(classes.items())),
     )
     with wh.transaction():  # an audit leaves its findings, not its working tables
-        for table in (staged_table(run_id, flow), claimed_table(run_id, flow)):
-            wh.con.execute(f'DROP TABLE IF EXISTS "{table}"')
+        wh.con.execute(f'DROP TABLE IF EXISTS "{staged_table(run_id, flow)}"')
     return mine, agreement
 
 
