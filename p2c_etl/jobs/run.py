@@ -51,6 +51,7 @@ from p2c_etl.stages.settle import (
     keep_settled,
     plan_rows,
     remember,
+    settle_again,
     settled_counts,
     settled_outcomes,
     settled_run,
@@ -169,7 +170,8 @@ def confirm_writes(
 ) -> None:
     """Of each flow that wrote, whose target was read after it (back, or by a later flow),
     the records written that hold what was sent: kept as settled now (`confirm_written`),
-    not by the next night."""
+    not by the next night; and each flow whose inputs or lookups a later flow wrote,
+    settled again now (`settle_again`)."""
     for flow, done in zip(selected, counts, strict=True):
         if done.inserted + done.updated == 0:
             continue
@@ -178,6 +180,13 @@ def confirm_writes(
         held, written = confirm_written(wh, flow, reads, context)
         if written:
             progress(f"{flow.name}: {held} of {written} records written read back as sent")
+    for flow in selected:
+        derived, moved = settle_again(wh, flow, reads, context)
+        if derived or moved:
+            progress(
+                f"{flow.name}: settled again from what later flows wrote "
+                f"({derived} source rows derived, {moved} to compute next run)"
+            )
 
 
 def closed_run(

@@ -682,6 +682,72 @@ def confirm_written(
     return confirmed.height, written.height
 
 
+def settle_again(
+    wh: Warehouse, flow: Flow, reads: EntityReads, context: Context
+) -> tuple[int, int]:
+    """After a run wrote, later than `flow` ran, what `flow` reads beside its source (the
+    orders and invoices the back flows write to the CRM route the contacts; the customers
+    `contact_customers` writes to the ERP are looked up by the contacts): `flow`'s settled
+    state brought up to what was written, as the next run's plan would bring it first, so
+    that a quiet night after does not derive or look up again.
+
+    - Its derived hashes are made again from what was written (`_derived_hashes`).
+    - Of its lookups whose entries changed, the new entries are kept, and the settled rows
+      that look up a changed entry are no longer kept: the next run computes them, as its
+      plan would have (`looked_up`).
+
+    (rows derived again, settled rows the next run computes). Nothing is done when `flow`
+    was not kept by rows this run (its rows cannot be told apart), or when what it reads
+    was written and not read since (the next run reads it)."""
+    entities = [*_derive_entities(flow), *((lk.system, lk.entity) for lk in flow.lookups)]
+    if not all(map(reads.is_current, entities)):
+        return 0, 0
+    kept = wh.con.execute(
+        "SELECT context_print FROM settled_flows WHERE flow = ?", [flow.name]
+    ).fetchall()
+    if not kept or kept[0][0] is None:
+        return 0, 0
+    stale = False
+    if flow.derive:
+        made = wh.con.execute(
+            "SELECT made_from FROM derived_prints WHERE flow = ?", [flow.name]
+        ).fetchall()
+        if not made:
+            return 0, 0
+        stale = made[0][0] != _derived_print(flow, reads, context)
+    states = lookup_states(wh, flow, reads, context)
+    relook = all(s.known for s in states) and any(s.changed_digest for s in states)
+    if not stale and not relook:
+        return 0, 0
+    source, derived = None, None
+    if flow.derive:
+        hashed = _derived_hashes(wh, flow, reads, context)
+        if hashed is None:
+            return 0, 0
+        source, derived = hashed
+    derived_again = source.height if source is not None and stale else 0
+    if not relook:
+        return derived_again, 0
+    if source is None:
+        source = reads.frame(wh, (flow.source.system, flow.source.entity), [HASH], keep_ord=True)
+    state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
+    rows = held_once(source, HASH).join(state, left_on=HASH, right_on="source_hash")
+    if derived is None and _looks_up_derived(flow, states):
+        derived = _derived(wh, flow, reads, context)
+    moved = looked_up(wh, flow, reads, context, rows[ORD], states, derived)
+    drop = rows.filter(at_places(rows[ORD], moved)).select(pl.col(HASH).alias("source_hash"))
+    with wh.transaction():
+        if drop.height:
+            with wh.registered("__drop", drop):
+                wh.con.execute(
+                    "DELETE FROM settled_rows USING __drop d WHERE settled_rows.flow = ? "
+                    "AND settled_rows.source_hash = d.source_hash",
+                    [flow.name],
+                )
+        _keep_lookups(wh, flow, states)
+    return derived_again, drop.height
+
+
 def settled_outcomes(
     outcomes: pl.DataFrame, written: pl.Series, doubled: pl.Series
 ) -> pl.DataFrame:

@@ -20,6 +20,7 @@ from pytest import MonkeyPatch
 from p2c_etl.config import load_settings
 from p2c_etl.flows.accounts import ISO_BY_CURRENCY_ID
 from p2c_etl.flows.derived import ACCOUNTS_INPUT
+from p2c_etl.jobs import run as run_module
 from p2c_etl.jobs.run import run_batch
 from p2c_etl.model.flow import Context, Flow, Inputs, Lookup
 from p2c_etl.model.summary import RunSummary
@@ -218,6 +219,10 @@ def test_a_run_confirms_what_it_wrote_so_the_next_night_confirms_and_folds_nothi
     # lines): its rows are computed every night, none is kept
     assert set(confirmed) == wrote - {"order_lines_back"}
     assert all(held == written > 0 for held, written in confirmed.values()), confirmed
+    # the back flows wrote CRM documents after the contacts ran: their routing is derived
+    # again from them now, not by the next night
+    again = [m for m in said if ": settled again from what later flows wrote (" in m]
+    assert {"contacts", "contact_customers"} <= {m.partition(":")[0] for m in again}, again
     folds = _folds(demo_dir)
     checked: list[str] = []
     values = settle.held_values
@@ -227,10 +232,12 @@ def test_a_run_confirms_what_it_wrote_so_the_next_night_confirms_and_folds_nothi
         return values(wh, system, entity, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(settle, "held_values", counted)
+    passes = _count_passes(monkeypatch)
     said.clear()
     second = _run(demo_dir, clock, said)
     assert second.status == first.status and sum(c.inserted + c.updated for c in second.flows) == 0
     assert checked == []  # no written record left to confirm
+    assert not passes  # no derivation made again
     assert _folds(demo_dir) == folds  # every target record still folded as the first run left it
     assert not [m for m in said if "read back" in m]
 
@@ -263,3 +270,65 @@ def test_a_flows_inputs_are_read_once_for_its_derivation_pass_and_its_rows(
     assert _computing(said, "contacts")  # some contacts computed, not all settled
     assert whole["contacts"] == 1
     _same_result(mine, _run(fresh_dir, clock), demo_dir, fresh_dir)
+
+
+def _settled_contacts(root: Path) -> int:
+    con = duckdb.connect(str(root / "p2c.duckdb"), read_only=True)
+    try:
+        rows = con.execute("SELECT count(*) FROM settled_rows WHERE flow = 'contacts'")
+        return int(rows.fetchall()[0][0])
+    finally:
+        con.close()
+
+
+def test_a_lookup_written_after_its_flow_ran_is_settled_again_and_its_rows_computed_next(
+    demo_dir: Path, tmp_path: Path, clock: Callable[[], datetime], monkeypatch: MonkeyPatch
+) -> None:
+    """A customer's party changes in the ERP while the run goes on, after the contacts ran
+    (seen when a later flow reads the customers `contact_customers` wrote): the run keeps
+    the contacts' lookup of customers as it now is, and no longer keeps the contacts of that
+    customer settled. The next night computes them and ends as a fresh warehouse does."""
+    customers = demo_dir / "erp" / "CustomersV2.jsonl"
+    load = run_module.load_flow
+
+    def edited_after(wh: Any, run_id: str, flow: Flow, *args: Any) -> Any:
+        loaded = load(wh, run_id, flow, *args)
+        if flow.name == "contact_customers":  # the flow after the contacts that writes it
+
+            def party(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+                advent = "ACC-01001-ADVENT"
+                return [
+                    {**r, "PartyNumber": "PTY-ADVENT-2"} if r["CustomerAccount"] == advent else r
+                    for r in rows
+                ]
+
+            _rewrite(customers, party)
+        return loaded
+
+    monkeypatch.setattr(run_module, "load_flow", edited_after)
+    said: list[str] = []
+    _run(demo_dir, clock, said)
+    monkeypatch.setattr(run_module, "load_flow", load)
+    again = [m for m in said if m.startswith("contacts: settled again from what later flows")]
+    assert again and again[0].endswith(", 3 to compute next run)"), again
+    # Adventure Works' three contact persons: staged and written, no longer kept settled
+    assert _settled_contacts(demo_dir) == _settled_contacts(_fresh_first(tmp_path)) - 3
+    fresh_dir = _fresh_copy(demo_dir, tmp_path / "fresh")
+    said.clear()
+    mine = _run(demo_dir, clock, said)
+    assert _computing(said, "contacts"), said
+    fresh = _run(fresh_dir, clock)
+    _same_result(mine, fresh, demo_dir, fresh_dir)
+
+
+def _fresh_first(tmp_path: Path) -> Path:
+    """A demo company after its first sync, with nothing changed while it ran."""
+    from p2c_etl.jobs.demo import demo_config_text
+    from p2c_etl.resources import demo_fixtures_dir
+
+    root = tmp_path / "plain"
+    for system in ("crm", "erp"):
+        shutil.copytree(demo_fixtures_dir() / system, root / system)
+    (root / "p2c.toml").write_text(demo_config_text(), encoding="utf-8")
+    run_batch(load_settings(root / "p2c.toml"))
+    return root
