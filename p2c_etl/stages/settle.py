@@ -737,15 +737,21 @@ def settle_again(
     moved = looked_up(wh, flow, reads, context, rows[ORD], states, derived)
     drop = rows.filter(at_places(rows[ORD], moved)).select(pl.col(HASH).alias("source_hash"))
     with wh.transaction():
-        if drop.height:
-            with wh.registered("__drop", drop):
-                wh.con.execute(
-                    "DELETE FROM settled_rows USING __drop d WHERE settled_rows.flow = ? "
-                    "AND settled_rows.source_hash = d.source_hash",
-                    [flow.name],
-                )
+        _forget_rows(wh, flow, drop)
         _keep_lookups(wh, flow, states)
     return derived_again, drop.height
+
+
+def _forget_rows(wh: Warehouse, flow: Flow, drop: pl.DataFrame) -> None:
+    """No longer keep `flow`'s settled rows of the source hashes `drop` (`source_hash`), in
+    the caller's transaction: the next run computes them."""
+    if drop.height:
+        with wh.registered("__drop", drop):
+            wh.con.execute(
+                "DELETE FROM settled_rows USING __drop d WHERE settled_rows.flow = ? "
+                "AND settled_rows.source_hash = d.source_hash",
+                [flow.name],
+            )
 
 
 def settled_outcomes(
@@ -838,14 +844,7 @@ def keep_settled(
             computed = computed.select(pl.col(HASH).alias("source_hash"))
             assert plan.gone is not None  # a plan of some rows is made by `plan_rows`
             gone = plan.gone.cast(pl.UInt64).to_frame("source_hash")
-            drop = pl.concat([computed, gone]).unique()
-            if drop.height:
-                with wh.registered("__drop", drop):
-                    wh.con.execute(
-                        "DELETE FROM settled_rows USING __drop d WHERE settled_rows.flow = ? "
-                        "AND settled_rows.source_hash = d.source_hash",
-                        [flow.name],
-                    )
+            _forget_rows(wh, flow, pl.concat([computed, gone]).unique())
         wh.append("settled_rows", new, constants={"flow": flow.name})
         if plan.derived_from is not None:
             _keep_derived(wh, flow, hashes, plan.derived_from)
