@@ -51,6 +51,7 @@ Each stage's writes are committed together.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import time
@@ -162,6 +163,9 @@ FORMAT = 3
 """1: a copy of every entity set a flow read, per run and flow (`snap_<run>_<flow>_<role>`);
 2: mirrors; 3: the JSON columns (`_JSON_TABLES`) compressed with zstd. An older warehouse is
 migrated when first opened (`_migrate_format`)."""
+_SCHEMA_PRINT_TABLE = "CREATE TABLE IF NOT EXISTS schema_print (print VARCHAR NOT NULL)"
+_SCHEMA_PRINT = hashlib.sha256(f"{FORMAT}\n{_SCHEMA}".encode()).hexdigest()
+"""Of the schema and format this code makes (a new release's schema is applied on open)."""
 _JSON_TABLES = ("last_written", "changes", "rejects")
 """Tables with a JSON column of every record written or changed (millions on a first sync):
 zstd makes it several times smaller than DuckDB's string compression, and far cheaper to
@@ -328,11 +332,25 @@ class Warehouse:
     ) -> None:
         self.con, self.path = con, path
         self._holds_umask = False
-        if not read_only:
+        if not read_only and not self._schema_current():
             self.con.execute(_SCHEMA)
             self._unindex_last_written()
             self._migrate_format()
             self._unsettle_text_keys()
+            self.con.execute(_SCHEMA_PRINT_TABLE)
+            with self.transaction():
+                self.con.execute("DELETE FROM schema_print")
+                self.con.execute("INSERT INTO schema_print VALUES (?)", [_SCHEMA_PRINT])
+
+    def _schema_current(self) -> bool:
+        """Whether this code made (or brought up to date) the warehouse's schema: its tables
+        and migrations are then as they are, and opening does not run them again (a run
+        opens the warehouse once per flow)."""
+        try:
+            found = self.con.execute("SELECT print FROM schema_print").fetchall()
+        except duckdb.CatalogException:
+            return False
+        return found == [(_SCHEMA_PRINT,)]
 
     def _unsettle_text_keys(self) -> None:
         """Settled rows kept by their target key as text (before they were kept by its hash)
