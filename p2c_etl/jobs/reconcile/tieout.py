@@ -20,7 +20,7 @@ from typing import Literal, get_args
 
 from p2c_etl.jobs.reconcile.documents import DOCUMENTS, DocumentSpec
 from p2c_etl.jobs.reconcile.money import DocumentDiff, MoneyReport
-from p2c_etl.jobs.reconcile.records import Discrepancy, FlowAgreement
+from p2c_etl.jobs.reconcile.records import Discrepancy, FieldDiff, FlowAgreement
 
 ItemClass = Literal[
     "awaiting F&O totals",
@@ -233,10 +233,9 @@ def record_amounts(
             continue
         customer = next((p for p in d.record_key.split("|") if p in currencies), None)
         for f in d.fields:
-            sales, fo = (f.source, f.target) if d.flow in sales_first else (f.target, f.source)
-            try:
-                amount = Decimal(fo or "x") - Decimal(sales or "x")
-            except ArithmeticError:
+            sales, fo = sides(f, d.flow in sales_first)
+            amount = gap(sales, fo)
+            if amount is None:
                 continue
             cls = _RECORD_CLASSES.get(d.classification, "unexplained")
             out.append(
@@ -254,3 +253,17 @@ def record_amounts(
                 )
             )
     return tuple(out)
+
+
+def sides(diff: FieldDiff, sales_first: bool) -> tuple[str | None, str | None]:
+    """(the Sales value, the F&O value) of a field's difference, by its flow's direction
+    (`sales_first`: the flow runs from Sales to F&O)."""
+    return (diff.source, diff.target) if sales_first else (diff.target, diff.source)
+
+
+def gap(sales: str | None, fo: str | None) -> Decimal | None:
+    """F&O - Sales of two values that are both numbers; None otherwise."""
+    try:
+        return Decimal(fo or "x") - Decimal(sales or "x")
+    except ArithmeticError:
+        return None

@@ -5,13 +5,13 @@ the XLSX (`exports` writes them)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from p2c_etl.jobs.reconcile.ageing import document_item_key, record_item_key
 from p2c_etl.jobs.reconcile.data import ReconcileData
 from p2c_etl.jobs.reconcile.exports import Cell, Sheet
 from p2c_etl.jobs.reconcile.money import MoneyLine
-from p2c_etl.jobs.reconcile.tieout import ReconcilingItem
+from p2c_etl.jobs.reconcile.tieout import ReconcilingItem, gap, sides
 
 ZERO = Decimal(0)
 
@@ -63,9 +63,9 @@ def discrepancy_entries(data: ReconcileData) -> list[tuple[list[Cell], str]]:
             rows.append(([*head, "", "", "", "", None, *tail], ""))
         sales_first = from_sales(data, item.flow)
         for diff in item.fields:
-            sales, fo = (diff.source, diff.target) if sales_first else (diff.target, diff.source)
+            sales, fo = sides(diff, sales_first)
             cells = [*head, diff.field, sales or "", fo or "", diff.last_written or ""]
-            rows.append(([*cells, _gap(sales, fo), *tail], ""))
+            rows.append(([*cells, gap(sales, fo), *tail], ""))
     for tie in data.tie_out:
         for doc in (*tie.items, *tie.breaks):
             age = seen.get(document_item_key(doc.document, doc.number, doc.within))
@@ -100,14 +100,6 @@ def _document_row(
         first_seen,
         days,
     ]
-
-
-def _gap(sales: str | None, fo: str | None) -> Decimal | None:
-    """F&O - Sales of two values that are both numbers; None otherwise."""
-    try:
-        return Decimal(fo or "x") - Decimal(sales or "x")
-    except (InvalidOperation, ValueError):
-        return None
 
 
 def sheets(data: ReconcileData, hashes: Mapping[str, str]) -> list[Sheet]:
