@@ -125,6 +125,8 @@ class EntityReads:
         self._reads: dict[Entity, Read] = {}
         self._unread: set[Entity] = set()
         """Entity sets a flow wrote that were not read since."""
+        self._wrote: set[Entity] = set()
+        """Entity sets a flow wrote this run."""
         self._pending: list[KeptLink] = []
         """Links read this run, kept only with the results of the flow that read them
         (`commit_links`): a run killed before reads the same changes again."""
@@ -143,6 +145,11 @@ class EntityReads:
     def written(self, system: SystemName, entity: str) -> None:
         self._reads.pop((system, entity), None)
         self._unread.add((system, entity))
+        self._wrote.add((system, entity))
+
+    def was_written(self, entity: Entity) -> bool:
+        """Whether a flow of this run wrote `entity`."""
+        return entity in self._wrote
 
     def commit_links(self, wh: Warehouse) -> None:
         """Keep the links (and how each entity set was read) of the reads made since the

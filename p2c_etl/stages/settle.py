@@ -696,11 +696,12 @@ def settle_again(
       that look up a changed entry are no longer kept: the next run computes them, as its
       plan would have (`looked_up`).
 
-    (rows derived again, settled rows the next run computes). Nothing is done when `flow`
-    was not kept by rows this run (its rows cannot be told apart), or when what it reads
-    was written and not read since (the next run reads it)."""
+    (rows derived again, settled rows the next run computes). Nothing is done when nothing
+    `flow` reads beside its source was written this run, when `flow` was not kept by rows
+    this run (its rows cannot be told apart), or when what it reads was written and not
+    read since (the next run reads it)."""
     entities = [*_derive_entities(flow), *((lk.system, lk.entity) for lk in flow.lookups)]
-    if not all(map(reads.is_current, entities)):
+    if not any(map(reads.was_written, entities)) or not all(map(reads.is_current, entities)):
         return 0, 0
     kept = wh.con.execute(
         "SELECT context_print FROM settled_flows WHERE flow = ?", [flow.name]
@@ -735,7 +736,14 @@ def settle_again(
     if derived is None and _looks_up_derived(flow, states):
         derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, rows[ORD], states, derived)
-    drop = rows.filter(at_places(rows[ORD], moved)).select(pl.col(HASH).alias("source_hash"))
+    drop = pl.concat(
+        [
+            rows.filter(at_places(rows[ORD], moved)).select(pl.col(HASH).alias("source_hash")),
+            # kept rows no source row now matches once (gone, changed or twinned): their
+            # lookups are not checked here, so they are not kept past the entries kept now
+            state.join(rows.select(HASH), left_on="source_hash", right_on=HASH, how="anti"),
+        ]
+    )
     with wh.transaction():
         _forget_rows(wh, flow, drop)
         _keep_lookups(wh, flow, states)
