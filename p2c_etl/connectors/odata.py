@@ -189,7 +189,8 @@ class ODataClient:
         after `value`) and fetched at once; it is used only when it is the link `read`
         parsed from the page, else the parsed link is fetched instead. A GET changes
         nothing, so a guess not used costs only its request."""
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2c-next-page") as ahead:
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2c-next-page")
+        try:
             response = self.send("GET", url, params=params, headers=headers)
             while True:
                 guess = _tail_link(response.content) if response.is_success else None
@@ -202,6 +203,8 @@ class ODataClient:
                     response = early.result()
                 else:
                     response = self.send("GET", next_url, headers=headers)
+        finally:  # a read stopped early (an error, Ctrl-C) does not wait for a page unused
+            ahead.shutdown(wait=False, cancel_futures=True)
 
 
 _Page = TypeVar("_Page")
