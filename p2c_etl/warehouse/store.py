@@ -164,8 +164,9 @@ FORMAT = 3
 2: mirrors; 3: the JSON columns (`_JSON_TABLES`) compressed with zstd. An older warehouse is
 migrated when first opened (`_migrate_format`)."""
 _SCHEMA_PRINT_TABLE = "CREATE TABLE IF NOT EXISTS schema_print (print VARCHAR NOT NULL)"
-_SCHEMA_PRINT = hashlib.sha256(f"{FORMAT}\n{_SCHEMA}".encode()).hexdigest()
-"""Of the schema and format this code makes (a new release's schema is applied on open)."""
+_SCHEMA_PRINT = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+"""Of this module's text, which holds the schema and every migration: a warehouse opened by
+another release's (a changed table, a new migration) is brought up to this one's on open."""
 _JSON_TABLES = ("last_written", "changes", "rejects")
 """Tables with a JSON column of every record written or changed (millions on a first sync):
 zstd makes it several times smaller than DuckDB's string compression, and far cheaper to
@@ -454,6 +455,9 @@ class Warehouse:
                 # no bar drawn on the user's terminal by a long statement (the connect
                 # config refuses it: it is a setting of the session, not of the database)
                 con.execute("SET enable_progress_bar = false")
+                # times read back are UTC, as the systems send them, on any host: DuckDB
+                # would give them in the host's zone, and their text would differ by path
+                con.execute("SET TimeZone = 'UTC'")
                 wh = cls(con, path, read_only)
                 wh._holds_umask = True
                 return wh

@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -281,6 +284,33 @@ def test_a_warehouse_another_release_made_gets_this_releases_tables_on_open(
         assert wh.run("r1") is not None
     finally:
         wh.close()
+
+
+def test_times_read_from_the_warehouse_are_utc_on_a_host_in_another_zone(tmp_path: Path) -> None:
+    """The systems send UTC; read back from the warehouse, a time is UTC too, whatever the
+    host's zone (DuckDB gives the session's zone, the host's by default): the JSON of the
+    values a run compares and remembers does not change with the path that made it."""
+    script = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from pathlib import Path\n"
+        "import polars as pl\n"
+        "from p2c_etl.warehouse.store import Warehouse\n"
+        "wh = Warehouse.open(Path(sys.argv[1]))\n"
+        "wh.write_table('t', pl.DataFrame({'at': [datetime(2026, 1, 1, tzinfo=UTC)]}))\n"
+        "read = wh.read_table('t')\n"
+        "print(read.schema['at'].time_zone, read['at'][0].isoformat())\n"
+        "wh.close()\n"
+    )
+    env = {**os.environ, "TZ": "Asia/Kolkata", "PYTHONPATH": str(Path.cwd())}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "p2c.duckdb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["UTC", "2026-01-01T00:00:00+00:00"]
 
 
 def _compressions(con: duckdb.DuckDBPyConnection, table: str, column: str) -> set[str]:
