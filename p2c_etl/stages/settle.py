@@ -236,13 +236,16 @@ def looked_up(
     derived: pl.DataFrame | None,
 ) -> pl.Series:
     """Places (of `settled`) of the source rows that look up a key whose entry changed
-    (`derived`: what the flow's derivations add to each source row, by `__ord`)."""
+    (`derived`: what the flow's derivations add to each source row, by `__ord`; made here,
+    when not at hand, if a changed entry is looked up by a value a derivation adds)."""
     changed = {s.id: s.changed for s in states if s.changed_digest}
     changed = {ident: keys for ident, keys in changed.items() if keys.len()}
     found = [pl.Series(ORD, [], pl.Int64)]
     fields = [f for f in flow.fields if any(lookup_id(lk) in changed for lk in f.lookups)]
     if not fields or settled.len() == 0:
         return found[0]
+    if derived is None and _looks_up_derived(flow, states):
+        derived = _derived(wh, flow, reads, context)
     source = (flow.source.system, flow.source.entity)
     added = set(derived.columns) - {ORD} if derived is not None else set()
     columns = sorted({f.source for f in fields if f.source and f.source not in added})
@@ -517,8 +520,6 @@ def plan_rows(
     ords = source.filter(~at_places(source[ORD], settled[ORD]))[ORD]
     gone = state.join(source, left_on="source_hash", right_on=HASH, how="anti")["source_hash"]
     plan = Plan(ords, settled, source, target, print_, refreshed, states, once=unique, gone=gone)
-    if derived is None and _looks_up_derived(flow, states):
-        derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, settled[ORD], states, derived)
     return plan.without(moved) if moved.len() else plan
 
@@ -733,8 +734,6 @@ def settle_again(
         source = reads.frame(wh, (flow.source.system, flow.source.entity), [HASH], keep_ord=True)
     state = wh.query("SELECT source_hash FROM settled_rows WHERE flow = ?", [flow.name])
     rows = held_once(source, HASH).join(state, left_on=HASH, right_on="source_hash")
-    if derived is None and _looks_up_derived(flow, states):
-        derived = _derived(wh, flow, reads, context)
     moved = looked_up(wh, flow, reads, context, rows[ORD], states, derived)
     drop = pl.concat(
         [
