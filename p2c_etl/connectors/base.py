@@ -71,6 +71,16 @@ class ChangeRead:
         return self.keys or (self.deleted.name,)
 
 
+@dataclass(frozen=True)
+class PrintedRead:
+    """A full read and its print (see `odata.ODataClient.printed_pages`): `frame` is None
+    when the print was the one the caller knew, so the records were not parsed again;
+    `printed` is None for a read no print tells apart."""
+
+    frame: pl.DataFrame | None
+    printed: str | None
+
+
 class Connector(Protocol):
     """A system p2c-etl reads snapshots from and writes upserts to."""
 

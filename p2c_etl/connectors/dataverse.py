@@ -30,7 +30,7 @@ import polars as pl
 
 from p2c_etl.config import SystemName, SystemSettings
 from p2c_etl.connectors.badrows import BadSink
-from p2c_etl.connectors.base import RESULT_SCHEMA, ChangeRead, WriteBatch
+from p2c_etl.connectors.base import RESULT_SCHEMA, ChangeRead, PrintedRead, WriteBatch
 from p2c_etl.connectors.odata import (
     TRACK_CHANGES,
     BatchRequest,
@@ -101,13 +101,31 @@ class DataverseConnector:
         missing_ok: bool = False,
         on_bad: BadSink | None = None,  # a page is typed whole: a bad value stops the read
     ) -> Iterator[pl.DataFrame]:
-        dtypes = self.contracts.get("crm", entity).dtypes(columns)
-        headers = {**HEADERS, "Prefer": f"odata.maxpagesize={self.settings.page_size}"}
-        url = self.root + entity
+        url, dtypes, params, headers = self._query(entity, columns)
         if missing_ok and not self._exists(url):
             yield pl.DataFrame(schema=dtypes)
             return
-        yield from self.odata.pages(url, dtypes, {"$select": ",".join(columns)}, headers)
+        yield from self.odata.pages(url, dtypes, params, headers)
+
+    def printed_snapshot(
+        self, entity: str, columns: Sequence[str], known: str | None, *, missing_ok: bool = False
+    ) -> PrintedRead:
+        """`snapshot`, and its print; not parsed when the print is `known`."""
+        url, dtypes, params, headers = self._query(entity, columns)
+        if missing_ok and not self._exists(url):
+            return PrintedRead(pl.DataFrame(schema=dtypes), None)
+        read = self.odata.printed_pages(url, dtypes, params, headers, known)
+        if read.frames is None:
+            return PrintedRead(None, read.printed)
+        return PrintedRead(collect(read.frames), read.printed)
+
+    def _query(
+        self, entity: str, columns: Sequence[str]
+    ) -> tuple[str, dict[str, pl.DataType], dict[str, str], dict[str, str]]:
+        """The URL, column types, query and headers of a paged read of `entity`."""
+        dtypes = self.contracts.get("crm", entity).dtypes(columns)
+        headers = {**HEADERS, "Prefer": f"odata.maxpagesize={self.settings.page_size}"}
+        return self.root + entity, dtypes, {"$select": ",".join(columns)}, headers
 
     def snapshot(
         self,

@@ -32,7 +32,7 @@ import polars as pl
 
 from p2c_etl.config import SystemName, SystemSettings
 from p2c_etl.connectors.badrows import BadSink
-from p2c_etl.connectors.base import RESULT_SCHEMA, ChangeRead, WriteBatch
+from p2c_etl.connectors.base import RESULT_SCHEMA, ChangeRead, PrintedRead, WriteBatch
 from p2c_etl.connectors.odata import (
     BatchRequest,
     ODataClient,
@@ -87,21 +87,42 @@ class FinOpsConnector:
         where: str | None = None,
     ) -> Iterator[pl.DataFrame]:
         """Every record of `entity` (those matching the `$filter` `where`, when given)."""
+        url, dtypes, params, headers = self._query(entity, columns, where)
+        if missing_ok and self._missing(url):
+            yield pl.DataFrame(schema=dtypes)
+            return
+        for page in self.odata.pages(url, dtypes, params, headers):
+            yield _no_empty_dates(page)
+
+    def printed_snapshot(
+        self, entity: str, columns: Sequence[str], known: str | None, *, missing_ok: bool = False
+    ) -> PrintedRead:
+        """`snapshot`, and its print; not parsed when the print is `known`."""
+        url, dtypes, params, headers = self._query(entity, columns, None)
+        if missing_ok and self._missing(url):
+            return PrintedRead(pl.DataFrame(schema=dtypes), None)
+        read = self.odata.printed_pages(url, dtypes, params, headers, known)
+        if read.frames is None:
+            return PrintedRead(None, read.printed)
+        return PrintedRead(collect(_no_empty_dates(p) for p in read.frames), read.printed)
+
+    def _query(
+        self, entity: str, columns: Sequence[str], where: str | None
+    ) -> tuple[str, dict[str, pl.DataType], dict[str, str], dict[str, str]]:
+        """The URL, column types, query and headers of a paged read of `entity`."""
         dtypes = self.contracts.get("erp", entity).dtypes(columns)
         params = {"cross-company": "true", "$select": ",".join(columns)}
         if where is not None:
             params["$filter"] = where
         headers = {**HEADERS, "Prefer": f"odata.maxpagesize={self.settings.page_size}"}
-        url = self.root + entity
-        if missing_ok:
-            probe = self.odata.send(
-                "GET", url, params={"$top": "0", "cross-company": "true"}, headers=HEADERS
-            )
-            if probe.status_code == 404:
-                yield pl.DataFrame(schema=dtypes)
-                return
-        for page in self.odata.pages(url, dtypes, params, headers):
-            yield _no_empty_dates(page)
+        return self.root + entity, dtypes, params, headers
+
+    def _missing(self, url: str) -> bool:
+        """Whether the service has no entity set at `url` (404)."""
+        probe = self.odata.send(
+            "GET", url, params={"$top": "0", "cross-company": "true"}, headers=HEADERS
+        )
+        return probe.status_code == 404
 
     def live_columns(self, entity: str) -> set[str] | None:
         """The entity's properties from `$metadata` (read once)."""

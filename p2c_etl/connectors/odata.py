@@ -15,20 +15,22 @@ of a delta link, gives pages whose `value` mixes new or changed records with del
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
 import re
 import ssl
+import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import httpx
 import orjson
@@ -36,6 +38,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from p2c_etl import __version__ as p2c_version
 from p2c_etl.connectors import multipart
 from p2c_etl.errors import AuthError, ConnectorError
 from p2c_etl.model.casting import typed_frame
@@ -153,6 +156,68 @@ class ODataClient:
 
         return self._paged(url, params, headers, read)
 
+    def printed_pages(
+        self,
+        url: str,
+        dtypes: Mapping[str, pl.DataType],
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+        known: str | None,
+    ) -> PrintedPages:
+        """Every page of a collection, as `pages` reads them, and the read's print: a digest
+        of each page's bytes with the query, the columns' types and the versions of the
+        code that parses them. When the print is `known` (the bytes of an earlier read, page
+        for page), no page is parsed and `frames` is None: the same bytes read by the same
+        code are the same records.
+
+        Pages are parsed as soon as one differs from `known`'s page at its place, those
+        before it too; the links followed are cut from the pages' ends (`_tail_link`) and,
+        once parsed, must be the links the pages hold. A page whose link is elsewhere (an
+        unusual but valid page) is read again by `pages`, and that read has no print."""
+        where = f"{self.system} {_path(url)}"
+        head = json.dumps(
+            [p2c_version, pl.__version__, pa.__version__, repr(dict(dtypes)), url, params]
+        ).encode()
+        wanted = known.split(",") if known else []
+
+        def raw(response: httpx.Response) -> tuple[tuple[bytes, str | None], str | None]:
+            self.expect_ok(response, f"GET {_path(url)}")
+            link = _tail_link(response.content)
+            return (response.content, link), link
+
+        def parse(content: bytes, link: str | None) -> pl.DataFrame:
+            frame, parsed = parse_page(content, dtypes, where)
+            if parsed != link:
+                raise _LinkElsewhere
+            return frame
+
+        digests: list[str] = []
+        held: list[tuple[bytes, str | None]] = []
+        parsing: list[Future[pl.DataFrame]] | None = None if wanted else []
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="p2c-parse") as pool:
+            for content, link in self._paged(url, params, headers, raw):
+                digest = hashlib.blake2b(head, digest_size=12)
+                digest.update(content)
+                digests.append(digest.hexdigest())
+                at = len(digests) - 1
+                if parsing is None and (at >= len(wanted) or wanted[at] != digests[-1]):
+                    parsing = [pool.submit(parse, *page) for page in held]
+                    held = []
+                if parsing is None:
+                    held.append((content, link))
+                else:
+                    parsing.append(pool.submit(parse, content, link))
+            printed = ",".join(digests)
+            if parsing is None and printed == known:
+                return PrintedPages(None, printed)
+            if parsing is None:  # fewer pages than before, each the same: parse them now
+                parsing = [pool.submit(parse, *page) for page in held]
+            try:
+                frames = [f.result() for f in parsing]
+            except _LinkElsewhere:
+                return PrintedPages(list(self.pages(url, dtypes, params, headers)), None)
+        return PrintedPages(frames, printed)
+
     def tracked_pages(
         self,
         url: str,
@@ -182,32 +247,106 @@ class ODataClient:
         headers: Mapping[str, str] | None,
         read: Callable[[httpx.Response], tuple[_Page, str | None]],
     ) -> Iterator[_Page]:
-        """`read` of each page of a paged GET, in order; the next page is on its way while
-        this one is parsed (and the caller works on it).
-
-        The next link is cut from the end of a page's bytes (`_tail_link`: OData writes it
-        after `value`) and fetched at once; it is used only when it is the link `read`
-        parsed from the page, else the parsed link is fetched instead. A GET changes
-        nothing, so a guess not used costs only its request."""
-        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2c-next-page")
+        """`read` of each page of a paged GET, in order, fetched and read ahead of the caller
+        (`_ReadAhead`): the next page is on its way while this one is parsed, and two pages
+        are parsed at once (Arrow's parser leaves the GIL)."""
+        ahead = _ReadAhead(self, headers, read)
         try:
-            response = self.send("GET", url, params=params, headers=headers)
+            task = ahead.start(url, params)
             while True:
-                guess = _tail_link(response.content) if response.is_success else None
-                early = ahead.submit(self.send, "GET", guess, headers=headers) if guess else None
-                page, next_url = read(response)
+                page, next_url, guessed = ahead.take(task)
                 yield page
                 if next_url is None:
                     return
-                if early is not None and guess == next_url:
-                    response = early.result()
+                if guessed is not None and guessed.url == next_url:
+                    task = guessed
                 else:
-                    response = self.send("GET", next_url, headers=headers)
-        finally:  # a read stopped early (an error, Ctrl-C) does not wait for a page unused
-            ahead.shutdown(wait=False, cancel_futures=True)
+                    task = ahead.start(next_url, None)
+        finally:  # a read stopped early (an error, Ctrl-C) does not wait for pages unused
+            ahead.stop()
 
 
 _Page = TypeVar("_Page")
+
+_AHEAD = 3
+"""How many pages a paged read holds fetched, or on their way, and not yet taken by its
+caller (a read into the warehouse page by page keeps its memory bounded by this)."""
+
+
+class _Fetch(Generic[_Page]):
+    """One page's GET and read, in the background; `next`: the fetch of the link cut from
+    its bytes, started as soon as they arrived."""
+
+    __slots__ = ("future", "next", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.next: _Fetch[_Page] | None = None
+        self.future: Future[tuple[_Page, str | None]]
+
+
+class _ReadAhead(Generic[_Page]):
+    """The pages of one paged GET, fetched and read by two threads ahead of the caller.
+
+    When a page's bytes arrive, the next link is cut from their end (`_tail_link`: OData
+    writes it after `value`) and its fetch starts at once, while this page is read. The
+    caller uses a fetch so started only when its link is the one `read` parsed from the
+    page; otherwise it starts the parsed link, and the fetches started from the wrong guess
+    (a GET changes nothing) are left to end unused."""
+
+    def __init__(
+        self,
+        client: ODataClient,
+        headers: Mapping[str, str] | None,
+        read: Callable[[httpx.Response], tuple[_Page, str | None]],
+    ) -> None:
+        self._client, self._headers, self._read = client, headers, read
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="p2c-page")
+        self._lock = threading.Lock()
+        self._generation = 0
+        """Bumped when the caller starts a fetch itself: earlier fetches start no more."""
+        self._held = 0
+        """Fetches of this generation started and not yet taken (at most `_AHEAD`)."""
+        self._stopped = False
+
+    def start(self, url: str, params: Mapping[str, str] | None) -> _Fetch[_Page]:
+        with self._lock:
+            self._generation += 1
+            self._held = 1
+            generation = self._generation
+        return self._submit(url, params, generation)
+
+    def take(self, fetch: _Fetch[_Page]) -> tuple[_Page, str | None, _Fetch[_Page] | None]:
+        """The page `fetch` read, its next link, and the fetch started from its bytes."""
+        page, next_url = fetch.future.result()
+        with self._lock:
+            self._held -= 1
+        return page, next_url, fetch.next
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _submit(self, url: str, params: Mapping[str, str] | None, generation: int) -> _Fetch[_Page]:
+        fetch: _Fetch[_Page] = _Fetch(url)
+        fetch.future = self._pool.submit(self._work, fetch, params, generation)
+        return fetch
+
+    def _work(
+        self, fetch: _Fetch[_Page], params: Mapping[str, str] | None, generation: int
+    ) -> tuple[_Page, str | None]:
+        response = self._client.send("GET", fetch.url, params=params, headers=self._headers)
+        guess = _tail_link(response.content) if response.is_success else None
+        if guess is not None:
+            with self._lock:
+                chain = not self._stopped and generation == self._generation and self._held < _AHEAD
+                if chain:
+                    self._held += 1
+            if chain:
+                fetch.next = self._submit(guess, None, generation)
+        return self._read(response)
+
 
 _TAIL = 16_384
 """How much of a page's end is searched for its next link (a link is a URL: short)."""
@@ -232,6 +371,19 @@ class LinkRefused(ConnectorError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+@dataclass(frozen=True)
+class PrintedPages:
+    """A read's pages (None: not parsed, the same bytes as the read `known` printed) and
+    its print (None: a read that cannot be told apart by one)."""
+
+    frames: list[pl.DataFrame] | None
+    printed: str | None
+
+
+class _LinkElsewhere(Exception):
+    """A page's next link is not at its end: the links cut from the ends were not its."""
 
 
 @dataclass(frozen=True)

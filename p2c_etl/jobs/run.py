@@ -367,7 +367,8 @@ def _run_flow(
             connector = shared.connectors[flow.target.system]
             loaded = load_flow(wh, run_id, flow, connector, clock)
             if compared.inserts + compared.updates:
-                reads.written(flow.target.system, flow.target.entity)
+                written = loaded.inserted + loaded.updated
+                reads.written(flow.target.system, flow.target.entity, written)
             counts = replace(
                 counts, inserted=loaded.inserted, updated=loaded.updated, failed=loaded.failed
             )

@@ -105,7 +105,10 @@ class FinOpsService(ODataService):
             visible = self.writer.visible(table, _cross_company(req))
             with self.store.lock:
                 select = select_columns(req, table, ())
-                page = read_page(req, table, PAGING, visible, self._shape(req, table, select))
+                shape = self._shape(req, table, select)
+                plain = "$expand" not in req.query  # an expansion shows other records too
+                rendered = ("finops", finops_date) if plain else None
+                page = read_page(req, table, PAGING, visible, shape, rendered)
             self.stats.read(len(page.records), table.name)
             return page_response(req, table, page, finops_date)
         if req.method == "POST":

@@ -36,6 +36,11 @@ def datetime_text(value: datetime) -> str:
 
 def dumps(value: Any, date_text: DateText) -> bytes:
     """`value` as compact UTF-8 JSON; decimals exact, dates by `date_text`."""
+    return encoder(date_text)(value)
+
+
+def encoder(date_text: DateText) -> Callable[[Any], bytes]:
+    """`dumps` with `date_text` decided once, for many values."""
 
     def default(item: Any) -> Any:
         if isinstance(item, Decimal):
@@ -48,7 +53,10 @@ def dumps(value: Any, date_text: DateText) -> bytes:
             return dict(item)
         raise TypeError(f"cannot write {type(item).__name__} as JSON")
 
-    return orjson.dumps(value, default=default, option=_OPTIONS)
+    def encode(value: Any) -> bytes:
+        return orjson.dumps(value, default=default, option=_OPTIONS)
+
+    return encode
 
 
 def _number(value: Decimal) -> str:

@@ -26,7 +26,7 @@ import polars as pl
 
 from p2c_etl.model.contracts import ColumnSpec
 from p2c_etl.sandbox.entitynames import type_name
-from p2c_etl.sandbox.jsonout import DateText, dumps
+from p2c_etl.sandbox.jsonout import DateText, dumps, encoder
 from p2c_etl.sandbox.odata_filter import Predicate, compile_filter
 from p2c_etl.sandbox.options import COLLECTION, COUNT, NONE, check_options
 from p2c_etl.sandbox.protocol import BAD_QUERY, ApiRequest, ApiResponse, ODataError, json_response
@@ -60,7 +60,8 @@ class PagingRules:
 
 @dataclass(frozen=True)
 class Page:
-    records: list[dict[str, Any]]
+    records: list[Any]
+    """Each record as a dict, or as its JSON text (`read_page`'s `rendered`)."""
     next_link: str | None
     count: int | None
     preference: str | None
@@ -150,9 +151,12 @@ def read_page(
     rules: PagingRules,
     visible: Predicate | None = None,
     shape: Shape | None = None,
+    rendered: tuple[str, DateText] | None = None,
 ) -> Page:
     """One page of `table` as `req`'s query options ask; each record as `shape` shows it
-    (the `$select`ed columns by default)."""
+    (the `$select`ed columns by default). With `rendered` (a name for what `shape` does
+    beyond the `$select`, and the service's date rule), each record is given as its JSON
+    text, which the table keeps for the next page that shows it so (`Table.renders`)."""
     _check_options(req, rules)
     select = select_columns(req, table, rules.always)
     predicate = _predicate(req, table, visible)
@@ -170,7 +174,17 @@ def read_page(
     count, exceeded = _page_count(req, table, predicate, rules.count_limit)
     link = _next_link(req, table.name, f"{position}.{returned}") if more else None
     shown = shape or projector(table, select)
-    return Page([shown(row) for row in rows], link, count, preference, exceeded)
+    if rendered is None:
+        return Page([shown(row) for row in rows], link, count, preference, exceeded)
+    name, date_text = rendered
+    renders = table.renders((name, None if select is None else tuple(select)))
+    encode = encoder(date_text)
+
+    def render(row: Row) -> bytes:
+        return encode(shown(row))
+
+    texts = [renders.text(row, render) for row in rows]
+    return Page(texts, link, count, preference, exceeded)
 
 
 def count_response(

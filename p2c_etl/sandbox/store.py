@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from p2c_etl.model.contracts import ColumnSpec, Contract
 from p2c_etl.sandbox.values import folded
 
@@ -130,6 +132,34 @@ class _Atomic:
             journal.lock.release()
 
 
+class Renders:
+    """Each record's JSON text as one shape of page shows it, made at its first read after
+    each write: a page of records unchanged since they were last read costs a lookup per
+    record, not a dict and an encoding. A record's entry is its text only while the record
+    is the very `Row` it was made from (a write, a restore or a `plant` makes a new one)."""
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[Row, orjson.Fragment]] = {}
+
+    def text(self, row: Row, render: Callable[[Row], bytes]) -> orjson.Fragment:
+        held = self._held.get(row.seq)
+        if held is not None and held[0] is row:
+            return held[1]
+        made = orjson.Fragment(render(row))
+        self._held[row.seq] = (row, made)
+        return made
+
+    def forget(self, seq: int) -> None:
+        self._held.pop(seq, None)
+
+
+_RENDERS_KEPT = 2
+"""How many shapes of page a table keeps the records' text for (a client reads a set with
+one `$select`; a second is room for another reader)."""
+
+
 class Table:
     """One entity set. `primary` names the Dataverse primary id column, None for F&O."""
 
@@ -151,6 +181,16 @@ class Table:
         self._seqs: list[int] = []
         self._next_seq = 0
         self._tombstones: list[tuple[int, Key, Any]] = []
+        self._renders: dict[Any, Renders] = {}
+
+    def renders(self, shape: Any) -> Renders:
+        """The records' JSON as `shape` (a hashable name of how a page shows them) renders
+        them; the table keeps the two shapes used last."""
+        found = self._renders.pop(shape, None) or Renders()
+        self._renders[shape] = found  # most recent last
+        while len(self._renders) > _RENDERS_KEPT:
+            del self._renders[next(iter(self._renders))]
+        return found
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -263,6 +303,9 @@ class Table:
             self._unindex(key, previous)
         if row is None:
             self._order = None
+            if previous is not None:
+                for renders in self._renders.values():
+                    renders.forget(previous.seq)
             return
         self._rows[key] = row
         self._index(key, row)

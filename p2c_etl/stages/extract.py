@@ -12,6 +12,7 @@ rejects; a target, reference or input entity set with such records stops the flo
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ import polars as pl
 
 from p2c_etl.config import SystemName
 from p2c_etl.connectors.badrows import SOURCE_BAD_SCHEMA, SOURCE_FILE, unreadable
-from p2c_etl.connectors.base import ChangeRead, Connector
+from p2c_etl.connectors.base import ChangeRead, Connector, PrintedRead
 from p2c_etl.errors import ConnectorError
 from p2c_etl.model.flow import Context, Flow, Input
 from p2c_etl.model.rejects import LINE
@@ -32,6 +33,7 @@ from p2c_etl.warehouse.mirror import (
     apply_changes,
     mirror_digest,
     mirror_drift,
+    mirror_print,
     read_mirror,
     unchanged_mirror,
     update_mirror,
@@ -127,6 +129,9 @@ class EntityReads:
         """Entity sets a flow wrote that were not read since."""
         self._wrote: set[Entity] = set()
         """Entity sets a flow wrote this run."""
+        self._records_written: Counter[Entity] = Counter()
+        self._held: dict[Entity, int] = {}
+        """The records of each written entity set's mirror before this run first wrote it."""
         self._pending: list[KeptLink] = []
         """Links read this run, kept only with the results of the flow that read them
         (`commit_links`): a run killed before reads the same changes again."""
@@ -142,10 +147,14 @@ class EntityReads:
         """The mirror's system name (its namespace in front, for a reconciliation)."""
         return f"{self.namespace}.{system}" if self.namespace else system
 
-    def written(self, system: SystemName, entity: str) -> None:
-        self._reads.pop((system, entity), None)
+    def written(self, system: SystemName, entity: str, records: int) -> None:
+        """A flow wrote `records` records into the entity set."""
+        done = self._reads.pop((system, entity), None)
+        if (system, entity) not in self._wrote:
+            self._held[(system, entity)] = done.mirrored.rows if done else 0
         self._unread.add((system, entity))
         self._wrote.add((system, entity))
+        self._records_written[(system, entity)] += records
 
     def was_written(self, entity: Entity) -> bool:
         """Whether a flow of this run wrote `entity`."""
@@ -173,10 +182,12 @@ class EntityReads:
 
     def read_back(self, wh: Warehouse, run_id: str, now: Callable[[], datetime]) -> int:
         """Read again the entity sets this run wrote and did not read since, where that
-        spares the next run the read: through their links (the next run's delta does not
+        spares the next run work: through their links (the next run's delta does not
         hold this run's own writes), or files (the next run finds the bytes it read back
-        and reads nothing). An entity set read in full every night is not read twice.
-        Returns how many were read."""
+        and reads nothing). An entity set read in full every night is read back only when
+        this run wrote more records into it than its mirror held (a first sync, a bulk
+        load): the next run then finds them in the mirror instead of adding them all, and
+        the cost of the change falls on the run that made it. Returns how many were read."""
         back = [entity for entity in sorted(self._unread) if self._read_back(entity)]
         self.reading_for, self._inputs = None, {}
         for entity in back:
@@ -184,9 +195,12 @@ class EntityReads:
         return len(back)
 
     def _read_back(self, entity: Entity) -> bool:
+        if self.namespace:  # an audit writes nothing
+            return False
         connector = self.connectors[entity[0]]
-        prints = isinstance(connector, PrintsContent) and not self.namespace
-        return prints or self._tracked(connector, entity[1])
+        if isinstance(connector, PrintsContent) or self._tracked(connector, entity[1]):
+            return True
+        return self._records_written[entity] > self._held.get(entity, 0)
 
     def is_current(self, entity: Entity) -> bool:
         """Whether this run's read of `entity` was made after its last write in the run."""
@@ -236,7 +250,23 @@ class EntityReads:
                 self._reads[entity] = done
                 return done
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
-        frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
+        if prints is None and isinstance(connector, PrintsReads):
+            clean = _bad_digest(_no_bad_rows())
+            known = mirror_print(wh, self.system(system), name, clean)
+            read = connector.printed_snapshot(name, columns, known, missing_ok=missing_ok)
+            held = None
+            if read.frame is None and read.printed is not None:  # the bytes the mirror was made of
+                held = unchanged_mirror(wh, self.system(system), name, read.printed, clean)
+            if held is not None:
+                done = Read(held, _no_bad_rows(), tuple(columns), missing_ok and held.rows == 0)
+                self._reads[entity] = done
+                return done
+            printed = read.printed
+            frame = read.frame
+            if frame is None:  # the mirror changed under the read: read it again, in full
+                frame = connector.snapshot(name, columns, missing_ok=missing_ok)
+        else:
+            frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
         if prints and printed is not None and prints.content_print(name, columns) != printed:
             printed = None  # the files changed while read: which bytes were read is not known
         bad_rows = pl.concat(bad).select(SOURCE_BAD_SCHEMA.names()).cast(SOURCE_BAD_SCHEMA)
@@ -396,6 +426,16 @@ class TracksChanges(Protocol):
     def read_changes(
         self, entity: str, columns: Sequence[str], link: str | None, *, missing_ok: bool = False
     ) -> ChangeRead: ...
+
+
+@runtime_checkable
+class PrintsReads(Protocol):
+    """A connector whose full read can tell, once the records' bytes are in, that they are
+    the bytes of the read a mirror was made from, before parsing them (the Web APIs)."""
+
+    def printed_snapshot(
+        self, entity: str, columns: Sequence[str], known: str | None, *, missing_ok: bool = False
+    ) -> PrintedRead: ...
 
 
 @runtime_checkable

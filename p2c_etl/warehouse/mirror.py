@@ -123,6 +123,18 @@ def update_mirror(
     return Mirrored(table, version, hashed.height, inserted, max(deleted, 0))
 
 
+def mirror_print(wh: Warehouse, system: str, entity: str, bad_digest: str) -> str | None:
+    """The print of the read the mirror of (`system`, `entity`) was made from, when it
+    found the unreadable records of `bad_digest`; None when not known."""
+    known = wh.con.execute(
+        "SELECT content_print FROM mirrors WHERE system = ? AND entity = ? AND bad_digest = ?",
+        [system, entity, bad_digest],
+    ).fetchall()
+    if not known or known[0][0] is None or not mirror_exists(wh, system, entity):
+        return None
+    return str(known[0][0])
+
+
 def unchanged_mirror(
     wh: Warehouse, system: str, entity: str, content_print: str, bad_digest: str
 ) -> Mirrored | None:

@@ -140,6 +140,62 @@ def test_a_next_link_written_before_the_records_is_followed_too(contracts: Contr
     assert len(rec.requests) == 2
 
 
+def _three_pages(prices: dict[int, object], link_first: bool = False) -> Handler:
+    """A products collection of three pages, P1..P3 (page 3: P3 and P4), priced by `prices`;
+    with `link_first`, page 2 writes its next link before its records."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = int(request.url.params.get("$skiptoken", "1"))
+        link = f"https://org.example/api/data/v9.2/products?$skiptoken={n + 1}" if n < 3 else None
+        names = [f"P{n}"] if n < 3 else ["P3", "P4"]
+        values = [{"productnumber": name, "price": prices.get(n, n)} for name in names]
+        if link_first and n == 2:
+            body = {"@odata.nextLink": link, "value": values}
+            return httpx.Response(200, content=json.dumps(body).encode())
+        return page(values, link)
+
+    return handler
+
+
+def test_a_read_with_the_print_it_had_before_parses_nothing(contracts: ContractSet) -> None:
+    conn, _ = dataverse(_three_pages({}), contracts)
+    columns = ["productnumber", "price"]
+    first = conn.printed_snapshot("products", columns, None)
+    assert first.frame is not None and first.printed is not None
+    assert first.frame.equals(conn.snapshot("products", columns))
+    again = conn.printed_snapshot("products", columns, first.printed)
+    assert again.frame is None and again.printed == first.printed
+    other = conn.printed_snapshot("products", ["productnumber"], first.printed)
+    assert other.frame is not None and other.printed != first.printed  # other columns
+
+
+@pytest.mark.parametrize("changed_page", [1, 2, 3])
+def test_a_read_whose_page_changed_is_parsed_whole(
+    contracts: ContractSet, changed_page: int
+) -> None:
+    before, _ = dataverse(_three_pages({}), contracts)
+    known = before.printed_snapshot("products", ["productnumber", "price"], None).printed
+    conn, _ = dataverse(_three_pages({changed_page: "9.5"}), contracts)
+    read = conn.printed_snapshot("products", ["productnumber", "price"], known)
+    assert read.frame is not None and read.printed not in (None, known)
+    assert read.frame.equals(conn.snapshot("products", ["productnumber", "price"]))
+    prices = dict(read.frame.iter_rows())
+    assert [prices[f"P{n}"] for n in (1, 2, 3)] == [
+        Decimal("9.5") if n == changed_page else Decimal(n) for n in (1, 2, 3)
+    ]
+
+
+def test_a_read_with_a_link_before_its_records_is_read_again_without_a_print(
+    contracts: ContractSet,
+) -> None:
+    conn, rec = dataverse(_three_pages({}, link_first=True), contracts)
+    read = conn.printed_snapshot("products", ["productnumber", "price"], None)
+    assert read.printed is None and read.frame is not None
+    assert read.frame["productnumber"].to_list() == ["P1", "P2", "P3", "P4"]
+    tokens = [r.url.params.get("$skiptoken") for r in rec.requests]
+    assert tokens == [None, "2", None, "2", "3"]  # stopped at page 2, then read by `pages`
+
+
 def test_a_401_fetches_a_new_token_once(contracts: ContractSet) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.headers["Authorization"] == "Bearer tok1":

@@ -568,3 +568,40 @@ def test_the_sandbox_refuses_a_value_for_the_modification_time_the_system_sets(
         written = httpx.get(url, headers=auth, params=params).json()
         assert written["ProductName"] == "Renamed"
         assert written["ModifiedDateTime"] == f"{now[0]:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def test_a_quiet_night_parses_no_page_of_a_full_read_and_a_planted_change_is_carried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F&O entity sets are read in full every night. When a read's bytes are, page for
+    page, those its mirror was made from, no page is parsed; a customer changed in F&O
+    behind the service's back changes its page, which is parsed, and the run writes the
+    customer back from the CRM."""
+    import p2c_etl.connectors.odata as odata
+
+    parsed: list[str] = []
+    real = odata.parse_page
+
+    def counted(content: bytes, dtypes: Any, where: str) -> Any:
+        parsed.append(where)
+        return real(content, dtypes, where)
+
+    monkeypatch.setattr(odata, "parse_page", counted)
+    with _over_http(tmp_path) as (sandbox, settings, _):
+        run_batch(settings)
+        run_batch(settings)
+        parsed.clear()
+        quiet = run_batch(settings)  # the demo's planted bad records are rejected every night
+        assert quiet.status == "partial" and sum(c.inserted + c.updated for c in quiet.flows) == 0
+        assert [w for w in parsed if w.startswith("erp ")] == []
+        number = _synced_accounts(sandbox)[0]["accountnumber"]
+        name = _customer_name(sandbox, number)
+        held = next(
+            r for r in sandbox.records("erp", "CustomersV2") if r["CustomerAccount"] == number
+        )
+        sandbox.plant("erp", "CustomersV2", {**held, "OrganizationName": "Renamed in F&O"})
+        carried = run_batch(settings)
+        assert carried.status == "partial"
+        assert "erp /data/CustomersV2" in parsed
+        assert _flow(carried, "accounts").updated == 1
+        assert _customer_name(sandbox, number) == name

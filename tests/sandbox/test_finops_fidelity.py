@@ -210,3 +210,65 @@ def test_a_create_that_prefers_return_minimal_is_answered_with_its_address_alone
     again = erp.post("CustomersV2", json={**record, "CustomerAccount": "MIN-2"})
     assert again.status_code == 201 and again.json()["CustomerAccount"] == "MIN-2"
     assert "Preference-Applied" not in again.headers
+
+
+def test_a_page_read_again_shows_every_write_since(sandbox: Sandbox, erp: httpx.Client) -> None:
+    """Pages keep each record's text between reads (`Table.renders`): a record written since
+    (PATCH, a change set rolled back, a change behind the service's back, a delete) is
+    shown as it is now, and the rest as before."""
+    params = {"$select": "CustomerAccount,OrganizationName,CreditLimit", "cross-company": "true"}
+
+    def page() -> dict[str, dict[str, object]]:
+        answer = erp.get("CustomersV2", params=params)
+        assert answer.status_code == 200, answer.text
+        return {r["CustomerAccount"]: r for r in answer.json()["value"]}
+
+    assert (
+        erp.post(
+            "CustomersV2", json={"CustomerAccount": "RC-1", "CustomerGroupId": "10"}
+        ).status_code
+        == 201
+    )
+    assert (
+        erp.post(
+            "CustomersV2", json={"CustomerAccount": "RC-2", "CustomerGroupId": "10"}
+        ).status_code
+        == 201
+    )
+    first = page()
+    assert page() == first  # read again from the kept text
+    url = "CustomersV2(dataAreaId='usmf',CustomerAccount='RC-1')"
+    patched = {"OrganizationName": "Patched", "CreditLimit": 12.5}
+    assert erp.patch(url, json=patched).status_code == 204
+    parts = (  # a change set whose second part fails: the first part's write is undone
+        ("CustomersV2(dataAreaId='usmf',CustomerAccount='RC-2')", "Undone"),
+        ("CustomersV2(dataAreaId='usmf',CustomerAccount='NO-SUCH')", "x"),
+    )
+    failing = (
+        "--b\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n"
+        + "".join(
+            "--c\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
+            f"PATCH {target} HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+            + json.dumps({"OrganizationName": name})
+            + "\r\n"
+            for target, name in parts
+        )
+        + "--c--\r\n--b--\r\n"
+    )
+    batch = {"Content-Type": "multipart/mixed; boundary=b"}
+    answer = erp.post("$batch", content=failing, headers=batch)
+    assert answer.status_code == 200 and "404" in answer.text
+    assert page()["RC-2"]["OrganizationName"] == first["RC-2"]["OrganizationName"] != "Undone"
+    record = next(
+        r for r in sandbox.records("erp", "CustomersV2") if r["CustomerAccount"] == "RC-2"
+    )
+    sandbox.plant("erp", "CustomersV2", {**record, "OrganizationName": "Planted"})
+    again = page()
+    assert again["RC-1"]["OrganizationName"] == "Patched"
+    assert again["RC-1"]["CreditLimit"] == 12.5
+    assert again["RC-2"]["OrganizationName"] == "Planted"
+    assert {k: v for k, v in again.items() if k not in ("RC-1", "RC-2")} == {
+        k: v for k, v in first.items() if k not in ("RC-1", "RC-2")
+    }
+    assert erp.delete(url).status_code == 204
+    assert "RC-1" not in page()
