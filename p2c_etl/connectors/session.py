@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import ssl
 
 import httpx
@@ -31,9 +33,22 @@ def http_client(settings: SystemSettings, default_scope: str) -> httpx.Client:
     limits = httpx.Limits(
         max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
     )
-    verify: ssl.SSLContext | bool = True
-    if settings.ca_file is not None:
-        verify = ssl.create_default_context(cafile=str(settings.ca_file))
-    return httpx.Client(
-        auth=auth, timeout=httpx.Timeout(settings.timeout), limits=limits, verify=verify
+    trust = (
+        str(settings.ca_file) if settings.ca_file is not None else None,
+        os.environ.get("SSL_CERT_FILE"),
+        os.environ.get("SSL_CERT_DIR"),
     )
+    return httpx.Client(
+        auth=auth, timeout=httpx.Timeout(settings.timeout), limits=limits, verify=_context(*trust)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _context(ca_file: str | None, cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """The TLS context of a client that trusts `ca_file` (else what httpx trusts by default:
+    `SSL_CERT_FILE`, `SSL_CERT_DIR` or certifi's bundle), made once per process: loading a
+    bundle costs about 30 ms, and a run opens a client per system. A context is safe to share
+    between clients and threads once made."""
+    if ca_file is not None:
+        return ssl.create_default_context(cafile=ca_file)
+    return httpx.create_ssl_context()
