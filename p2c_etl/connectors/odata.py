@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -171,8 +171,9 @@ class ODataClient:
         code are the same records.
 
         Pages are parsed as soon as one differs from `known`'s page at its place, those
-        before it too; the links followed are cut from the pages' ends (`_tail_link`) and,
-        once parsed, must be the links the pages hold. A page whose link is elsewhere (an
+        before it too (kept up to `_HELD_BYTES`, else read again); the links followed are
+        cut from the pages' ends (`_tail_link`) and, once parsed, must be the links the
+        pages hold. A page whose link is elsewhere (an
         unusual but valid page) is read again by `pages`, and that read has no print."""
         where = f"{self.system} {_path(url)}"
         head = json.dumps(
@@ -192,25 +193,35 @@ class ODataClient:
             return frame
 
         digests: list[str] = []
-        held: list[tuple[bytes, str | None]] = []
+        held: list[tuple[bytes, str | None]] = []  # the pages alike so far, up to _HELD_BYTES
+        size, dropped = 0, False
         parsing: list[Future[pl.DataFrame]] | None = None if wanted else []
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="p2c-parse") as pool:
-            for content, link in self._paged(url, params, headers, raw):
+            pages = self._paged(url, params, headers, raw)
+            for content, link in pages:
                 digest = hashlib.blake2b(head, digest_size=12)
                 digest.update(content)
                 digests.append(digest.hexdigest())
                 at = len(digests) - 1
                 if parsing is None and (at >= len(wanted) or wanted[at] != digests[-1]):
+                    if dropped:  # the pages alike were not kept: read it all again, parsed
+                        pages.close()
+                        return self.printed_pages(url, dtypes, params, headers, None)
                     parsing = [pool.submit(parse, *page) for page in held]
                     held = []
-                if parsing is None:
-                    held.append((content, link))
-                else:
+                if parsing is not None:
                     parsing.append(pool.submit(parse, content, link))
+                elif not dropped:
+                    held.append((content, link))
+                    size += len(content)
+                    if size > _HELD_BYTES:
+                        held, dropped = [], True
             printed = ",".join(digests)
             if parsing is None and printed == known:
                 return PrintedPages(None, printed)
-            if parsing is None:  # fewer pages than before, each the same: parse them now
+            if parsing is None:  # fewer pages than before, each alike: parse them now
+                if dropped:
+                    return self.printed_pages(url, dtypes, params, headers, None)
                 parsing = [pool.submit(parse, *page) for page in held]
             try:
                 frames = [f.result() for f in parsing]
@@ -246,7 +257,7 @@ class ODataClient:
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         read: Callable[[httpx.Response], tuple[_Page, str | None]],
-    ) -> Iterator[_Page]:
+    ) -> Generator[_Page, None, None]:
         """`read` of each page of a paged GET, in order, fetched and read ahead of the caller
         (`_ReadAhead`): the next page is on its way while this one is parsed, and two pages
         are parsed at once (Arrow's parser leaves the GIL)."""
@@ -268,6 +279,11 @@ class ODataClient:
 
 _Page = TypeVar("_Page")
 
+_HELD_BYTES = 64 << 20
+"""How many bytes of pages alike (to the read a print was made from) `printed_pages` keeps
+in case a later page differs and they must be parsed after all; past it, such a read is read
+again from its start (a large entity set that changed late: rare, and bounded memory)."""
+
 _AHEAD = 3
 """How many pages a paged read holds fetched, or on their way, and not yet taken by its
 caller (a read into the warehouse page by page keeps its memory bounded by this)."""
@@ -275,13 +291,15 @@ caller (a read into the warehouse page by page keeps its memory bounded by this)
 
 class _Fetch(Generic[_Page]):
     """One page's GET and read, in the background; `next`: the fetch of the link cut from
-    its bytes, started as soon as they arrived."""
+    its bytes, started as soon as they arrived; `guess`: that link, while its fetch waits
+    for room (`_AHEAD`)."""
 
-    __slots__ = ("future", "next", "url")
+    __slots__ = ("future", "guess", "next", "url")
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.next: _Fetch[_Page] | None = None
+        self.guess: str | None = None
         self.future: Future[tuple[_Page, str | None]]
 
 
@@ -289,10 +307,12 @@ class _ReadAhead(Generic[_Page]):
     """The pages of one paged GET, fetched and read by two threads ahead of the caller.
 
     When a page's bytes arrive, the next link is cut from their end (`_tail_link`: OData
-    writes it after `value`) and its fetch starts at once, while this page is read. The
-    caller uses a fetch so started only when its link is the one `read` parsed from the
+    writes it after `value`) and its fetch starts at once, while this page is read; when
+    `_AHEAD` pages are already fetched and not taken, it starts when the caller takes one.
+    The caller uses a fetch so started only when its link is the one `read` parsed from the
     page; otherwise it starts the parsed link, and the fetches started from the wrong guess
-    (a GET changes nothing) are left to end unused."""
+    (a GET changes nothing) are left to end unused. Fetches are started and chained under
+    one lock."""
 
     def __init__(
         self,
@@ -307,30 +327,37 @@ class _ReadAhead(Generic[_Page]):
         """Bumped when the caller starts a fetch itself: earlier fetches start no more."""
         self._held = 0
         """Fetches of this generation started and not yet taken (at most `_AHEAD`)."""
+        self._last: _Fetch[_Page] | None = None
+        """The latest fetch of this generation: the one a fetch waiting for room follows."""
         self._stopped = False
 
     def start(self, url: str, params: Mapping[str, str] | None) -> _Fetch[_Page]:
         with self._lock:
             self._generation += 1
-            self._held = 1
-            generation = self._generation
-        return self._submit(url, params, generation)
+            self._held = 0
+            return self._submit(url, params)
 
     def take(self, fetch: _Fetch[_Page]) -> tuple[_Page, str | None, _Fetch[_Page] | None]:
         """The page `fetch` read, its next link, and the fetch started from its bytes."""
         page, next_url = fetch.future.result()
         with self._lock:
             self._held -= 1
+            last = self._last
+            if last is not None and last.guess is not None and not self._stopped:
+                last.next, last.guess = self._submit(last.guess, None), None
         return page, next_url, fetch.next
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, url: str, params: Mapping[str, str] | None, generation: int) -> _Fetch[_Page]:
+    def _submit(self, url: str, params: Mapping[str, str] | None) -> _Fetch[_Page]:
+        """A fetch of `url` in this generation (the caller holds the lock)."""
         fetch: _Fetch[_Page] = _Fetch(url)
-        fetch.future = self._pool.submit(self._work, fetch, params, generation)
+        self._held += 1
+        self._last = fetch
+        fetch.future = self._pool.submit(self._work, fetch, params, self._generation)
         return fetch
 
     def _work(
@@ -340,11 +367,11 @@ class _ReadAhead(Generic[_Page]):
         guess = _tail_link(response.content) if response.is_success else None
         if guess is not None:
             with self._lock:
-                chain = not self._stopped and generation == self._generation and self._held < _AHEAD
-                if chain:
-                    self._held += 1
-            if chain:
-                fetch.next = self._submit(guess, None, generation)
+                if not self._stopped and generation == self._generation:
+                    if self._held < _AHEAD:
+                        fetch.next = self._submit(guess, None)
+                    else:
+                        fetch.guess = guess  # started by `take`, when a page is taken
         return self._read(response)
 
 

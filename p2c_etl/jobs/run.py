@@ -143,7 +143,8 @@ def _run(
                 back = reads.read_back(wh, run_id, clock)
                 reads.commit_links(wh)
                 if back:
-                    progress(f"read back {back} written entity sets")
+                    names = ", ".join(f"{system}.{entity}" for system, entity in back)
+                    progress(f"read back {len(back)} written entity sets: {names}")
                 if not dry_run:
                     confirm_writes(wh, selected, counts, reads, context, progress)
         except P2CError as exc:

@@ -148,7 +148,8 @@ class EntityReads:
         return f"{self.namespace}.{system}" if self.namespace else system
 
     def written(self, system: SystemName, entity: str, records: int) -> None:
-        """A flow wrote `records` records into the entity set."""
+        """A flow wrote `records` records into the entity set (summed over the flows that
+        write it, for `read_back`)."""
         done = self._reads.pop((system, entity), None)
         if (system, entity) not in self._wrote:
             self._held[(system, entity)] = done.mirrored.rows if done else 0
@@ -180,19 +181,19 @@ class EntityReads:
         full = [k.at for k in self._pending_of(entity, listed) if k.read.kind == "full"]
         return full[0] if full else full_read_at(wh, *entity, listed)
 
-    def read_back(self, wh: Warehouse, run_id: str, now: Callable[[], datetime]) -> int:
+    def read_back(self, wh: Warehouse, run_id: str, now: Callable[[], datetime]) -> list[Entity]:
         """Read again the entity sets this run wrote and did not read since, where that
         spares the next run work: through their links (the next run's delta does not
         hold this run's own writes), or files (the next run finds the bytes it read back
         and reads nothing). An entity set read in full every night is read back only when
         this run wrote more records into it than its mirror held (a first sync, a bulk
         load): the next run then finds them in the mirror instead of adding them all, and
-        the cost of the change falls on the run that made it. Returns how many were read."""
+        the cost of the change falls on the run that made it. Returns those read."""
         back = [entity for entity in sorted(self._unread) if self._read_back(entity)]
         self.reading_for, self._inputs = None, {}
         for entity in back:
             self.read(wh, run_id, entity, self.columns.get(entity, []), now, missing_ok=True)
-        return len(back)
+        return back
 
     def _read_back(self, entity: Entity) -> bool:
         if self.namespace:  # an audit writes nothing
@@ -265,6 +266,7 @@ class EntityReads:
             frame = read.frame
             if frame is None:  # the mirror changed under the read: read it again, in full
                 frame = connector.snapshot(name, columns, missing_ok=missing_ok)
+                printed = None  # not the bytes printed
         else:
             frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
         if prints and printed is not None and prints.content_print(name, columns) != printed:

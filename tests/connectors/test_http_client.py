@@ -5,6 +5,7 @@ import threading
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import polars as pl
@@ -194,6 +195,75 @@ def test_a_read_with_a_link_before_its_records_is_read_again_without_a_print(
     assert read.frame["productnumber"].to_list() == ["P1", "P2", "P3", "P4"]
     tokens = [r.url.params.get("$skiptoken") for r in rec.requests]
     assert tokens == [None, "2", None, "2", "3"]  # stopped at page 2, then read by `pages`
+
+
+def test_a_caller_slower_than_the_service_finds_each_next_page_already_asked_for(
+    contracts: ContractSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages are read at most three ahead; when the caller takes one, the page waiting for
+    room is asked for at once, not when the caller reaches it."""
+    import p2c_etl.connectors.odata as odata
+
+    last = 8
+    asked = {n: threading.Event() for n in range(1, last + 1)}
+    parsing = {n: threading.Event() for n in range(1, last + 1)}
+    real = odata.parse_page
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = int(request.url.params.get("$skiptoken", "1"))
+        asked[n].set()
+        link = f"https://org.example/api/data/v9.2/products?$skiptoken={n + 1}"
+        return page([{"productnumber": f"P{n}", "price": n}], link if n < last else None)
+
+    def parse(content: bytes, dtypes: Any, where: str) -> Any:
+        frame, link = real(content, dtypes, where)
+        parsing[int(frame["productnumber"][0][1:])].set()
+        return frame, link
+
+    monkeypatch.setattr(odata, "parse_page", parse)
+    conn, rec = dataverse(handler, contracts)
+    seen = []
+    for n, frame in enumerate(conn.pages("products", ["productnumber", "price"]), start=1):
+        seen.extend(frame["productnumber"])
+        if n == 1:  # pages 2 to 4 are read ahead (4 parsed after its link was cut): full
+            assert parsing[4].wait(30), "page 4 was not read ahead"
+            assert not asked[5].is_set()
+        if n < last:
+            assert asked[n + 1].wait(30), f"page {n + 1} was not asked for ahead"
+    assert seen == [f"P{n}" for n in range(1, last + 1)]
+    assert [r.url.params.get("$skiptoken") for r in rec.requests] == [
+        None,
+        *(str(n) for n in range(2, last + 1)),
+    ]
+
+
+def test_a_print_tells_apart_reads_of_the_same_bytes_as_other_types(
+    contracts: ContractSet,
+) -> None:
+    conn, _ = dataverse(_three_pages({}), contracts)
+    url = "https://org.example/api/data/v9.2/products"
+    as_float = {"productnumber": pl.String(), "price": pl.Float64()}
+    as_number = {"productnumber": pl.String(), "price": pl.Decimal(38, 4)}
+    first = conn.odata.printed_pages(url, as_float, None, None, None)
+    again = conn.odata.printed_pages(url, as_number, None, None, first.printed)
+    assert again.frames is not None and again.printed != first.printed
+    assert conn.odata.printed_pages(url, as_number, None, None, again.printed).frames is None
+
+
+def test_a_late_change_past_the_bytes_kept_reads_again_from_the_start(
+    contracts: ContractSet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import p2c_etl.connectors.odata as odata
+
+    before, _ = dataverse(_three_pages({}), contracts)
+    known = before.printed_snapshot("products", ["productnumber", "price"], None).printed
+    monkeypatch.setattr(odata, "_HELD_BYTES", 1)  # page 1, alike, is not kept
+    conn, rec = dataverse(_three_pages({3: "9.5"}), contracts)
+    read = conn.printed_snapshot("products", ["productnumber", "price"], known)
+    assert read.frame is not None and read.printed not in (None, known)
+    assert read.frame["price"].to_list() == [Decimal(1), Decimal(2), Decimal("9.5"), Decimal("9.5")]
+    tokens = [r.url.params.get("$skiptoken") for r in rec.requests]
+    assert tokens == [None, "2", "3", None, "2", "3"]
 
 
 def test_a_401_fetches_a_new_token_once(contracts: ContractSet) -> None:

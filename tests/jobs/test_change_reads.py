@@ -570,13 +570,8 @@ def test_the_sandbox_refuses_a_value_for_the_modification_time_the_system_sets(
         assert written["ModifiedDateTime"] == f"{now[0]:%Y-%m-%dT%H:%M:%SZ}"
 
 
-def test_a_quiet_night_parses_no_page_of_a_full_read_and_a_planted_change_is_carried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """F&O entity sets are read in full every night. When a read's bytes are, page for
-    page, those its mirror was made from, no page is parsed; a customer changed in F&O
-    behind the service's back changes its page, which is parsed, and the run writes the
-    customer back from the CRM."""
+def _parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The pages parsed from now on, by system and path (`erp /data/CustomersV2`)."""
     import p2c_etl.connectors.odata as odata
 
     parsed: list[str] = []
@@ -587,6 +582,17 @@ def test_a_quiet_night_parses_no_page_of_a_full_read_and_a_planted_change_is_car
         return real(content, dtypes, where)
 
     monkeypatch.setattr(odata, "parse_page", counted)
+    return parsed
+
+
+def test_a_quiet_night_parses_no_page_of_a_full_read_and_a_planted_change_is_carried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F&O entity sets are read in full every night. When a read's bytes are, page for
+    page, those its mirror was made from, no page is parsed; a customer changed in F&O
+    behind the service's back changes its page, which is parsed, and the run writes the
+    customer back from the CRM."""
+    parsed = _parses(monkeypatch)
     with _over_http(tmp_path) as (sandbox, settings, _):
         run_batch(settings)
         run_batch(settings)
@@ -605,3 +611,42 @@ def test_a_quiet_night_parses_no_page_of_a_full_read_and_a_planted_change_is_car
         assert "erp /data/CustomersV2" in parsed
         assert _flow(carried, "accounts").updated == 1
         assert _customer_name(sandbox, number) == name
+
+
+def test_a_run_reads_back_the_full_read_set_it_filled_and_not_one_it_wrote_a_record_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's F&O holds fewer quotation lines than the first run writes into it (more
+    than its mirror held), so that run reads them back and the next night parses none of
+    their pages. A run that changes one line of the many does not read them back (the next night
+    reads them in full anyway)."""
+    parsed = _parses(monkeypatch)
+    with _over_http(tmp_path) as (sandbox, settings, _):
+
+        def read_back(said: list[str]) -> list[str]:
+            lines = [line for line in said if line.startswith("read back ")]
+            return lines[0].split(": ")[1].split(", ") if lines else []
+
+        said: list[str] = []
+        first = run_batch(settings, progress=said.append)
+        written = _flow(first, "quote_lines").inserted
+        assert written > len(sandbox.records("erp", "CDSSalesQuotationLines")) - written
+        assert "erp.CDSSalesQuotationLines" in read_back(said)
+        parsed.clear()
+        run_batch(settings)
+        assert "erp /data/CDSSalesQuotationLines" not in parsed
+        detail = sandbox.records("crm", "quotedetails")[0]
+        token = _token(sandbox, sandbox.crm_url)
+        patched = httpx.patch(
+            f"{sandbox.crm_url}/api/data/v9.2/quotedetails({detail['quotedetailid']})",
+            json={"description": "Changed through the Web API"},
+            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
+        )
+        assert patched.status_code == 204, patched.text
+        said.clear()
+        one = run_batch(settings, progress=said.append)
+        assert _flow(one, "quote_lines").updated == 1
+        assert "erp.CDSSalesQuotationLines" not in read_back(said)
+        parsed.clear()
+        run_batch(settings)
+        assert "erp /data/CDSSalesQuotationLines" in parsed  # the page the run changed

@@ -214,8 +214,9 @@ def test_a_create_that_prefers_return_minimal_is_answered_with_its_address_alone
 
 def test_a_page_read_again_shows_every_write_since(sandbox: Sandbox, erp: httpx.Client) -> None:
     """Pages keep each record's text between reads (`Table.renders`): a record written since
-    (PATCH, a change set rolled back, a change behind the service's back, a delete) is
-    shown as it is now, and the rest as before."""
+    (PATCH, a change behind the service's back, a delete, a delete and create again) is
+    shown as it is now, one a rolled-back change set wrote as it was, and the rest as
+    before."""
     params = {"$select": "CustomerAccount,OrganizationName,CreditLimit", "cross-company": "true"}
 
     def page() -> dict[str, dict[str, object]]:
@@ -272,3 +273,6 @@ def test_a_page_read_again_shows_every_write_since(sandbox: Sandbox, erp: httpx.
     }
     assert erp.delete(url).status_code == 204
     assert "RC-1" not in page()
+    again_made = {"CustomerAccount": "RC-1", "CustomerGroupId": "10", "OrganizationName": "New"}
+    assert erp.post("CustomersV2", json=again_made).status_code == 201
+    assert page()["RC-1"]["OrganizationName"] == "New"

@@ -209,7 +209,11 @@ def test_a_run_confirms_what_it_wrote_so_the_next_night_confirms_and_folds_nothi
     said: list[str] = []
     first = _run(demo_dir, clock, said)
     wrote = {c.flow for c in first.flows if c.inserted + c.updated}
-    assert "read back 4 written entity sets" in said
+    back = [line for line in said if line.startswith("read back ")]
+    assert back == [
+        "read back 4 written entity sets: crm.invoicedetails, crm.salesorderdetails, "
+        "erp.CDSContactPersons, erp.CDSSalesQuotationLines"
+    ]
     confirmed = {}
     for line in [m for m in said if m.endswith(" records written read back as sent")]:
         flow, _, figures = line.partition(": ")
