@@ -63,6 +63,17 @@ def _token(sandbox: Sandbox, url: str) -> str:
     return str(httpx.post(sandbox.token_url, data=form).json()["access_token"])
 
 
+def _patch_crm(sandbox: Sandbox, record: str, values: dict[str, Any]) -> None:
+    """Change one CRM record through the Web API (`accounts(<id>)`), as a user would."""
+    token = _token(sandbox, sandbox.crm_url)
+    patched = httpx.patch(
+        f"{sandbox.crm_url}/api/data/v9.2/{record}",
+        json=values,
+        headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
+    )
+    assert patched.status_code == 204, patched.text
+
+
 def _reads(config: Path, run_id: str) -> list[tuple[Any, ...]]:
     con = duckdb.connect(str(config.parent / "p2c.duckdb"), read_only=True)
     try:
@@ -102,13 +113,9 @@ def test_run_full_reports_the_change_tracking_never_saw_and_carries_it(tmp_path:
         missed = run_batch(settings)
         assert _flow(missed, "accounts").updated == 0
         assert _customer_name(sandbox, planted["accountnumber"]) != "Planted behind tracking"
-        token = _token(sandbox, sandbox.crm_url)
-        patched = httpx.patch(
-            f"{sandbox.crm_url}/api/data/v9.2/accounts({renamed['accountid']})",
-            json={"name": "Renamed through the Web API"},
-            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
+        _patch_crm(
+            sandbox, f"accounts({renamed['accountid']})", {"name": "Renamed through the Web API"}
         )
-        assert patched.status_code == 204, patched.text
         result = CliRunner().invoke(
             main, ["run", "--full", "--config", str(config), "--json", "-q"], env=_env()
         )
@@ -636,13 +643,8 @@ def test_a_run_reads_back_the_full_read_set_it_filled_and_not_one_it_wrote_a_rec
         run_batch(settings)
         assert "erp /data/CDSSalesQuotationLines" not in parsed
         detail = sandbox.records("crm", "quotedetails")[0]
-        token = _token(sandbox, sandbox.crm_url)
-        patched = httpx.patch(
-            f"{sandbox.crm_url}/api/data/v9.2/quotedetails({detail['quotedetailid']})",
-            json={"description": "Changed through the Web API"},
-            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
-        )
-        assert patched.status_code == 204, patched.text
+        record = f"quotedetails({detail['quotedetailid']})"
+        _patch_crm(sandbox, record, {"description": "Changed through the Web API"})
         said.clear()
         one = run_batch(settings, progress=said.append)
         assert _flow(one, "quote_lines").updated == 1
