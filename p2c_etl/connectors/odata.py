@@ -181,10 +181,13 @@ class ODataClient:
         ).encode()
         wanted = known.split(",") if known else []
 
-        def raw(response: httpx.Response) -> tuple[tuple[bytes, str | None], str | None]:
+        def raw(response: httpx.Response) -> tuple[tuple[bytes, str | None, str], str | None]:
+            """A page's bytes, its link and its digest (made on the fetching thread)."""
             self.expect_ok(response, f"GET {_path(url)}")
             link = _tail_link(response.content)
-            return (response.content, link), link
+            digest = hashlib.sha256(head)
+            digest.update(response.content)
+            return (response.content, link, digest.hexdigest()[:24]), link
 
         def parse(content: bytes, link: str | None) -> pl.DataFrame:
             frame, parsed = parse_page(content, dtypes, where)
@@ -198,10 +201,8 @@ class ODataClient:
         parsing: list[Future[pl.DataFrame]] | None = None if wanted else []
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="p2c-parse") as pool:
             pages = self._paged(url, params, headers, raw)
-            for content, link in pages:
-                digest = hashlib.blake2b(head, digest_size=12)
-                digest.update(content)
-                digests.append(digest.hexdigest())
+            for content, link, digest in pages:
+                digests.append(digest)
                 at = len(digests) - 1
                 if parsing is None and (at >= len(wanted) or wanted[at] != digests[-1]):
                     if dropped:  # the pages alike were not kept: read it all again, parsed
