@@ -173,8 +173,8 @@ class ODataClient:
         Pages are parsed as soon as one differs from `known`'s page at its place, those
         before it too (kept up to `_HELD_BYTES`, else read again); the links followed are
         cut from the pages' ends (`_tail_link`) and, once parsed, must be the links the
-        pages hold. A page whose link is elsewhere (an
-        unusual but valid page) is read again by `pages`, and that read has no print."""
+        pages hold. A read with a page whose link is elsewhere (unusual, but valid) is read
+        again by `pages`, and has no print."""
         where = f"{self.system} {_path(url)}"
         head = json.dumps(
             [p2c_version, pl.__version__, pa.__version__, repr(dict(dtypes)), url, params]
