@@ -33,7 +33,7 @@ from p2c_etl.warehouse.mirror import (
     apply_changes,
     mirror_digest,
     mirror_drift,
-    mirror_print,
+    printed_mirror,
     read_mirror,
     unchanged_mirror,
     update_mirror,
@@ -127,11 +127,10 @@ class EntityReads:
         self._reads: dict[Entity, Read] = {}
         self._unread: set[Entity] = set()
         """Entity sets a flow wrote that were not read since."""
-        self._wrote: set[Entity] = set()
-        """Entity sets a flow wrote this run."""
         self._records_written: Counter[Entity] = Counter()
         self._held: dict[Entity, int] = {}
-        """The records of each written entity set's mirror before this run first wrote it."""
+        """The entity sets a flow wrote this run, and the records of each one's mirror
+        before this run first wrote it."""
         self._pending: list[KeptLink] = []
         """Links read this run, kept only with the results of the flow that read them
         (`commit_links`): a run killed before reads the same changes again."""
@@ -151,15 +150,13 @@ class EntityReads:
         """A flow wrote `records` records into the entity set (summed over the flows that
         write it, for `read_back`)."""
         done = self._reads.pop((system, entity), None)
-        if (system, entity) not in self._wrote:
-            self._held[(system, entity)] = done.mirrored.rows if done else 0
+        self._held.setdefault((system, entity), done.mirrored.rows if done else 0)
         self._unread.add((system, entity))
-        self._wrote.add((system, entity))
         self._records_written[(system, entity)] += records
 
     def was_written(self, entity: Entity) -> bool:
         """Whether a flow of this run wrote `entity`."""
-        return entity in self._wrote
+        return entity in self._held
 
     def commit_links(self, wh: Warehouse) -> None:
         """Keep the links (and how each entity set was read) of the reads made since the
@@ -238,35 +235,23 @@ class EntityReads:
         self._unread.discard(entity)
         if isinstance(connector, TracksChanges) and self._tracked(connector, name):
             mirrored = self._read_changes(wh, run_id, connector, entity, columns, now, missing_ok)
-            done = Read(mirrored, _no_bad_rows(), tuple(columns), missing_ok and mirrored.rows == 0)
-            self._reads[entity] = done
-            return done
+            return self._made(entity, mirrored, _no_bad_rows(), columns, missing_ok)
+        clean = _bad_digest(_no_bad_rows())
         prints = connector if isinstance(connector, PrintsContent) else None
         printed = prints.content_print(name, columns) if prints else None
         if printed is not None:  # the same bytes as the mirror was made from: not read again
-            clean = _bad_digest(_no_bad_rows())
             held = unchanged_mirror(wh, self.system(system), name, printed, clean)
             if held is not None:
-                done = Read(held, _no_bad_rows(), tuple(columns), missing_ok and held.rows == 0)
-                self._reads[entity] = done
-                return done
+                return self._made(entity, held, _no_bad_rows(), columns, missing_ok)
         bad: list[pl.DataFrame] = [pl.DataFrame(schema=SOURCE_BAD_SCHEMA)]
         if prints is None and isinstance(connector, PrintsReads):
-            clean = _bad_digest(_no_bad_rows())
-            known = mirror_print(wh, self.system(system), name, clean)
+            kept = printed_mirror(wh, self.system(system), name, clean)
+            known = kept[0] if kept is not None else None
             read = connector.printed_snapshot(name, columns, known, missing_ok=missing_ok)
-            held = None
-            if read.frame is None and read.printed is not None:  # the bytes the mirror was made of
-                held = unchanged_mirror(wh, self.system(system), name, read.printed, clean)
-            if held is not None:
-                done = Read(held, _no_bad_rows(), tuple(columns), missing_ok and held.rows == 0)
-                self._reads[entity] = done
-                return done
-            printed = read.printed
-            frame = read.frame
-            if frame is None:  # the mirror changed under the read: read it again, in full
-                frame = connector.snapshot(name, columns, missing_ok=missing_ok)
-                printed = None  # not the bytes printed
+            if read.frame is None:  # the bytes the mirror was made from: kept as it is
+                assert kept is not None  # a read is left unparsed only for the print it was given
+                return self._made(entity, kept[1], _no_bad_rows(), columns, missing_ok)
+            frame, printed = read.frame, read.printed
         else:
             frame = connector.snapshot(name, columns, missing_ok=missing_ok, on_bad=bad.append)
         if prints and printed is not None and prints.content_print(name, columns) != printed:
@@ -276,7 +261,18 @@ class EntityReads:
         mirrored = update_mirror(
             wh, self.system(system), name, frame, digest, run_id, now(), printed
         )
-        done = Read(mirrored, bad_rows, tuple(columns), missing_ok and frame.height == 0)
+        return self._made(entity, mirrored, bad_rows, columns, missing_ok)
+
+    def _made(
+        self,
+        entity: Entity,
+        mirrored: Mirrored,
+        bad: pl.DataFrame,
+        columns: Sequence[str],
+        missing_ok: bool,
+    ) -> Read:
+        """The read of `entity` this run made, kept for the flows after."""
+        done = Read(mirrored, bad, tuple(columns), missing_ok and mirrored.rows == 0)
         self._reads[entity] = done
         return done
 

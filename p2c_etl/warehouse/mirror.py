@@ -123,16 +123,22 @@ def update_mirror(
     return Mirrored(table, version, hashed.height, inserted, max(deleted, 0))
 
 
-def mirror_print(wh: Warehouse, system: str, entity: str, bad_digest: str) -> str | None:
-    """The print of the read the mirror of (`system`, `entity`) was made from, when it
-    found the unreadable records of `bad_digest`; None when not known."""
+def printed_mirror(
+    wh: Warehouse, system: str, entity: str, bad_digest: str
+) -> tuple[str, Mirrored] | None:
+    """The print of the read the mirror of (`system`, `entity`) was made from, and the
+    mirror, untouched, when it was made from a read that found the unreadable records of
+    `bad_digest` (none, as the callers ask: those must be reported again, so their file is
+    read again) and gave a print; None otherwise."""
     known = wh.con.execute(
-        "SELECT content_print FROM mirrors WHERE system = ? AND entity = ? AND bad_digest = ?",
+        "SELECT content_print, version, row_count FROM mirrors WHERE system = ? "
+        "AND entity = ? AND bad_digest = ? AND content_print IS NOT NULL",
         [system, entity, bad_digest],
     ).fetchall()
-    if not known or known[0][0] is None or not mirror_exists(wh, system, entity):
+    if not known or not mirror_exists(wh, system, entity):
         return None
-    return str(known[0][0])
+    printed, version, rows = known[0]
+    return str(printed), Mirrored(mirror_table(system, entity), int(version), int(rows), 0, 0)
 
 
 def unchanged_mirror(
@@ -140,17 +146,9 @@ def unchanged_mirror(
 ) -> Mirrored | None:
     """The mirror of (`system`, `entity`), untouched, when it was made from a read with this
     `content_print` (the same bytes read by the same code: the same records) that found
-    the unreadable records of `bad_digest` (none, as the caller asks: those must be
-    reported again, so their file is read again); None otherwise."""
-    known = wh.con.execute(
-        "SELECT version, row_count FROM mirrors WHERE system = ? AND entity = ? "
-        "AND content_print = ? AND bad_digest = ?",
-        [system, entity, content_print, bad_digest],
-    ).fetchall()
-    if not known or not mirror_exists(wh, system, entity):
-        return None
-    version, rows = int(known[0][0]), int(known[0][1])
-    return Mirrored(mirror_table(system, entity), version, rows, 0, 0)
+    the unreadable records of `bad_digest`; None otherwise (see `printed_mirror`)."""
+    found = printed_mirror(wh, system, entity, bad_digest)
+    return found[1] if found is not None and found[0] == content_print else None
 
 
 def apply_changes(
